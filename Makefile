@@ -1,0 +1,62 @@
+# backurne — the two commands a newcomer needs are `make demo` and `make test`.
+# Everything they need (Debian packages, a pinned virtualenv, the two-cluster Ceph lab) is
+# installed or started by these targets themselves.
+
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collections
+COLLECTION := collections/ansible_collections/backurne/rbd
+
+.PHONY: help deps venv lab-up lab-down lab-status demo test unit sanity lint integration molecule bench clean build
+
+help:
+	@echo "make demo   - install, start the lab, back up demo images, show the report"
+	@echo "make test   - install, start the lab, run every suite (unit, sanity, lint, integration, molecule)"
+	@echo "make bench  - benchmarks on the lab (ratios, not assertions)"
+	@echo "make lab-up | lab-down | lab-status"
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(VENV)/.installed: requirements/dev.in requirements/constraints.txt
+	/usr/bin/python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade 'pip==24.2'
+	$(VENV)/bin/pip install -q -r requirements/dev.in -c requirements/constraints.txt
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+lab-up: deps
+	tests/lab/lab.sh up
+lab-down:
+	tests/lab/lab.sh down
+lab-status:
+	tests/lab/lab.sh status
+
+demo: venv
+	bash scripts/demo.sh
+
+test: venv
+	bash scripts/test.sh all
+
+unit: venv
+	bash scripts/test.sh unit
+sanity: venv
+	bash scripts/test.sh sanity
+lint: venv
+	bash scripts/test.sh lint
+integration: venv
+	bash scripts/test.sh integration
+molecule: venv
+	bash scripts/test.sh molecule
+
+bench: venv
+	bash bench/run.sh
+
+build: venv
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/ $(COLLECTION)
+
+clean:
+	rm -rf build $(COLLECTION)/tests/output .pytest_cache

@@ -1,0 +1,67 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+# Argument-spec fragments shared by the modules, and the conversions from module parameters to
+# core objects. Kept here, without an Ansible import, so every module declares an option the
+# same way its doc fragment documents it.
+from datetime import datetime, timezone
+from typing import Any
+
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, SshTarget
+
+CEPH_ARGS: dict[str, dict[str, Any]] = {
+    "cluster": {"type": "str", "default": "ceph"},
+    "ceph_client": {"type": "str", "default": "admin"},
+    "keyring": {"type": "path"},
+    "ceph_conf": {"type": "path"},
+}
+
+POLICY_ARGS: dict[str, dict[str, Any]] = {
+    "snap_prefix": {"type": "str", "default": "backup"},
+    "profiles": {"type": "dict", "default": {"daily": {"count": 30}}},
+    "now": {"type": "str"},
+}
+
+SSH_ARGS: dict[str, dict[str, Any]] = {
+    "live_host": {"type": "str", "required": True},
+    "live_ceph": {"type": "dict", "default": {}, "options": CEPH_ARGS},
+    "ssh_user": {"type": "str", "default": "root"},
+    "ssh_port": {"type": "int", "default": 22},
+    "ssh_identity_file": {"type": "path"},
+    "ssh_known_hosts_file": {"type": "path"},
+    "ssh_cipher": {"type": "str"},
+    "ssh_control_master": {"type": "bool", "default": True},
+}
+
+
+def ceph_access(params: dict[str, Any]) -> CephAccess:
+    return CephAccess(
+        cluster=params.get("cluster") or "ceph",
+        ceph_client=params.get("ceph_client") or "admin",
+        keyring=params.get("keyring"),
+        ceph_conf=params.get("ceph_conf"),
+    )
+
+
+def live_ssh_target(params: dict[str, Any]) -> SshTarget:
+    return SshTarget(
+        host=params["live_host"],
+        user=params["ssh_user"],
+        port=params["ssh_port"],
+        identity_file=params.get("ssh_identity_file"),
+        known_hosts_file=params.get("ssh_known_hosts_file"),
+        cipher=params.get("ssh_cipher"),
+        control_master=params["ssh_control_master"],
+    )
+
+
+def parse_now(value: str | None) -> datetime:
+    """The policy clock: naive UTC, as in the snapshot names; injectable for tests and dry runs."""
+    if not value:
+        return datetime.now(timezone.utc).replace(tzinfo=None)
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed

@@ -1,0 +1,155 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+# Validation of a whole run's configuration (inventory variables), so a playbook fails before
+# touching anything and the message names the culprit.
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, validate_prefix
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles
+
+
+class ConfigError(ValueError):
+    pass
+
+
+CEPH_KEYS = {"cluster", "ceph_client", "keyring", "ceph_conf"}
+SSH_KEYS = {"user", "port", "identity_file", "known_hosts_file", "cipher", "control_master"}
+LIVE_KEYS = {"name", "type", "pool", "namespace", "include", "exclude", "ceph", "workers"}
+BACKUP_KEYS = {"pool", "namespace", "ceph", "ssh", "workers"}
+CLUSTER_TYPES = ("plain", "proxmox")
+# Characters that cannot appear in an RBD pool/namespace name or would break the backup names.
+FORBIDDEN_IN_NAMES = set(";/@'\"") | {chr(c) for c in range(32)}
+
+
+def _check_keys(where: str, value: Any, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _name(where: str, key: str, value: Any, required: bool = True) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise ConfigError(f"{where}: {key!r} is required")
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
+    bad = sorted(set(value) & FORBIDDEN_IN_NAMES)
+    if bad or value != value.strip():
+        raise ConfigError(f"{where}: {key} {value!r} contains a forbidden character or blank")
+    return value
+
+
+def _patterns(where: str, key: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"{where}: {key!r} must be a list of patterns")
+    if not all(isinstance(p, str) and p for p in value):
+        raise ConfigError(f"{where}: {key!r} must hold non-empty strings")
+    return list(value)
+
+
+def _positive_int(where: str, key: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def _ceph(where: str, value: Any) -> dict[str, Any]:
+    ceph = _check_keys(f"{where}: ceph", value or {}, CEPH_KEYS)
+    for key, item in ceph.items():
+        if item is not None and not isinstance(item, str):
+            raise ConfigError(f"{where}: ceph.{key} must be a string")
+    return dict(ceph)
+
+
+def _ssh(where: str, value: Any) -> dict[str, Any]:
+    ssh = dict(_check_keys(f"{where}: ssh", value or {}, SSH_KEYS))
+    ssh.setdefault("user", "root")
+    ssh["port"] = _positive_int(where, "ssh.port", ssh.get("port"), 22)
+    ssh.setdefault("control_master", True)
+    return ssh
+
+
+def validate_live_cluster(host: str, spec: Any) -> dict[str, Any]:
+    where = f"live cluster {host!r}"
+    if spec is None:
+        raise ConfigError(f"{where}: no backurne_live definition")
+    spec = _check_keys(where, spec, LIVE_KEYS)
+    cluster_type = spec.get("type", "plain")
+    if cluster_type not in CLUSTER_TYPES:
+        raise ConfigError(f"{where}: type {cluster_type!r} is not one of {', '.join(CLUSTER_TYPES)}")
+    return {
+        "host": host,
+        "name": _name(where, "name", spec.get("name", host)),
+        "type": cluster_type,
+        "pool": _name(where, "pool", spec.get("pool", "rbd")),
+        "namespace": _name(where, "namespace", spec.get("namespace"), required=False),
+        "include": _patterns(where, "include", spec.get("include")),
+        "exclude": _patterns(where, "exclude", spec.get("exclude")),
+        "ceph": _ceph(where, spec.get("ceph")),
+        "workers": _positive_int(where, "workers", spec.get("workers"), 4),
+    }
+
+
+def validate_run_config(
+    profiles: Mapping[str, Any],
+    snap_prefix: str,
+    live_clusters: Mapping[str, Any],
+    backup_nodes: Sequence[str],
+    backup: Mapping[str, Any],
+    limit_clusters: Sequence[str] = (),
+) -> dict[str, Any]:
+    try:
+        validate_prefix(snap_prefix)
+        parsed = parse_profiles(profiles)
+    except (NamingError, PolicyError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if not backup_nodes:
+        raise ConfigError("the inventory has no backup node (group 'backup_nodes' is empty or missing)")
+    if not live_clusters:
+        raise ConfigError("the inventory has no live cluster (group 'live_clusters' is empty or missing)")
+    clusters = [validate_live_cluster(host, spec) for host, spec in live_clusters.items()]
+    seen: dict[str, str] = {}
+    for cluster in clusters:
+        if cluster["name"] in seen:
+            raise ConfigError(
+                f"live clusters {seen[cluster['name']]!r} and {cluster['host']!r} share the name {cluster['name']!r}"
+            )
+        seen[cluster["name"]] = cluster["host"]
+    unknown = [name for name in limit_clusters if name not in seen]
+    if unknown:
+        raise ConfigError(f"limit: no live cluster named {unknown[0]!r} (known: {', '.join(sorted(seen))})")
+    if limit_clusters:
+        clusters = [c for c in clusters if c["name"] in limit_clusters]
+    where = "backup node configuration"
+    backup = _check_keys(where, backup or {}, BACKUP_KEYS)
+    return {
+        "profiles": {
+            name: {
+                "count": p.count,
+                "interval": int(p.interval.total_seconds()),
+                "max_on_live": p.max_on_live,
+                "priority": p.priority,
+            }
+            for name, p in parsed.items()
+        },
+        "live_clusters": clusters,
+        "backup": {
+            "pool": _name(where, "pool", backup.get("pool", "rbd")),
+            "namespace": _name(where, "namespace", backup.get("namespace"), required=False),
+            "ceph": _ceph(where, backup.get("ceph")),
+            "ssh": _ssh(where, backup.get("ssh")),
+            "workers": _positive_int(where, "workers", backup.get("workers"), 4),
+        },
+    }

@@ -1,0 +1,472 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Backup policy: profiles, what is due, the plan of an image, and expiry.
+
+Everything here is pure: snapshot names in, decisions out. ``now`` is always
+passed in and every time is naive UTC. Only our snapshots (``PREFIX;...`` names
+that parse) are ever proposed for deletion; anything else is foreign.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
+    NamingError,
+    make_snap_name,
+    parse_snap_name,
+    validate_prefix,
+    validate_profile_name,
+)
+
+BUILTIN_INTERVALS: dict[str, timedelta] = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(days=7),
+    "monthly": timedelta(days=30),
+}
+
+PRIORITIES = ("high", "normal")
+PROFILE_KEYS = ("count", "interval", "max_on_live", "priority")
+
+# The snapshots of one run are one tick apart, in creation order. With equal times
+# the names could not tell which came first, and `rbd export-diff --from-snap`
+# refuses (EINVAL) a base newer than its target: a retried chain would wedge.
+CREATION_TICK = timedelta(microseconds=1)
+
+_DURATION_PART_RE = re.compile(r"([0-9]+)([wdhms])")
+_DURATION_RE = re.compile(r"(?:[0-9]+[wdhms])+")
+_SECONDS_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+TransferKind = Literal["full", "incremental", "none"]
+
+
+class PolicyError(ValueError):
+    """Invalid policy input; the message names the profile, key or value at fault."""
+
+
+def _duration_seconds(value: object) -> float | None:
+    # bool is an int subclass; `interval: true` is a mistake, not one second.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if _SECONDS_RE.fullmatch(text):
+            return float(text)
+        if _DURATION_RE.fullmatch(text):
+            parts = _DURATION_PART_RE.findall(text)
+            return float(sum(int(num) * _UNIT_SECONDS[unit] for num, unit in parts))
+    return None
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """A positive duration: seconds as a number, or ``90s``, ``1h30m``, ``2w``..."""
+    seconds = _duration_seconds(value)
+    if seconds is None:
+        raise PolicyError(f"invalid duration {value!r}: expected seconds or a string like '1h30m'")
+    if not seconds > 0:
+        raise PolicyError(f"invalid duration {value!r}: must be positive")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise PolicyError(f"invalid duration {value!r}: too long") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Take a snapshot every ``interval``; keep each one ``count`` intervals."""
+
+    name: str
+    count: int
+    interval: timedelta
+    max_on_live: int = 0
+    priority: str = "normal"
+
+    def __post_init__(self) -> None:
+        try:
+            validate_profile_name(self.name)
+        except NamingError as exc:
+            raise PolicyError(f"invalid profile name: {exc}") from None
+        where = f"profile {self.name!r}"
+        if not _is_int(self.count) or self.count < 1:
+            raise PolicyError(f"{where}: key 'count' must be an integer >= 1, got {self.count!r}")
+        if not isinstance(self.interval, timedelta) or self.interval <= timedelta(0):
+            raise PolicyError(f"{where}: key 'interval' must be a positive duration, got {self.interval!r}")
+        if not _is_int(self.max_on_live) or self.max_on_live < 0:
+            raise PolicyError(f"{where}: key 'max_on_live' must be an integer >= 0, got {self.max_on_live!r}")
+        if self.priority not in PRIORITIES:
+            raise PolicyError(f"{where}: key 'priority' must be one of {', '.join(PRIORITIES)}, got {self.priority!r}")
+
+
+def parse_profiles(spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Profile]:
+    """Validate the user's profiles; the result keeps the order of ``spec``."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise PolicyError("at least one backup profile must be defined")
+    profiles: dict[str, Profile] = {}
+    for name, options in spec.items():
+        try:
+            validate_profile_name(name)
+        except NamingError as exc:
+            raise PolicyError(f"invalid profile name: {exc}") from None
+        where = f"profile {name!r}"
+        if not isinstance(options, Mapping):
+            raise PolicyError(f"{where}: expected a mapping of options, got {options!r}")
+        for key in options:
+            if key not in PROFILE_KEYS:
+                raise PolicyError(f"{where}: unknown key {key!r} (allowed: {', '.join(PROFILE_KEYS)})")
+        if "count" not in options:
+            raise PolicyError(f"{where}: key 'count' is required")
+        if "interval" in options:
+            try:
+                interval = parse_duration(options["interval"])
+            except PolicyError as exc:
+                raise PolicyError(f"{where}: key 'interval': {exc}") from None
+        elif name in BUILTIN_INTERVALS:
+            interval = BUILTIN_INTERVALS[name]
+        else:
+            raise PolicyError(
+                f"{where}: key 'interval' is required (only {', '.join(BUILTIN_INTERVALS)} have a default)"
+            )
+        profiles[name] = Profile(
+            name=name,
+            count=options["count"],
+            interval=interval,
+            max_on_live=options.get("max_on_live", 0),
+            priority=options.get("priority", "normal"),
+        )
+    return profiles
+
+
+def _saturating_add(moment: datetime, delta: timedelta) -> datetime:
+    # A huge COUNT in a hand-made name must not crash a run: it means "never".
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max
+
+
+def _check_now(now: object) -> None:
+    if not isinstance(now, datetime) or now.tzinfo is not None:
+        raise PolicyError(f"now must be a naive UTC datetime, got {now!r}")
+
+
+@dataclass(frozen=True)
+class Snap:
+    """One of our snapshots; ``name`` is the exact name on disk, never rebuilt."""
+
+    name: str
+    profile: str
+    count: int
+    created: datetime
+
+    @classmethod
+    def from_name(cls, name: str, prefix: str) -> Snap | None:
+        parsed = parse_snap_name(name, prefix)
+        if parsed is None:
+            return None
+        return cls(name, parsed.profile, parsed.count, parsed.created)
+
+    @property
+    def sort_key(self) -> tuple[datetime, str]:
+        """Age order: the time in the name, then the name to settle ties."""
+        return (self.created, self.name)
+
+    def expires_at(self, profiles: Mapping[str, Profile]) -> datetime | None:
+        """``created + count * interval``; None for an unconfigured profile.
+
+        The count is the one written in the name, as backurne 2.x did: lowering a
+        profile's count must not suddenly expire the snapshots already taken.
+        """
+        profile = profiles.get(self.profile)
+        if profile is None:
+            return None
+        try:
+            lifetime = self.count * profile.interval
+        except OverflowError:
+            return datetime.max
+        return _saturating_add(self.created, lifetime)
+
+
+def _ours(names: Iterable[str], prefix: str) -> dict[str, Snap]:
+    validate_prefix(prefix)
+    snaps: dict[str, Snap] = {}
+    for name in names:
+        snap = Snap.from_name(name, prefix)
+        if snap is not None:
+            snaps[name] = snap
+    return snaps
+
+
+def _by_age(snaps: Iterable[Snap], newest_first: bool = False) -> list[Snap]:
+    return sorted(snaps, key=lambda snap: snap.sort_key, reverse=newest_first)
+
+
+def _newest(snaps: Iterable[Snap]) -> Snap | None:
+    return max(snaps, key=lambda snap: snap.sort_key, default=None)
+
+
+def due_profiles(
+    profiles: Mapping[str, Profile],
+    backup_snaps: Iterable[Snap],
+    now: datetime,
+    force: bool = False,
+    only: Collection[str] | None = None,
+) -> list[Profile]:
+    """Profiles due for a snapshot: high priority first, then in spec order.
+
+    Due: no backup snapshot of that profile, or the newest one is at least one
+    interval old (``created <= now - interval``, as in backurne 2.x), or ``force``.
+    """
+    _check_now(now)
+    if isinstance(only, str):
+        # A bare string is a Collection of characters; it can only mean one name.
+        only = (only,)
+    for name in only or ():
+        if name not in profiles:
+            raise PolicyError(f"unknown profile {name!r} requested in 'only'")
+    newest: dict[str, datetime] = {}
+    for snap in backup_snaps:
+        if snap.profile not in newest or snap.created > newest[snap.profile]:
+            newest[snap.profile] = snap.created
+    due = []
+    for profile in profiles.values():
+        if only is not None and profile.name not in only:
+            continue
+        last = newest.get(profile.name)
+        # Compare ages: now - interval could underflow datetime.min.
+        if force or last is None or now - last >= profile.interval:
+            due.append(profile)
+    # A stable sort keeps the spec order within each priority.
+    due.sort(key=lambda profile: profile.priority != "high")
+    return due
+
+
+def newest_shared(live_snap_names: Iterable[str], backup_snap_names: Iterable[str], prefix: str) -> Snap | None:
+    """The incremental base: the newest of our snapshots present on both sides."""
+    shared = set(live_snap_names) & set(backup_snap_names)
+    return _newest(_ours(shared, prefix).values())
+
+
+@dataclass
+class ImagePlan:
+    """One run for one image. ``transfers`` run in order, each from the previous."""
+
+    image: str
+    backup_image: str
+    due: list[str]
+    new_snapshots: list[str]
+    base: str | None
+    kind: TransferKind
+    transfers: list[tuple[str | None, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "backup_image": self.backup_image,
+            "due": list(self.due),
+            "new_snapshots": list(self.new_snapshots),
+            "base": self.base,
+            "kind": self.kind,
+            "transfers": [{"from_snap": source, "to_snap": target} for source, target in self.transfers],
+        }
+
+
+def plan_image(
+    image: str,
+    backup_image: str,
+    live_snap_names: Iterable[str],
+    backup_snap_names: Iterable[str],
+    profiles: Mapping[str, Profile],
+    prefix: str,
+    now: datetime,
+    force: bool = False,
+    only: Collection[str] | None = None,
+) -> ImagePlan:
+    """Plan one image: snapshots to create on live, transfers to the backup image.
+
+    Our live snapshots missing on backup (left by a failed run) are sent first, so
+    a retry converges without a new snapshot; they count as backed up when
+    deciding what is due, since this very chain delivers them first. Only those
+    newer than all of ours on backup qualify: the backup image's head holds the
+    newest imported state and a diff applied to it must move forward in time.
+    Pending snapshots of unconfigured profiles are not sent: nothing would ever
+    expire them on the backup side.
+
+    ``new_snapshots`` must be created in list order (see CREATION_TICK).
+    """
+    _check_now(now)
+    live = _ours(live_snap_names, prefix)
+    backup = _ours(backup_snap_names, prefix)
+    base = _newest(snap for name, snap in live.items() if name in backup)
+    newest_backup = _newest(backup.values())
+    pending = _by_age(
+        snap
+        for name, snap in live.items()
+        if name not in backup
+        and snap.profile in profiles
+        and (newest_backup is None or snap.sort_key > newest_backup.sort_key)
+    )
+    due = due_profiles(profiles, [*backup.values(), *pending], now, force, only)
+    new_snapshots = [
+        make_snap_name(prefix, profile.name, profile.count, now + index * CREATION_TICK)
+        for index, profile in enumerate(due)
+    ]
+    transfers: list[tuple[str | None, str]] = []
+    source = None if base is None else base.name
+    for target in [snap.name for snap in pending] + new_snapshots:
+        transfers.append((source, target))
+        source = target
+    kind: TransferKind
+    if not transfers:
+        kind = "none"
+    elif transfers[0][0] is None:
+        kind = "full"
+    else:
+        kind = "incremental"
+    return ImagePlan(
+        image=image,
+        backup_image=backup_image,
+        due=[profile.name for profile in due],
+        new_snapshots=new_snapshots,
+        base=None if base is None else base.name,
+        kind=kind,
+        transfers=transfers,
+    )
+
+
+def unconfigured_snaps(snap_names: Iterable[str], profiles: Mapping[str, Profile], prefix: str) -> list[str]:
+    """Our snapshots of unconfigured profiles, oldest first: kept, worth reporting."""
+    snaps = _by_age(_ours(snap_names, prefix).values())
+    return [snap.name for snap in snaps if snap.profile not in profiles]
+
+
+def live_expiry(
+    live_snap_names: Iterable[str],
+    backup_snap_names: Iterable[str],
+    profiles: Mapping[str, Profile],
+    prefix: str,
+) -> list[str]:
+    """Live snapshots to delete, oldest first.
+
+    Kept: the base and everything newer (a transfer may still need them), per
+    profile the newest ``max_on_live`` older ones, and unconfigured profiles.
+    Without a shared snapshot nothing goes: live may hold the only copy.
+    """
+    live = _ours(live_snap_names, prefix)
+    base = newest_shared(live, backup_snap_names, prefix)
+    if base is None:
+        return []
+    older: dict[str, list[Snap]] = {}
+    for snap in live.values():
+        if snap.sort_key < base.sort_key and snap.profile in profiles:
+            older.setdefault(snap.profile, []).append(snap)
+    doomed: list[Snap] = []
+    for profile_name, snaps in older.items():
+        keep = profiles[profile_name].max_on_live
+        doomed.extend(_by_age(snaps, newest_first=True)[keep:])
+    return [snap.name for snap in _by_age(doomed)]
+
+
+@dataclass
+class BackupExpiry:
+    """Backup-side expiry of one image; every name not deleted has a kept reason."""
+
+    delete: list[str]
+    remove_image: bool
+    kept_reasons: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delete": list(self.delete),
+            "remove_image": self.remove_image,
+            "kept_reasons": dict(self.kept_reasons),
+        }
+
+
+def backup_expiry(
+    backup_snap_names: Iterable[str],
+    profiles: Mapping[str, Profile],
+    prefix: str,
+    now: datetime,
+    source_exists: bool,
+    live_snap_names: Iterable[str] = (),
+    extra_retention_time: timedelta = timedelta(0),
+    keep_min: int = 1,
+) -> BackupExpiry:
+    """Backup snapshots past their expiry, within the safety rules below.
+
+    Never deleted: foreign snapshots, unconfigured profiles, unexpired snapshots,
+    the newest one shared with live and, while the source exists, the newest
+    ``max(keep_min, 1)``. Once the source is gone, the newest stays until its
+    expiry + ``extra_retention_time`` (``keep_min`` holding until then too); then
+    the image fades out and is removed when none of ours is left and no foreign
+    snapshot pins it.
+    """
+    _check_now(now)
+    if not _is_int(keep_min) or keep_min < 0:
+        raise PolicyError(f"keep_min must be an integer >= 0, got {keep_min!r}")
+    if not isinstance(extra_retention_time, timedelta) or extra_retention_time < timedelta(0):
+        raise PolicyError(f"extra_retention_time must be a duration >= 0, got {extra_retention_time!r}")
+    names = list(dict.fromkeys(backup_snap_names))
+    ours = _ours(names, prefix)
+    foreign = [name for name in names if name not in ours]
+    newest_first = _by_age(ours.values(), newest_first=True)
+    shared = newest_shared(live_snap_names, ours.keys(), prefix)
+
+    fade_out_at: datetime | None = None
+    if source_exists:
+        faded_out = False
+        floor = max(keep_min, 1)
+    else:
+        last_expiry = newest_first[0].expires_at(profiles) if newest_first else None
+        if last_expiry is not None:
+            fade_out_at = _saturating_add(last_expiry, extra_retention_time)
+        faded_out = not newest_first or (fade_out_at is not None and fade_out_at <= now)
+        floor = 0 if faded_out else keep_min
+
+    delete: list[str] = []
+    kept_reasons: dict[str, str] = {}
+    for index, snap in enumerate(newest_first):
+        expires = snap.expires_at(profiles)
+        if expires is None:
+            reason = f"profile {snap.profile!r} is not configured: never expires"
+        elif expires > now:
+            reason = f"expires at {expires.isoformat()}"
+        elif shared is not None and snap.name == shared.name:
+            reason = "newest snapshot shared with live: base of the next incremental"
+        elif index == 0 and source_exists:
+            reason = "newest snapshot while the source image exists"
+        elif index == 0 and fade_out_at is not None and not faded_out:
+            reason = f"source image gone: last snapshot kept until {fade_out_at.isoformat()}"
+        elif index < floor:
+            reason = f"keep_min: one of the {floor} newest snapshots"
+        else:
+            delete.append(snap.name)
+            continue
+        kept_reasons[snap.name] = reason
+
+    remove_image = not source_exists and faded_out and len(delete) == len(ours) and not foreign
+    foreign_reason = f"not one of ours (not a {prefix!r} snapshot name): never touched"
+    if not source_exists and faded_out:
+        foreign_reason += "; it keeps the backup image from being removed"
+    for name in foreign:
+        kept_reasons[name] = foreign_reason
+    delete.reverse()
+    return BackupExpiry(delete=delete, remove_image=remove_image, kept_reasons=kept_reasons)

@@ -1,0 +1,532 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+# The one place where rbd/rados commands are built and run, locally or on a remote node over
+# ssh. Every command is an argument list; the only shell string in the product is the remote
+# command handed to ssh (and the `bash -c` script of a remote pipeline), and both are built by
+# quote_argv() alone.
+import json
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# An image/pool/namespace name that contains one of these cannot be addressed through the rbd
+# CLI at all: even `--image=NAME` goes through rbd's spec parser, which splits on them
+# (verified on 16.2: `--image=x@y` -> "snapshot name specified for a command that doesn't use
+# it", `--image=x/y` -> "error opening pool 'x'"). Refuse them early with a clear message.
+_SPEC_SEPARATORS = ("/", "@")
+
+# "2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 " in front of Ceph log lines.
+_CEPH_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} [0-9a-f]+ +-?\d+ ")
+_ERRNO_HINT = re.compile(r"\(\d+\)|error|fail|denied|refused|not found|no such|timed out|invalid", re.IGNORECASE)
+_NOISE = ("did not load config file",)
+_MAX_CAUSE = 300
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    """Quote an argument list into one POSIX shell command line, word by word.
+
+    This is THE quoting function: a remote command (ssh passes one string to the remote login
+    shell) and the script of a remote pipeline are built here and nowhere else.
+    """
+    words = list(argv)
+    if not words:
+        raise ValueError("cannot quote an empty command")
+    for word in words:
+        if not isinstance(word, str):
+            raise TypeError(f"command words must be str, got {type(word).__name__}: {word!r}")
+        if "\0" in word:
+            # execve() cannot carry a NUL; better fail here than run a truncated word.
+            raise ValueError(f"NUL byte in command word {word!r}")
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def stderr_cause(stderr: str) -> str:
+    """The line of a command's stderr that says why it failed, for a one-line message."""
+    lines = []
+    for raw in stderr.splitlines():
+        line = _CEPH_LOG_PREFIX.sub("", raw.strip()).strip()
+        if line and not any(noise in line for noise in _NOISE):
+            lines.append(line)
+    if not lines:
+        return ""
+    # rbd often ends with a generic line after the specific one; prefer the last line that
+    # looks like an error over a trailing progress or banner line.
+    for line in reversed(lines):
+        if _ERRNO_HINT.search(line):
+            return line[:_MAX_CAUSE]
+    return lines[-1][:_MAX_CAUSE]
+
+
+class RbdError(RuntimeError):
+    """A failed rbd/rados/ssh command: what, on which node, and why (never secrets)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        rc: int | None,
+        stderr: str,
+        target: str,
+        *,
+        action: str = "",
+        subject: str = "",
+        cause: str | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.rc = rc
+        self.stderr = stderr
+        self.target = target
+        self.action = action or (self.argv[0] if self.argv else "command")
+        self.subject = subject
+        if cause is None:
+            cause = stderr_cause(stderr) or (f"exit status {rc}" if rc is not None else "failed")
+        self.cause = cause
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        what = f"{self.action} {self.subject}".strip()
+        return f"{what} on {self.target}: {self.cause}"
+
+    def __str__(self) -> str:
+        return self._message()
+
+    @property
+    def is_not_found(self) -> bool:
+        return "(2) No such file or directory" in self.stderr
+
+    @property
+    def is_busy(self) -> bool:
+        return "(16) Device or resource busy" in self.stderr
+
+    @property
+    def is_exists(self) -> bool:
+        return "(17) File exists" in self.stderr
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not value:
+        raise ValueError(f"empty {kind} name")
+    if "\0" in value or any(sep in value for sep in _SPEC_SEPARATORS):
+        raise ValueError(f"{kind} name {value!r} cannot be addressed by the rbd CLI (contains '/', '@' or NUL)")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """pool/[namespace/]image[@snap], passed to rbd as --pool=/--namespace=/--image=/--snap=.
+
+    Options rather than a positional spec: a name starting with a dash would be read as an
+    option when positional; `--image=-x` is unambiguous (the `=` form keeps even boost's
+    parser from looking at the value).
+    """
+
+    pool: str
+    namespace: str | None
+    image: str
+    snap: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.namespace == "":
+            object.__setattr__(self, "namespace", None)
+        _check_name("pool", self.pool)
+        if self.namespace is not None:
+            _check_name("namespace", self.namespace)
+        _check_name("image", self.image)
+        if self.snap is not None and (not self.snap or "\0" in self.snap):
+            raise ValueError(f"invalid snapshot name {self.snap!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> ImageSpec:
+        head, at, snap = text.partition("@")
+        parts = head.split("/")
+        if len(parts) == 2:
+            pool, namespace, image = parts[0], None, parts[1]
+        elif len(parts) == 3:
+            pool, namespace, image = parts
+        else:
+            raise ValueError(f"image spec {text!r} is not pool/[namespace/]image[@snap]")
+        return cls(pool, namespace, image, snap if at else None)
+
+    @classmethod
+    def of(cls, spec: ImageSpec | str) -> ImageSpec:
+        return spec if isinstance(spec, ImageSpec) else cls.parse(spec)
+
+    def at(self, snap: str | None) -> ImageSpec:
+        return replace(self, snap=snap)
+
+    def options(self, *, with_snap: bool = True) -> list[str]:
+        words = [f"--pool={self.pool}"]
+        if self.namespace:
+            words.append(f"--namespace={self.namespace}")
+        words.append(f"--image={self.image}")
+        if with_snap and self.snap is not None:
+            words.append(f"--snap={self.snap}")
+        return words
+
+    def __str__(self) -> str:
+        text = f"{self.pool}/{self.namespace}/{self.image}" if self.namespace else f"{self.pool}/{self.image}"
+        return f"{text}@{self.snap}" if self.snap is not None else text
+
+
+@dataclass(frozen=True)
+class CephAccess:
+    """How to reach one Ceph cluster from the node the command runs on."""
+
+    cluster: str = "ceph"
+    ceph_client: str = "admin"
+    keyring: str | None = None
+    ceph_conf: str | None = None
+
+    def _common(self) -> list[str]:
+        # The keyring is a path: key material never appears on a command line (ps, logs).
+        words = ["--cluster", self.cluster, "--id", self.ceph_client]
+        if self.keyring:
+            words += ["--keyring", self.keyring]
+        if self.ceph_conf:
+            words += ["-c", self.ceph_conf]
+        return words
+
+    def rbd_argv(self, *args: str) -> list[str]:
+        return ["rbd", *self._common(), *args]
+
+    def rados_argv(self, *args: str) -> list[str]:
+        return ["rados", *self._common(), *args]
+
+
+def _ssh_option_path(path: str, token_suffix: str = "") -> str:
+    # ssh expands %-tokens in these paths and splits -o values on whitespace (double quotes
+    # group); escape both so an odd path is taken literally. token_suffix is appended as is.
+    if '"' in path:
+        raise ValueError(f"ssh path {path!r} contains a double quote")
+    value = path.replace("%", "%%") + token_suffix
+    return f'"{value}"' if any(ch.isspace() for ch in value) else value
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """A live node reached over ssh, non-interactively, with a strict host key when known."""
+
+    host: str
+    user: str = "root"
+    port: int = 22
+    identity_file: str | None = None
+    known_hosts_file: str | None = None
+    cipher: str | None = None
+    control_master: bool = True
+    control_persist: int = 60
+    control_dir: str = "~/.ansible/cp-backurne"
+    connect_timeout: int = 10
+    extra_options: tuple[str, ...] = ()
+    server_alive_interval: int = 15
+    server_alive_count_max: int = 3
+
+    def __post_init__(self) -> None:
+        for kind, value in (("host", self.host), ("user", self.user)):
+            if not value or value.startswith("-") or any(ch.isspace() or ch in "@\0" for ch in value):
+                raise ValueError(f"invalid ssh {kind} {value!r}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"invalid ssh port {self.port}")
+        object.__setattr__(self, "extra_options", tuple(self.extra_options))
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def control_path_dir(self) -> str:
+        path = os.path.expanduser(self.control_dir)
+        # The socket grants a shell on the live node to whoever can connect to it: 0700.
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def argv(self, remote_command: str) -> list[str]:
+        argv = [
+            "ssh",
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            f"ServerAliveInterval={self.server_alive_interval}",
+            "-o",
+            f"ServerAliveCountMax={self.server_alive_count_max}",
+            # Keeps banners and "Permanently added" chatter out of the stderr we report.
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            str(self.port),
+        ]
+        if self.identity_file:
+            argv += ["-i", self.identity_file.replace("%", "%%"), "-o", "IdentitiesOnly=yes"]
+        if self.known_hosts_file:
+            argv += [
+                "-o",
+                f"UserKnownHostsFile={_ssh_option_path(self.known_hosts_file)}",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ]
+        if self.cipher:
+            argv += ["-c", self.cipher]
+        if self.control_master:
+            # %C: a hash of (local host, remote host, port, user), short enough for a socket.
+            control_path = _ssh_option_path(self.control_path_dir(), "/%C")
+            argv += [
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                f"ControlPath={control_path}",
+                "-o",
+                f"ControlPersist={self.control_persist}",
+            ]
+        else:
+            argv += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        for option in self.extra_options:
+            argv += ["-o", option]
+        # `--` after the destination: nothing in the remote command is parsed by ssh itself.
+        argv += [f"{self.user}@{self.host}", "--", remote_command]
+        return argv
+
+
+@dataclass
+class _Completed:
+    argv: list[str]
+    rc: int | None
+    stdout: str
+    stderr: str = field(repr=False)
+
+
+def _describe(args: Sequence[str]) -> tuple[str, str]:
+    """("rbd snap create", "pool/ns/img@snap") from an rbd argument list, for error messages."""
+    action = []
+    for word in args:
+        if word.startswith("-") or not word.replace("-", "").isalpha():
+            break
+        action.append(word)
+    values: dict[str, str] = {}
+    for word in args:
+        for key in ("pool", "namespace", "image", "snap"):
+            if word.startswith(f"--{key}="):
+                values[key] = word.split("=", 1)[1]
+    subject = ""
+    if "image" in values:
+        parts = [values.get("pool", "?"), values.get("namespace", ""), values["image"]]
+        subject = "/".join(part for part in parts if part)
+        if "snap" in values:
+            subject += "@" + values["snap"]
+    elif "pool" in values:
+        subject = "/".join(part for part in (values["pool"], values.get("namespace", "")) if part)
+    return " ".join(action), subject
+
+
+class RbdRunner:
+    """Runs rbd (and rados) on one node: here, or on a live node over ssh."""
+
+    def __init__(
+        self,
+        access: CephAccess,
+        ssh: SshTarget | None = None,
+        default_timeout: float = 120,
+        label: str | None = None,
+    ) -> None:
+        self.access = access
+        self.ssh = ssh
+        self.default_timeout = default_timeout
+        self.label = label or (f"node {ssh.host}" if ssh else "local")
+
+    @property
+    def is_remote(self) -> bool:
+        return self.ssh is not None
+
+    def command_argv(self, words: Sequence[str]) -> list[str]:
+        """The argv that runs `words` on this runner's node."""
+        if self.ssh is None:
+            return list(words)
+        return self.ssh.argv(quote_argv(words))
+
+    def remote_shell_argv(self, pipeline_words: Sequence[Sequence[str]]) -> list[str]:
+        """argv running `stage1 | stage2 | …` on this runner's node, failing if any stage fails.
+
+        Only the pipe is shell syntax; every word of every stage is quoted by quote_argv.
+        pipefail makes bash exit non-zero when an early stage (rbd export…) fails even though
+        the last one (zstd, a hasher) succeeded on the truncated input.
+        """
+        if not pipeline_words:
+            raise ValueError("empty pipeline")
+        script = " | ".join(quote_argv(stage) for stage in pipeline_words)
+        return self.command_argv(["bash", "-o", "pipefail", "-c", script])
+
+    def _execute(
+        self,
+        argv: list[str],
+        *,
+        timeout: float | None,
+        stdin: bytes | None = None,
+    ) -> _Completed:
+        try:
+            proc = subprocess.run(
+                argv,
+                input=stdin,
+                stdin=subprocess.DEVNULL if stdin is None else None,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            stderr = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else ""
+            return _Completed(argv, None, "", stderr)
+        except OSError as exc:
+            # e.g. rbd or ssh not installed on this node
+            return _Completed(argv, 127, "", f"cannot run {argv[0]}: {exc}")
+        return _Completed(
+            argv,
+            proc.returncode,
+            proc.stdout.decode("utf-8", "replace"),
+            proc.stderr.decode("utf-8", "replace"),
+        )
+
+    def _error(self, done: _Completed, args: Sequence[str], timeout: float | None, tool: str) -> RbdError:
+        action, subject = _describe(args)
+        cause = None
+        if done.rc is None:
+            cause = f"timed out after {timeout:g} s"
+        elif self.ssh is not None and done.rc == 255:
+            cause = "ssh: " + (stderr_cause(done.stderr) or "connection failed")
+        return RbdError(
+            done.argv,
+            done.rc,
+            done.stderr,
+            self.label,
+            action=f"{tool} {action}".strip(),
+            subject=subject,
+            cause=cause,
+        )
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.default_timeout if timeout is None else timeout
+
+    def run(self, args: Sequence[str], *, timeout: float | None = None, stdin: bytes | None = None) -> str:
+        """Run `rbd ARGS`; return its stdout; raise RbdError on any failure or timeout."""
+        limit = self._timeout(timeout)
+        done = self._execute(self.command_argv(self.access.rbd_argv(*args)), timeout=limit, stdin=stdin)
+        if done.rc != 0:
+            raise self._error(done, args, limit, "rbd")
+        return done.stdout
+
+    def run_rados(self, args: Sequence[str], *, timeout: float | None = None) -> str:
+        limit = self._timeout(timeout)
+        done = self._execute(self.command_argv(self.access.rados_argv(*args)), timeout=limit)
+        if done.rc != 0:
+            raise self._error(done, args, limit, "rados")
+        return done.stdout
+
+    def run_pipeline(
+        self,
+        pipeline_words: Sequence[Sequence[str]],
+        *,
+        timeout: float | None,
+        action: str,
+        subject: str = "",
+    ) -> str:
+        """Run a pipeline on this node (see remote_shell_argv); timeout None = no limit."""
+        done = self._execute(self.remote_shell_argv(pipeline_words), timeout=timeout)
+        if done.rc != 0:
+            cause = f"timed out after {timeout:g} s" if done.rc is None and timeout is not None else None
+            raise RbdError(done.argv, done.rc, done.stderr, self.label, action=action, subject=subject, cause=cause)
+        return done.stdout
+
+    def json(self, args: Sequence[str], *, timeout: float | None = None) -> Any:
+        out = self.run([*args, "--format=json"], timeout=timeout)
+        return self.parse_json(out, args)
+
+    def parse_json(self, out: str, args: Sequence[str], tool: str = "rbd") -> Any:
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            action, subject = _describe(args)
+            raise RbdError(
+                [tool, *args],
+                0,
+                "",
+                self.label,
+                action=f"{tool} {action}",
+                subject=subject,
+                cause=f"unparsable JSON output ({exc})",
+            ) from exc
+
+    # -- images and snapshots -------------------------------------------------------------
+
+    def list_images(self, pool: str, namespace: str | None = None) -> dict[str, list[str]]:
+        """Every image of pool[/namespace] -> its snapshot names, oldest first, in one call."""
+        _check_name("pool", pool)
+        args = ["ls", "--long", f"--pool={pool}"]
+        if namespace:
+            _check_name("namespace", namespace)
+            args.append(f"--namespace={namespace}")
+        args.append("--format=json")
+        limit = self._timeout(None)
+        done = self._execute(self.command_argv(self.access.rbd_argv(*args)), timeout=limit)
+        if done.rc != 0:
+            # `rbd ls -l` fails (and says so on stderr) when an image disappears between its
+            # listing and its opening, e.g. a concurrent `rbd rm`; its JSON for all the other
+            # images is still complete, so only a missing/garbled document is an error.
+            try:
+                entries = json.loads(done.stdout)
+            except ValueError:
+                raise self._error(done, args, limit, "rbd") from None
+            if not isinstance(entries, list):
+                raise self._error(done, args, limit, "rbd")
+        else:
+            entries = self.parse_json(done.stdout, args)
+        images: dict[str, list[str]] = {}
+        for entry in entries:
+            name = entry.get("image")
+            if not isinstance(name, str):
+                continue
+            snaps = images.setdefault(name, [])
+            if "snapshot" in entry:
+                snaps.append(str(entry["snapshot"]))
+        return images
+
+    def image_info(self, spec: ImageSpec | str) -> dict[str, Any]:
+        return self.json(["info", *ImageSpec.of(spec).options()])
+
+    def exists(self, spec: ImageSpec | str) -> bool:
+        """Whether the image (or, with @snap, the snapshot) exists; other errors raise."""
+        try:
+            self.image_info(spec)
+        except RbdError as exc:
+            if exc.is_not_found:
+                return False
+            raise
+        return True
+
+    def snap_create(self, spec: ImageSpec | str) -> None:
+        parsed = ImageSpec.of(spec)
+        if parsed.snap is None:
+            raise ValueError(f"snap_create needs image@snap, got {parsed}")
+        self.run(["snap", "create", "--no-progress", *parsed.options()])
+
+    def snap_remove(self, spec: ImageSpec | str) -> None:
+        parsed = ImageSpec.of(spec)
+        if parsed.snap is None:
+            raise ValueError(f"snap_remove needs image@snap, got {parsed}")
+        self.run(["snap", "rm", "--no-progress", *parsed.options()])
+
+    def create(self, spec: ImageSpec | str, size_bytes: int) -> None:
+        self.run(["create", f"--size={int(size_bytes)}B", *ImageSpec.of(spec).options(with_snap=False)])
+
+    def remove(self, spec: ImageSpec | str) -> None:
+        self.run(["rm", "--no-progress", *ImageSpec.of(spec).options(with_snap=False)])
+
+    def resize(self, spec: ImageSpec | str, size_bytes: int, allow_shrink: bool = False) -> None:
+        args = ["resize", "--no-progress", f"--size={int(size_bytes)}B"]
+        if allow_shrink:
+            args.append("--allow-shrink")
+        self.run([*args, *ImageSpec.of(spec).options(with_snap=False)])

@@ -1,0 +1,508 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+# The data path of one backup, run on the backup node:
+#
+#   ssh live "bash -o pipefail -c 'rbd export-diff … - | zstd …'"   (stage "ssh" / "export")
+#     -> relay (counts wire bytes) -> zstd -d                        (stage "decompress")
+#     -> relay (counts logical bytes) -> rbd import-diff - DEST       (stage "import")
+#
+# Each stage is its own process with its own stderr pipe. stderr is NEVER merged into the
+# stream: export-diff writes its header before it fails, and import-diff, reading the error
+# text as diff records, would stop at the "e" of "error" (the end tag) and create the end
+# snapshot with wrong content, exit 0 (observed on 16.2). Every exit status is checked; the
+# first stage that failed on its own is reported, the others are killed.
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import IO, Any
+
+from ansible_collections.backurne.rbd.plugins.module_utils.lock import Lock, LockBusy, release, try_acquire
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
+    ImageSpec,
+    RbdError,
+    RbdRunner,
+    stderr_cause,
+)
+
+CHUNK_SIZE = 1 << 20
+STDERR_TAIL_BYTES = 64 * 1024
+PLACEHOLDER_BYTES = 1 << 20
+# Grace between SIGTERM and SIGKILL for the stages of a failed transfer.
+KILL_GRACE = 3.0
+# After a first stage fails, let the others end on their own for this long before killing
+# them: the upstream cause (ssh reporting the remote export's failure) often exits a moment
+# after the downstream symptom (import-diff reading a truncated stream), and a stage we kill
+# can no longer be told apart from a victim.
+FAILURE_SETTLE = 0.5
+# How long to wait for a pipe reader after its process is gone (a grandchild could hold it).
+DRAIN_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class Compression:
+    enabled: bool = True
+    level: int = 1
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.level <= 19:
+            raise ValueError(f"zstd level must be 1..19, got {self.level}")
+        if self.threads < 0:
+            raise ValueError(f"zstd threads must be >= 0, got {self.threads}")
+
+    def compressor_argv(self) -> list[str]:
+        # zstd 1.5.4 takes -T only glued to its number ("-T 0" reads "0" as a file name).
+        return ["zstd", "-q", f"-{self.level}", f"-T{self.threads}", "-c"]
+
+    def decompressor_argv(self) -> list[str]:
+        return ["zstd", "-q", "-d", "-c"]
+
+
+@dataclass
+class TransferResult:
+    image: str
+    dest: str
+    snapshot: str
+    base: str | None
+    kind: str
+    ok: bool = False
+    bytes_wire: int = 0
+    bytes_logical: int = 0
+    duration: float = 0.0
+    failed_stage: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _StderrTail(threading.Thread):
+    """Drains a stage's stderr (so it never blocks on a full pipe), keeping the tail."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.tail = bytearray()
+
+    def run(self) -> None:
+        fd = self.stream.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.tail += chunk
+            if len(self.tail) > STDERR_TAIL_BYTES:
+                del self.tail[: len(self.tail) - STDERR_TAIL_BYTES]
+
+    def text(self) -> str:
+        return bytes(self.tail).decode("utf-8", "replace")
+
+
+class _Stage:
+    def __init__(self, name: str, argv: list[str], *, stdin: int | None, stdout: int | None) -> None:
+        self.name = name
+        self.argv = argv
+        self.killed = False
+        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+        assert self.proc.stderr is not None
+        self.stderr = _StderrTail(self.proc.stderr)
+        self.stderr.start()
+
+    @property
+    def rc(self) -> int | None:
+        # Set by the reaper thread; poll() would return None while that thread waits.
+        return self.proc.returncode
+
+    def failed_on_its_own(self) -> bool:
+        rc = self.rc
+        # SIGPIPE means a downstream stage went away first: that one is the cause.
+        return rc is not None and rc != 0 and not self.killed and rc != -signal.SIGPIPE
+
+    def close(self, busy: list[IO[bytes]]) -> None:
+        self.stderr.join(DRAIN_WAIT)
+        if self.stderr.is_alive():
+            busy = [*busy, self.stderr.stream]
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            # Never close a pipe under a thread still blocked on it (a grandchild such as an
+            # ssh ControlMaster could keep it open); the daemon thread dies with the process.
+            if stream is None or any(stream is other for other in busy):
+                continue
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class _Relay(threading.Thread):
+    """Copies one pipe into the next, counting bytes; closes the destination at EOF."""
+
+    def __init__(
+        self,
+        src: IO[bytes],
+        dst: IO[bytes],
+        wake: threading.Event,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.src = src
+        self.dst = dst
+        self.wake = wake
+        self.on_bytes = on_bytes
+        self.count = 0
+        self.broken_pipe = False
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        src_fd = self.src.fileno()
+        dst_fd = self.dst.fileno()
+        try:
+            while True:
+                chunk = os.read(src_fd, CHUNK_SIZE)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(dst_fd, view)
+                    view = view[written:]
+                self.count += len(chunk)
+                if self.on_bytes is not None:
+                    self.on_bytes(self.count)
+        except BrokenPipeError:
+            # The reader died; its own exit status tells why. Leave src open: closing it
+            # would make the upstream stage fail with EPIPE and look like the culprit.
+            self.broken_pipe = True
+        except OSError as exc:
+            self.error = exc
+        finally:
+            with contextlib.suppress(OSError):
+                self.dst.close()
+            self.wake.set()
+
+
+def _progress_guard(progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    state = {"broken": False}
+
+    def call(count: int) -> None:
+        # A failing progress callback (a UI, a metric) must not break the data path.
+        if state["broken"]:
+            return
+        try:
+            progress(count)
+        except Exception:
+            state["broken"] = True
+
+    return call
+
+
+class _Pipeline:
+    """The running stages and relays of one transfer, and their fate."""
+
+    def __init__(self) -> None:
+        self.stages: list[_Stage] = []
+        self.relays: list[_Relay] = []
+        self.wake = threading.Event()
+        self.timed_out = False
+        self.kill_started: float | None = None
+
+    def start_stage(self, name: str, argv: list[str], *, stdin: int | None, stdout: int | None) -> _Stage:
+        stage = _Stage(name, argv, stdin=stdin, stdout=stdout)
+        self.stages.append(stage)
+        threading.Thread(target=self._reap, args=(stage,), daemon=True).start()
+        return stage
+
+    def _reap(self, stage: _Stage) -> None:
+        stage.proc.wait()
+        self.wake.set()
+
+    def relay(self, src: IO[bytes] | None, dst: IO[bytes] | None, on_bytes: Callable[[int], None] | None) -> _Relay:
+        assert src is not None and dst is not None
+        relay = _Relay(src, dst, self.wake, on_bytes)
+        self.relays.append(relay)
+        relay.start()
+        return relay
+
+    def _running(self) -> list[_Stage]:
+        return [stage for stage in self.stages if stage.rc is None]
+
+    def _failure_seen(self) -> bool:
+        if any(stage.rc not in (None, 0) for stage in self.stages):
+            return True
+        return any(relay.error is not None or relay.broken_pipe for relay in self.relays)
+
+    def kill(self) -> None:
+        if self.kill_started is None:
+            self.kill_started = time.monotonic()
+        running = self._running()
+        # Mark them all first: a stage dying of the first one's death is a victim too.
+        for stage in running:
+            stage.killed = True
+        for stage in running:
+            with contextlib.suppress(OSError):
+                stage.proc.terminate()
+
+    def wait(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failure_at: float | None = None
+        while True:
+            self.wake.clear()
+            running = self._running()
+            if not running:
+                break
+            now = time.monotonic()
+            pause = 0.5
+            if self.kill_started is not None:
+                if now - self.kill_started >= KILL_GRACE:
+                    for stage in running:
+                        with contextlib.suppress(OSError):
+                            stage.proc.kill()
+            elif self._failure_seen():
+                failure_at = now if failure_at is None else failure_at
+                if now - failure_at >= FAILURE_SETTLE:
+                    self.kill()
+                else:
+                    pause = FAILURE_SETTLE - (now - failure_at)
+            elif deadline is not None:
+                if now >= deadline:
+                    self.timed_out = True
+                    self.kill()
+                else:
+                    pause = min(pause, deadline - now)
+            self.wake.wait(pause)
+        for relay in self.relays:
+            relay.join(DRAIN_WAIT)
+
+    def close(self) -> None:
+        busy = [relay.src for relay in self.relays if relay.is_alive()]
+        for stage in self.stages:
+            stage.close(busy)
+
+
+def _stage_label(stage: _Stage, remote: bool) -> str:
+    if stage.name != "ssh" or not remote:
+        return stage.name
+    rc = stage.rc
+    # 255 is ssh's own failure (connection, auth); a signal means the ssh client died. Any
+    # other status is the remote pipeline's (pipefail), i.e. the export side.
+    return "ssh" if rc is None or rc == 255 or rc < 0 else "export"
+
+
+def _verdict(pipeline: _Pipeline, remote: bool, timeout: float | None) -> tuple[str, str] | None:
+    """(failed_stage, error) or None when every stage and relay succeeded."""
+    for stage in pipeline.stages:  # upstream first: the earliest own failure is the cause
+        if stage.failed_on_its_own():
+            label = _stage_label(stage, remote)
+            cause = stderr_cause(stage.stderr.text()) or _status_text(stage.rc)
+            return label, f"{label}: {cause} (exit status {stage.rc})"
+    if pipeline.timed_out:
+        # Blame the most upstream stage still running: the stream did not get past it.
+        victim = next((stage for stage in pipeline.stages if stage.killed), pipeline.stages[0])
+        return victim.name, f"{victim.name}: transfer timed out after {timeout:g} s"
+    for relay_index, relay in enumerate(pipeline.relays):
+        if relay.error is not None:
+            return pipeline.stages[relay_index + 1].name, f"relay: {relay.error}"
+        if relay.broken_pipe:
+            reader = pipeline.stages[relay_index + 1]
+            return reader.name, f"{reader.name}: stopped reading before the end of the stream (exit status {reader.rc})"
+    for stage in pipeline.stages:
+        if stage.rc != 0:
+            label = _stage_label(stage, remote)
+            return label, f"{label}: {_status_text(stage.rc)}"
+    return None
+
+
+def _status_text(rc: int | None) -> str:
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc}"
+
+
+def _prepare_destination(backup: RbdRunner, dest: ImageSpec, full: bool) -> bool:
+    """Make the destination ready for import-diff; True if this call created it."""
+    if not full:
+        # import-diff itself refuses a destination without the base snapshot ("start snapshot
+        # … does not exist"), before writing anything.
+        return False
+    try:
+        # A 1 MiB placeholder is enough: import-diff resizes the image to the diff's size.
+        backup.create(dest, PLACEHOLDER_BYTES)
+        return True
+    except RbdError as exc:
+        if not exc.is_exists:
+            raise
+    return False
+
+
+def _empty_head(backup: RbdRunner, dest: ImageSpec, result: TransferResult) -> None:
+    # A full export-diff only carries the source's allocated extents; whatever the existing
+    # destination HEAD holds elsewhere would survive the import and corrupt the new
+    # snapshot. Shrinking HEAD to 0 discards it; the destination's snapshots (its history)
+    # keep their own data and size.
+    backup.resize(dest, 0, allow_shrink=True)
+    result.notes.append("destination existed without a common base: HEAD emptied, its snapshots kept")
+
+
+def transfer_snapshot(
+    live: RbdRunner,
+    backup: RbdRunner,
+    src_pool: str,
+    src_namespace: str | None,
+    src_image: str,
+    snapshot: str,
+    base: str | None,
+    dst_pool: str,
+    dst_namespace: str | None,
+    dst_image: str,
+    compression: Compression | None = None,
+    timeout: float | None = None,
+    progress: Callable[[int], None] | None = None,
+    lock_ttl: timedelta | None = None,
+) -> TransferResult:
+    """Stream SRC@snapshot (the diff from `base`, or everything when base is None) into DEST.
+
+    Never raises for a failure of this image: the result says which stage failed and why.
+    `live` runs the export (normally over ssh), `backup` the import on this node. `timeout`
+    bounds the streaming (None: no limit; ssh keep-alives catch a dead peer). `progress` gets
+    the cumulative logical (decompressed) byte count. With `lock_ttl`, the destination's
+    backup lock is held during the transfer (see lock.py); otherwise the caller holds it.
+    """
+    compression = compression or Compression()
+    result = TransferResult(
+        image=_display(src_pool, src_namespace, src_image),
+        dest=_display(dst_pool, dst_namespace, dst_image),
+        snapshot=snapshot,
+        base=base,
+        kind="full" if base is None else "incremental",
+    )
+    started = time.monotonic()
+    lock: Lock | None = None
+    created = False
+    try:
+        try:
+            src = ImageSpec(src_pool, src_namespace, src_image)
+            dest = ImageSpec(dst_pool, dst_namespace, dst_image)
+            if backup.is_remote:
+                raise ValueError("the import side runs on this node: the backup runner must be local")
+            created = _prepare_destination(backup, dest, base is None)
+            if lock_ttl is not None:
+                outcome = try_acquire(backup, dst_pool, dst_namespace, dst_image, lock_ttl)
+                if isinstance(outcome, LockBusy):
+                    result.failed_stage, result.error = "prepare", outcome.message
+                    # Somebody else owns it now, placeholder or not: leave it alone.
+                    created = False
+                    return result
+                lock = outcome
+                if lock.broke_stale:
+                    result.notes.append(lock.broke_stale)
+            if base is None and not created:
+                _empty_head(backup, dest, result)
+        except (RbdError, ValueError) as exc:
+            result.failed_stage, result.error = "prepare", f"prepare: {exc}"
+            return result
+        _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result)
+        if not result.ok and created:
+            # Leave no half-written, snapshot-less image behind that would look like a backup.
+            try:
+                backup.remove(dest)
+                result.notes.append("removed the placeholder this transfer had created")
+                lock = None  # went away with the image
+            except RbdError as exc:
+                result.notes.append(f"could not remove the placeholder: {exc}")
+        return result
+    finally:
+        if lock is not None:
+            try:
+                release(backup, lock)
+            except RbdError as exc:
+                result.notes.append(f"could not release the lock: {exc}")
+        result.duration = round(time.monotonic() - started, 3)
+
+
+def _display(pool: str, namespace: str | None, image: str) -> str:
+    return "/".join(part for part in (pool, namespace, image) if part)
+
+
+def export_words(live: RbdRunner, src: ImageSpec, snapshot: str, base: str | None) -> list[str]:
+    args = ["export-diff", "--no-progress", *src.at(snapshot).options()]
+    if base is not None:
+        args.append(f"--from-snap={base}")
+    return live.access.rbd_argv(*args, "--path=-")
+
+
+def import_words(backup: RbdRunner, dest: ImageSpec) -> list[str]:
+    return backup.access.rbd_argv("import-diff", "--no-progress", "--path=-", *dest.options(with_snap=False))
+
+
+def _stream(
+    live: RbdRunner,
+    backup: RbdRunner,
+    src: ImageSpec,
+    snapshot: str,
+    base: str | None,
+    dest: ImageSpec,
+    compression: Compression,
+    timeout: float | None,
+    progress: Callable[[int], None] | None,
+    result: TransferResult,
+) -> None:
+    remote_stages = [export_words(live, src, snapshot, base)]
+    if compression.enabled:
+        remote_stages.append(compression.compressor_argv())
+    pipeline = _Pipeline()
+    on_logical = _progress_guard(progress)
+    try:
+        try:
+            # Downstream first, so that a stage that cannot start fails before any data moves.
+            importer = pipeline.start_stage(
+                "import", import_words(backup, dest), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+            )
+            decompressor = None
+            if compression.enabled:
+                decompressor = pipeline.start_stage(
+                    "decompress", compression.decompressor_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                )
+            source = pipeline.start_stage(
+                "ssh" if live.is_remote else "export",
+                live.remote_shell_argv(remote_stages),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+            )
+        except OSError as exc:
+            pipeline.kill()
+            pipeline.wait(KILL_GRACE * 2)
+            result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
+            return
+        # Stream order, source first: the verdict blames the most upstream own failure.
+        pipeline.stages = [stage for stage in (source, decompressor, importer) if stage is not None]
+        if decompressor is not None:
+            wire = pipeline.relay(source.proc.stdout, decompressor.proc.stdin, None)
+            logical = pipeline.relay(decompressor.proc.stdout, importer.proc.stdin, on_logical)
+        else:
+            wire = logical = pipeline.relay(source.proc.stdout, importer.proc.stdin, on_logical)
+        pipeline.wait(timeout)
+        result.bytes_wire = wire.count
+        result.bytes_logical = logical.count
+        verdict = _verdict(pipeline, live.is_remote, timeout)
+        if verdict is None:
+            result.ok = True
+        else:
+            result.failed_stage, result.error = verdict
+    finally:
+        pipeline.close()

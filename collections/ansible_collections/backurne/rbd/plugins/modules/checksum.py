@@ -1,0 +1,234 @@
+#!/usr/bin/python
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: checksum
+short_description: Compare checksums of a snapshot on the live and the backup cluster
+version_added: 0.1.0
+description:
+  - Runs on a backup node. For each image of a batch, hashes C(rbd export IMAGE@SNAP -) on the
+    live node (over ssh) and on the backup cluster at the same time, and compares.
+  - The snapshot defaults to the newest one both sides share.
+  - Read-only. A mismatch or an error is reported per image; the others are still checked.
+author:
+  - backurne developers
+extends_documentation_fragment:
+  - backurne.rbd.ceph
+  - backurne.rbd.ssh
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; hashes in check mode too.
+  diff_mode:
+    support: none
+options:
+  pool:
+    description: Backup pool.
+    type: str
+    default: rbd
+  namespace:
+    description: RBD namespace inside the backup pool.
+    type: str
+  source_pool:
+    description: Pool of the images on the live cluster.
+    type: str
+    default: rbd
+  source_namespace:
+    description: RBD namespace of the images on the live cluster.
+    type: str
+  snap_prefix:
+    description: Prefix of backurne's snapshots (to find the newest shared one).
+    type: str
+    default: backup
+  live_cluster:
+    description: Name of the live cluster, to derive backup image names for O(images).
+    type: str
+  items:
+    description:
+      - The batch, as dicts with C(image) (live image), C(backup_image) and optionally C(snapshot)
+        (default the newest shared one). RV(backurne.rbd.transfer#module:images) fits as is.
+    type: list
+    elements: dict
+    default: []
+  images:
+    description: Live image names to check (needs O(live_cluster)), newest shared snapshot each.
+    type: list
+    elements: str
+    default: []
+  hasher:
+    description:
+      - Command (argument list) reading the export on stdin and printing the hash as the first word.
+        C(xxhsum) is ~2x faster than C(md5sum); both must exist on both nodes.
+    type: list
+    elements: str
+    default: [xxhsum]
+  workers:
+    description: Images checked at once (each hashes both sides concurrently).
+    type: int
+    default: 2
+  fail_on_error:
+    description: Fail the task on a mismatch or an error.
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Verify the snapshots just transferred
+  backurne.rbd.checksum:
+    pool: backups
+    live_host: 10.0.10.5
+    live_ceph: {ceph_client: backurne}
+    items: "{{ sent.images | selectattr('snapshot') | list }}"
+"""
+
+RETURN = r"""
+images:
+  description: One result per checked image.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    image:
+      description: Live image name.
+      type: str
+    backup_image:
+      description: Backup image name.
+      type: str
+    snapshot:
+      description: Snapshot compared.
+      type: str
+    live:
+      description: Hash on the live cluster.
+      type: str
+    backup:
+      description: Hash on the backup cluster.
+      type: str
+    match:
+      description: Whether both hashes are equal.
+      type: bool
+    error:
+      description: Why the comparison could not be made.
+      type: str
+  sample:
+    - {image: web1, backup_image: "prod1;web1;None", snapshot: "backup;daily;30;2026-11-29T10:00:00.000000",
+       live: "b1946ac92492d234", backup: "b1946ac92492d234", match: true, error: null}
+mismatched:
+  description: Images whose hashes differ or could not be compared.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+    CEPH_ARGS,
+    SSH_ARGS,
+    ceph_access,
+    live_ssh_target,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, backup_image_name_for_plain
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import newest_shared
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **CEPH_ARGS,
+            **SSH_ARGS,
+            "pool": {"type": "str", "default": "rbd"},
+            "namespace": {"type": "str"},
+            "source_pool": {"type": "str", "default": "rbd"},
+            "source_namespace": {"type": "str"},
+            "snap_prefix": {"type": "str", "default": "backup"},
+            "live_cluster": {"type": "str"},
+            "items": {"type": "list", "elements": "dict", "default": []},
+            "images": {"type": "list", "elements": "str", "default": []},
+            "hasher": {"type": "list", "elements": "str", "default": ["xxhsum"]},
+            "workers": {"type": "int", "default": 2},
+            "fail_on_error": {"type": "bool", "default": True},
+        },
+        required_by={"images": "live_cluster"},
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p["workers"] < 1:
+        module.fail_json(msg=f"checksum: workers must be at least 1, got {p['workers']}")
+    if not p["hasher"]:
+        module.fail_json(msg="checksum: hasher must name a command")
+    items: list[dict[str, Any]] = []
+    for index, item in enumerate(p["items"]):
+        if not isinstance(item.get("image"), str) or not isinstance(item.get("backup_image"), str):
+            module.fail_json(msg=f"checksum: items[{index}] needs 'image' and 'backup_image'")
+        items.append({"image": item["image"], "backup_image": item["backup_image"], "snapshot": item.get("snapshot")})
+    for image in p["images"]:
+        try:
+            items.append(
+                {
+                    "image": image,
+                    "backup_image": backup_image_name_for_plain(p["live_cluster"], image),
+                    "snapshot": None,
+                }
+            )
+        except NamingError as exc:
+            module.fail_json(msg=f"checksum: image {image!r}: {exc}")
+
+    backup = RbdRunner(ceph_access(p))
+    live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
+    if any(item["snapshot"] is None for item in items):
+        # One listing per side for the whole batch, not one per image.
+        try:
+            live_listing = live.list_images(p["source_pool"], p["source_namespace"])
+            backup_listing = backup.list_images(p["pool"], p["namespace"])
+        except RbdError as exc:
+            module.fail_json(msg=f"checksum: cannot list images: {exc}")
+        for item in items:
+            if item["snapshot"] is None:
+                shared = newest_shared(
+                    live_listing.get(item["image"], []),
+                    backup_listing.get(item["backup_image"], []),
+                    p["snap_prefix"],
+                )
+                item["snapshot"] = shared.name if shared else None
+
+    def check(item: dict[str, Any]) -> dict[str, Any]:
+        result = {**item, "live": None, "backup": None, "match": False, "error": None}
+        if item["snapshot"] is None:
+            result["error"] = f"image {item['image']!r}: no snapshot shared by live and backup"
+            return result
+        compared = compare_snapshot(
+            live,
+            backup,
+            ImageSpec(p["source_pool"], p["source_namespace"], item["image"]),
+            ImageSpec(p["pool"], p["namespace"], item["backup_image"]),
+            item["snapshot"],
+            hasher=p["hasher"],
+        )
+        result.update(live=compared.live, backup=compared.backup, match=compared.match, error=compared.error)
+        if not compared.match and not compared.error:
+            result["error"] = (
+                f"image {item['image']!r} snapshot {item['snapshot']!r}: checksums differ "
+                f"(live {compared.live}, backup {compared.backup})"
+            )
+        return result
+
+    def on_error(item: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+        return {**item, "live": None, "backup": None, "match": False, "error": f"image {item['image']!r}: {exc}"}
+
+    results = run_batch(items, check, p["workers"], on_error=on_error)
+    mismatched = [r["image"] for r in results if not r["match"]]
+    output = {"changed": False, "images": results, "mismatched": mismatched}
+    if mismatched and p["fail_on_error"]:
+        module.fail_json(msg="; ".join(r["error"] or r["image"] for r in results if not r["match"]), **output)
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()

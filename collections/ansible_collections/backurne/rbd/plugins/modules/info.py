@@ -1,0 +1,199 @@
+#!/usr/bin/python
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: info
+short_description: List RBD images of a pool and their backurne snapshots, parsed
+version_added: 0.1.0
+description:
+  - Lists every image of a pool (or namespace) and its snapshots in one C(rbd ls -l) call.
+  - Backup image names (C(IDENT;DISK;COMMENT)) and backup snapshot names
+    (C(PREFIX;PROFILE;COUNT;ISOTIME)) are parsed, so restore playbooks can pick
+    e.g. the newest backup of a disk before a date.
+  - Works on the backup cluster (the usual case) and on a live cluster.
+author:
+  - backurne developers
+extends_documentation_fragment:
+  - backurne.rbd.ceph
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; behaves the same in check mode.
+  diff_mode:
+    support: none
+options:
+  pool:
+    description: Pool to list.
+    type: str
+    default: rbd
+  namespace:
+    description: RBD namespace inside O(pool).
+    type: str
+  snap_prefix:
+    description: Prefix of backurne's snapshots; others are reported as foreign.
+    type: str
+    default: backup
+  profiles:
+    description:
+      - Retention profiles. When given, each snapshot also reports when it expires.
+    type: dict
+  images:
+    description: Only these images (exact names). All images when empty.
+    type: list
+    elements: str
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: List the backups
+  backurne.rbd.info:
+    pool: backups
+    ceph_client: backurne
+  register: backups
+
+- name: Newest backup of disk vm-101-disk-0 of cluster prod1 before June
+  ansible.builtin.set_fact:
+    restore_snapshot: >-
+      {{ (backups.images | selectattr('name', 'eq', 'prod1;vm-101-disk-0;None') | first).snapshots
+         | selectattr('created', 'lt', '2026-06-01') | map(attribute='name') | list | last }}
+"""
+
+RETURN = r"""
+images:
+  description: Images of the pool, sorted by name.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Image name.
+      type: str
+    ident:
+      description: First field of a backup image name (cluster, storage or smbios uuid); null if not a backup image name.
+      type: str
+    disk:
+      description: Second field of a backup image name (RBD image or Proxmox disk adapter).
+      type: str
+    comment:
+      description: Third field of a backup image name (VM name, or the string C(None)).
+      type: str
+    snapshots:
+      description: backurne snapshots, oldest first.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: Snapshot name.
+          type: str
+        profile:
+          description: Retention profile.
+          type: str
+        count:
+          description: Number of snapshots the profile keeps.
+          type: int
+        created:
+          description: Creation time (ISO 8601, UTC) from the snapshot name.
+          type: str
+        expires:
+          description: Expiry time (ISO 8601, UTC), when O(profiles) is given and knows the profile.
+          type: str
+    foreign_snapshots:
+      description: Snapshots that are not backurne's (never touched).
+      type: list
+      elements: str
+  sample:
+    - name: "live;web1;None"
+      ident: live
+      disk: web1
+      comment: "None"
+      snapshots:
+        - {name: "backup;daily;7;2026-11-29T10:00:00.000000", profile: daily, count: 7, created: "2026-11-29T10:00:00"}
+      foreign_snapshots: []
+snapshots:
+  description: Every snapshot name (ours and foreign) per image, for other backurne modules.
+  returned: success
+  type: dict
+  sample: {"live;web1;None": ["backup;daily;7;2026-11-29T10:00:00.000000"]}
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Snap, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+
+
+def describe_image(name: str, snap_names: list[str], prefix: str, profiles: dict[str, Any] | None) -> dict[str, Any]:
+    parsed = parse_backup_image_name(name)
+    ours: list[Snap] = []
+    foreign: list[str] = []
+    for snap_name in snap_names:
+        snap = Snap.from_name(snap_name, prefix)
+        if snap is None:
+            foreign.append(snap_name)
+        else:
+            ours.append(snap)
+    snapshots = []
+    for snap in sorted(ours, key=lambda s: s.sort_key):
+        entry: dict[str, Any] = {
+            "name": snap.name,
+            "profile": snap.profile,
+            "count": snap.count,
+            "created": snap.created.isoformat(),
+        }
+        if profiles is not None:
+            expires = snap.expires_at(profiles)
+            if expires is not None:
+                entry["expires"] = expires.isoformat()
+        snapshots.append(entry)
+    return {
+        "name": name,
+        "ident": parsed.ident if parsed else None,
+        "disk": parsed.disk if parsed else None,
+        "comment": parsed.comment if parsed else None,
+        "snapshots": snapshots,
+        "foreign_snapshots": foreign,
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **CEPH_ARGS,
+            "pool": {"type": "str", "default": "rbd"},
+            "namespace": {"type": "str"},
+            "snap_prefix": {"type": "str", "default": "backup"},
+            "profiles": {"type": "dict"},
+            "images": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    profiles = None
+    if params["profiles"] is not None:
+        try:
+            profiles = parse_profiles(params["profiles"])
+        except PolicyError as exc:
+            module.fail_json(msg=f"profiles: {exc}")
+    runner = RbdRunner(ceph_access(params))
+    where = params["pool"] + (f"/{params['namespace']}" if params["namespace"] else "")
+    try:
+        listing = runner.list_images(params["pool"], params["namespace"])
+    except RbdError as exc:
+        module.fail_json(msg=f"listing pool {where}: {exc}")
+    wanted = set(params["images"])
+    if wanted:
+        listing = {name: snaps for name, snaps in listing.items() if name in wanted}
+    images = [
+        describe_image(name, snaps, params["snap_prefix"], profiles) for name, snaps in sorted(listing.items())
+    ]
+    module.exit_json(changed=False, images=images, snapshots=listing)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+#!/usr/bin/python
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: transfer
+short_description: Pull RBD snapshots from a live node into the backup cluster, incrementally
+version_added: 0.1.0
+description:
+  - Runs on a backup node. For each image of a batch it streams
+    C(ssh LIVE "rbd export-diff [--from-snap BASE] IMAGE@SNAP - | zstd") into
+    C(zstd -d | rbd import-diff - BACKUP_IMAGE), one snapshot after the other, so only the changed
+    extents travel. Data never passes through the Ansible controller.
+  - Every stage's exit status is checked and stderr is never mixed into the stream; a failed image
+    fails alone, the others continue.
+  - A per-image RBD advisory lock on the backup image keeps two runs (or two backup nodes) from
+    writing the same image; the second skips it and says so. A lock left by a dead run is broken
+    once older than O(lock_ttl), or at once when its holder process is gone on this host.
+  - The destination is created on the first full backup.
+author:
+  - backurne developers
+extends_documentation_fragment:
+  - backurne.rbd.ceph
+  - backurne.rbd.ssh
+attributes:
+  check_mode:
+    support: full
+    description: Returns the transfers it would run (kind, base, snapshots) and transfers nothing.
+  diff_mode:
+    support: full
+    description: Shows each changed backup image's snapshot set before and after.
+options:
+  pool:
+    description: Backup pool.
+    type: str
+    default: rbd
+  namespace:
+    description: RBD namespace inside the backup pool.
+    type: str
+  source_pool:
+    description: Pool of the images on the live cluster.
+    type: str
+    default: rbd
+  source_namespace:
+    description: RBD namespace of the images on the live cluster.
+    type: str
+  snap_prefix:
+    description: Prefix of backurne's snapshots.
+    type: str
+    default: backup
+  plans:
+    description:
+      - The batch, as RV(backurne.rbd.snapshot#module:images) returns it. Keys used per item are
+        C(image), C(backup_image), C(transfers) (list of C(from_snap)/C(to_snap), in order) and C(ok).
+    type: list
+    elements: dict
+    required: true
+  compression:
+    description: Compress the stream with zstd on the live node (on a WAN it pays; on one machine it costs).
+    type: bool
+    default: true
+  compression_level:
+    description: zstd level.
+    type: int
+    default: 1
+  compression_threads:
+    description: zstd threads on the live node (0 = one per core).
+    type: int
+    default: 0
+  workers:
+    description: Images transferred at once from this live cluster.
+    type: int
+    default: 4
+  lock_ttl:
+    description: Age (a duration such as C(6h), or seconds) after which another run's lock on a backup image counts as stale.
+    type: str
+    default: 6h
+  timeout:
+    description: Seconds one snapshot's transfer may take before it is killed and the image fails.
+    type: int
+    default: 21600
+  fail_on_error:
+    description: Fail the task when an image failed (the others are still handled).
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Transfer the new snapshots from the live node
+  backurne.rbd.transfer:
+    pool: backups
+    ceph_client: backurne
+    live_host: 10.0.10.5
+    live_ceph: {ceph_client: backurne}
+    source_pool: rbd
+    ssh_identity_file: /root/.ssh/backurne_ed25519
+    ssh_cipher: aes128-gcm@openssh.com
+    plans: "{{ snap.images }}"
+  register: sent
+"""
+
+RETURN = r"""
+images:
+  description: One result per image of the batch, in input order.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    image:
+      description: Live image name.
+      type: str
+    backup_image:
+      description: Backup image name.
+      type: str
+    status:
+      description: C(transferred), C(planned) (check mode), C(up-to-date), C(locked) (another run holds it) or C(failed).
+      type: str
+    ok:
+      description: False only when the image failed.
+      type: bool
+    kind:
+      description: C(full), C(incremental) or C(none).
+      type: str
+    base:
+      description: Snapshot the first diff started from (null for a full).
+      type: str
+    snapshots:
+      description: Snapshots sent (or to send in check mode), in order.
+      type: list
+      elements: str
+    snapshot:
+      description: The last snapshot sent, null when none.
+      type: str
+    bytes_logical:
+      description: Bytes of the diff streams before compression.
+      type: int
+    bytes_wire:
+      description: Bytes that crossed ssh.
+      type: int
+    duration:
+      description: Seconds spent transferring.
+      type: float
+    error:
+      description: Why the image failed, naming the image, the stage and the cause.
+      type: str
+  sample:
+    - image: web1
+      backup_image: "prod1;web1;None"
+      status: transferred
+      ok: true
+      kind: incremental
+      base: "backup;daily;30;2026-11-28T10:00:00.000000"
+      snapshots: ["backup;daily;30;2026-11-29T10:00:00.000000"]
+      snapshot: "backup;daily;30;2026-11-29T10:00:00.000000"
+      bytes_logical: 12582912
+      bytes_wire: 4194304
+      duration: 1.8
+      error: null
+failed_images:
+  description: Images that failed, with the reason.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+    CEPH_ARGS,
+    SSH_ARGS,
+    ceph_access,
+    live_ssh_target,
+    parse_now,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression, transfer_snapshot
+
+
+def empty_result(plan: dict[str, Any]) -> dict[str, Any]:
+    transfers = plan.get("transfers") or []
+    return {
+        "image": plan["image"],
+        "backup_image": plan.get("backup_image"),
+        "status": "up-to-date",
+        "ok": True,
+        "kind": "none" if not transfers else ("full" if transfers[0]["from_snap"] is None else "incremental"),
+        "base": transfers[0]["from_snap"] if transfers else None,
+        "snapshots": [],
+        "snapshot": None,
+        "bytes_logical": 0,
+        "bytes_wire": 0,
+        "duration": 0.0,
+        "error": None,
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **CEPH_ARGS,
+            **SSH_ARGS,
+            "pool": {"type": "str", "default": "rbd"},
+            "namespace": {"type": "str"},
+            "source_pool": {"type": "str", "default": "rbd"},
+            "source_namespace": {"type": "str"},
+            "snap_prefix": {"type": "str", "default": "backup"},
+            "plans": {"type": "list", "elements": "dict", "required": True},
+            "compression": {"type": "bool", "default": True},
+            "compression_level": {"type": "int", "default": 1},
+            "compression_threads": {"type": "int", "default": 0},
+            "workers": {"type": "int", "default": 4},
+            "lock_ttl": {"type": "str", "default": "6h"},
+            "timeout": {"type": "int", "default": 21600},
+            "fail_on_error": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        lock_ttl = parse_duration(p["lock_ttl"])
+    except PolicyError as exc:
+        module.fail_json(msg=f"transfer: lock_ttl: {exc}")
+    if p["workers"] < 1:
+        module.fail_json(msg=f"transfer: workers must be at least 1, got {p['workers']}")
+    for index, plan in enumerate(p["plans"]):
+        if not isinstance(plan.get("image"), str) or not isinstance(plan.get("backup_image", ""), str):
+            module.fail_json(msg=f"transfer: plans[{index}] has no image name")
+
+    backup = RbdRunner(ceph_access(p))
+    live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
+    compression = Compression(
+        enabled=p["compression"], level=p["compression_level"], threads=p["compression_threads"]
+    )
+    dst_pool, dst_ns = p["pool"], p["namespace"]
+    prefix = p["snap_prefix"] + ";"
+    before: dict[str, list[str]] = {}
+
+    def transfer_image(plan: dict[str, Any]) -> dict[str, Any]:
+        result = empty_result(plan)
+        transfers = [t for t in plan.get("transfers") or [] if str(t.get("to_snap", "")).startswith(prefix)]
+        if not plan.get("ok", True) or not transfers:
+            return result
+        dest = plan["backup_image"]
+        if module.check_mode:
+            result.update(status="planned", snapshots=[t["to_snap"] for t in transfers])
+            result["snapshot"] = result["snapshots"][-1]
+            return result
+        where = f"image {plan['image']!r} -> backup image {dest!r}"
+        started = time.monotonic()
+        dest_spec = ImageSpec(dst_pool, dst_ns, dest)
+        if not backup.exists(dest_spec):
+            # The lock lives in the image header: a placeholder (resized by import-diff) comes first.
+            backup.create(dest_spec, 1 << 20)
+        lock = try_acquire(backup, dst_pool, dst_ns, dest, ttl=lock_ttl, now=parse_now(None))
+        if isinstance(lock, LockBusy):
+            result.update(status="locked", error=None, note=f"{where}: skipped, locked by {lock.holder}")
+            return result
+        try:
+            present = {snap["name"] for snap in backup.json(["snap", "ls", *dest_spec.options()])}
+            before[dest] = sorted(present)
+            todo = [t for t in transfers if t["to_snap"] not in present]
+            if not todo:
+                return result  # another run delivered them while we waited
+            if todo[0]["from_snap"] is not None and todo[0]["from_snap"] not in present:
+                result.update(
+                    status="failed",
+                    ok=False,
+                    error=f"{where}: base snapshot {todo[0]['from_snap']!r} is missing on the backup cluster",
+                )
+                return result
+            result.update(
+                kind="full" if todo[0]["from_snap"] is None else "incremental",
+                base=todo[0]["from_snap"],
+            )
+            for step in todo:
+                sent = transfer_snapshot(
+                    live,
+                    backup,
+                    p["source_pool"],
+                    p["source_namespace"],
+                    plan["image"],
+                    step["to_snap"],
+                    step["from_snap"],
+                    dst_pool,
+                    dst_ns,
+                    dest,
+                    compression,
+                    timeout=p["timeout"],
+                )
+                result["bytes_logical"] += sent.bytes_logical
+                result["bytes_wire"] += sent.bytes_wire
+                if not sent.ok:
+                    result.update(
+                        status="failed",
+                        ok=False,
+                        error=f"{where}: snapshot {step['to_snap']!r}: {sent.failed_stage} failed: {sent.error}",
+                    )
+                    break
+                result["snapshots"].append(step["to_snap"])
+                result["snapshot"] = step["to_snap"]
+            else:
+                result["status"] = "transferred"
+        finally:
+            result["duration"] = round(time.monotonic() - started, 3)
+            release(backup, lock)
+        return result
+
+    def on_error(plan: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+        result = empty_result(plan)
+        result.update(status="failed", ok=False, error=f"image {plan.get('image')!r}: {exc}")
+        return result
+
+    try:
+        results = run_batch(p["plans"], transfer_image, p["workers"], on_error=on_error)
+    except RbdError as exc:
+        module.fail_json(msg=f"transfer: {exc}")
+
+    moved = [r for r in results if r["snapshots"]]
+    output: dict[str, Any] = {
+        "changed": bool(moved),
+        "images": results,
+        "failed_images": [{"image": r["image"], "error": r["error"]} for r in results if not r["ok"]],
+    }
+    if module._diff:
+        output["diff"] = {
+            "before": {r["backup_image"]: before.get(r["backup_image"], []) for r in moved},
+            "after": {r["backup_image"]: sorted([*before.get(r["backup_image"], []), *r["snapshots"]]) for r in moved},
+        }
+    if output["failed_images"] and p["fail_on_error"]:
+        module.fail_json(msg="; ".join(item["error"] for item in output["failed_images"]), **output)
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
+    CephAccess,
+    ImageSpec,
+    RbdError,
+    RbdRunner,
+    SshTarget,
+    quote_argv,
+    stderr_cause,
+)
+
+HOSTILE = [
+    "a b",
+    "it's",
+    'say "hi"',
+    "$(touch {marker})",
+    "`touch {marker}`",
+    "x;touch {marker}",
+    "x && touch {marker}",
+    "x|touch {marker}",
+    "-leading",
+    "--image=evil",
+    "*",
+    "~root",
+    "$HOME",
+    "${IFS}",
+    "tab\there",
+    "new\nline",
+    "back\\slash",
+    "",
+    "ünïcödé",
+    "!bang",
+    "#hash",
+]
+
+
+def hostile_words(marker: Path) -> list[str]:
+    return [word.replace("{marker}", str(marker)) for word in HOSTILE]
+
+
+def bash_printf(command: str) -> list[str]:
+    """Run `command` the way a remote login shell runs an ssh command; return printf's words."""
+    out = subprocess.run(["bash", "-c", command], capture_output=True, check=True).stdout.decode()
+    return out.split("\0")[:-1]
+
+
+class TestQuoteArgv:
+    def test_words_arrive_intact_and_nothing_runs(self, tmp_path: Path) -> None:
+        marker = tmp_path / "pwned"
+        words = hostile_words(marker)
+        command = quote_argv(["printf", "%s\\0", *words])
+        assert bash_printf(command) == words
+        assert not marker.exists()
+
+    def test_double_layer_as_for_a_remote_pipeline(self, tmp_path: Path) -> None:
+        # ssh hands one string to the remote shell, which runs `bash -c SCRIPT`: two layers.
+        marker = tmp_path / "pwned"
+        words = hostile_words(marker)
+        script = quote_argv(["printf", "%s\\0", *words]) + " | " + quote_argv(["cat"])
+        outer = quote_argv(["bash", "-o", "pipefail", "-c", script])
+        assert bash_printf(outer) == words
+        assert not marker.exists()
+
+    @pytest.mark.parametrize("bad", [[], ["a\0b"]])
+    def test_rejects(self, bad: list[str]) -> None:
+        with pytest.raises(ValueError):
+            quote_argv(bad)
+
+    def test_rejects_non_str(self) -> None:
+        with pytest.raises(TypeError):
+            quote_argv(["rbd", 3])  # type: ignore[list-item]
+
+    def test_plain_words_stay_readable(self) -> None:
+        assert quote_argv(["rbd", "--pool=rbd", "ls"]) == "rbd --pool=rbd ls"
+
+
+class TestImageSpec:
+    def test_parse_and_str(self) -> None:
+        spec = ImageSpec.parse("rbd/ns/img;x;None@backup;daily;3;2026-01-01T00:00:00")
+        assert (spec.pool, spec.namespace, spec.image, spec.snap) == (
+            "rbd",
+            "ns",
+            "img;x;None",
+            "backup;daily;3;2026-01-01T00:00:00",
+        )
+        assert str(spec) == "rbd/ns/img;x;None@backup;daily;3;2026-01-01T00:00:00"
+        assert str(ImageSpec.parse("rbd/img")) == "rbd/img"
+        assert ImageSpec.parse("rbd/img").namespace is None
+
+    def test_options_use_equals_form(self) -> None:
+        spec = ImageSpec("rbd", "ns", "-leading", "-snap")
+        assert spec.options() == ["--pool=rbd", "--namespace=ns", "--image=-leading", "--snap=-snap"]
+        assert spec.options(with_snap=False) == ["--pool=rbd", "--namespace=ns", "--image=-leading"]
+        assert ImageSpec("rbd", "", "i").options() == ["--pool=rbd", "--image=i"]
+
+    @pytest.mark.parametrize("text", ["img", "a/b/c/d", "rbd/"])
+    def test_parse_rejects(self, text: str) -> None:
+        with pytest.raises(ValueError):
+            ImageSpec.parse(text)
+
+    @pytest.mark.parametrize("image", ["a/b", "a@b", "", "a\0b"])
+    def test_unaddressable_names(self, image: str) -> None:
+        with pytest.raises(ValueError):
+            ImageSpec("rbd", None, image)
+
+    def test_at(self) -> None:
+        assert str(ImageSpec("rbd", None, "i").at("s")) == "rbd/i@s"
+        assert ImageSpec("rbd", None, "i", "s").at(None).snap is None
+
+
+class TestCephAccess:
+    def test_minimal(self) -> None:
+        assert CephAccess().rbd_argv("ls") == ["rbd", "--cluster", "ceph", "--id", "admin", "ls"]
+
+    def test_full(self) -> None:
+        access = CephAccess("backup", "backurne", "/k/ring", "/c/ceph.conf")
+        assert access.rbd_argv("ls", "-l") == [
+            "rbd",
+            "--cluster",
+            "backup",
+            "--id",
+            "backurne",
+            "--keyring",
+            "/k/ring",
+            "-c",
+            "/c/ceph.conf",
+            "ls",
+            "-l",
+        ]
+        assert access.rados_argv("lspools")[0] == "rados"
+
+
+class TestSshTarget:
+    def test_argv(self, tmp_path: Path) -> None:
+        target = SshTarget(
+            "127.0.0.11",
+            port=2222,
+            identity_file="/lab/ssh/id_ed25519",
+            known_hosts_file="/lab/ssh/known_hosts",
+            cipher="aes128-gcm@openssh.com",
+            control_dir=str(tmp_path / "cp"),
+            extra_options=("Compression=no",),
+        )
+        argv = target.argv("rbd ls")
+        assert argv[0] == "ssh"
+        assert argv[-3:] == ["root@127.0.0.11", "--", "rbd ls"]
+        joined = " ".join(argv)
+        for expected in (
+            "-o BatchMode=yes",
+            "-o ConnectTimeout=10",
+            "-o ServerAliveInterval=15",
+            "-p 2222",
+            "-i /lab/ssh/id_ed25519",
+            "-o UserKnownHostsFile=/lab/ssh/known_hosts",
+            "-o StrictHostKeyChecking=yes",
+            "-c aes128-gcm@openssh.com",
+            "-o ControlMaster=auto",
+            f"-o ControlPath={tmp_path / 'cp'}/%C",
+            "-o ControlPersist=60",
+            "-o Compression=no",
+        ):
+            assert expected in joined
+        mode = stat.S_IMODE(os.stat(tmp_path / "cp").st_mode)
+        assert mode == 0o700
+        assert target.label == "root@127.0.0.11:2222"
+
+    def test_no_control_master_no_strict_without_known_hosts(self) -> None:
+        argv = SshTarget("h", control_master=False).argv("true")
+        joined = " ".join(argv)
+        assert "ControlPath=none" in joined and "ControlMaster=no" in joined
+        assert "StrictHostKeyChecking" not in joined and "-i" not in argv and "-c" not in argv
+
+    def test_odd_paths_are_escaped(self, tmp_path: Path) -> None:
+        target = SshTarget("h", known_hosts_file="/a dir/k%h", control_dir=str(tmp_path / "c p%d"))
+        argv = target.argv("true")
+        assert 'UserKnownHostsFile="/a dir/k%%h"' in argv
+        assert f'ControlPath="{tmp_path}/c p%%d/%C"' in argv
+
+    def test_control_dir_tilde_is_expanded(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("HOME", str(tmp_path))
+        argv = SshTarget("h").argv("true")
+        assert f"ControlPath={tmp_path}/.ansible/cp-backurne/%C" in argv
+        assert (tmp_path / ".ansible" / "cp-backurne").is_dir()
+
+    @pytest.mark.parametrize("host", ["", "-oProxyCommand=x", "a b", "u@h"])
+    def test_bad_host(self, host: str) -> None:
+        with pytest.raises(ValueError):
+            SshTarget(host)
+
+    def test_remote_command_survives_ssh_like_shell(self, tmp_path: Path) -> None:
+        # What the remote sshd does with the last word: `$SHELL -c WORD`.
+        marker = tmp_path / "pwned"
+        words = hostile_words(marker)
+        runner = RbdRunner(CephAccess(), SshTarget("h", control_master=False))
+        argv = runner.remote_shell_argv([["printf", "%s\\0", *words], ["cat"]])
+        assert argv[:1] == ["ssh"] and argv[-3:-1] == ["root@h", "--"]
+        assert bash_printf(argv[-1]) == words
+        assert not marker.exists()
+
+
+class TestStderrCause:
+    def test_prefers_error_line_and_strips_ceph_prefix(self) -> None:
+        stderr = textwrap.dedent(
+            """\
+            did not load config file, using default settings.
+            2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 librbd::image::OpenRequest: failed to stat v2 image id: (2) No such file or directory
+            rbd: error opening image x: (2) No such file or directory
+
+            """
+        )
+        assert stderr_cause(stderr) == "rbd: error opening image x: (2) No such file or directory"
+        assert stderr_cause("") == ""
+        assert stderr_cause("progress 10%\nall fine") == "all fine"
+
+
+FAKE_RBD = r"""#!{python}
+import json, os, sys, time
+args = sys.argv[1:]
+log = os.environ.get("FAKE_RBD_LOG")
+if log:
+    with open(log, "a") as fh:
+        fh.write(json.dumps(args) + "\n")
+mode = os.environ.get("FAKE_RBD_MODE", "ok")
+if mode == "sleep":
+    time.sleep(30)
+if mode == "fail":
+    sys.stderr.write("2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 noise\nrbd: error opening image x: (2) No such file or directory\n")
+    sys.exit(2)
+if mode == "ls-partial":
+    print(json.dumps([{{"image": "a"}}, {{"image": "a", "snapshot": "s1"}}, {{"image": "a", "snapshot": "s2"}}, {{"image": "b c"}}]))
+    sys.stderr.write("rbd: error opening gone: (2) No such file or directory\n")
+    sys.exit(1)
+if mode == "garbage":
+    print("not json")
+    sys.exit(0)
+if "ls" in args:
+    print(json.dumps([{{"image": "a"}}, {{"image": "a", "snapshot": "s1"}}, {{"image": "-x"}}]))
+elif "info" in args:
+    print(json.dumps({{"id": "abc", "name": "x"}}))
+"""
+
+
+@pytest.fixture
+def fake_rbd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "rbd"
+    script.write_text(FAKE_RBD.format(python=sys.executable))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_RBD_LOG", str(log))
+    return log
+
+
+def calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+class TestRunner:
+    access = CephAccess("ceph", "backurne", "/k", "/c")
+
+    def test_run_builds_argv(self, fake_rbd: Path) -> None:
+        runner = RbdRunner(self.access)
+        runner.snap_create("rbd/ns/-leading@-snap;x")
+        runner.snap_remove(ImageSpec("rbd", None, "i m", "s"))
+        runner.create("rbd/ns/new", 1 << 20)
+        runner.resize("rbd/ns/new", 0, allow_shrink=True)
+        runner.remove("rbd/ns/new")
+        common = ["--cluster", "ceph", "--id", "backurne", "--keyring", "/k", "-c", "/c"]
+        assert calls(fake_rbd) == [
+            [*common, "snap", "create", "--no-progress", "--pool=rbd", "--namespace=ns", "--image=-leading", "--snap=-snap;x"],
+            [*common, "snap", "rm", "--no-progress", "--pool=rbd", "--image=i m", "--snap=s"],
+            [*common, "create", "--size=1048576B", "--pool=rbd", "--namespace=ns", "--image=new"],
+            [*common, "resize", "--no-progress", "--size=0B", "--allow-shrink", "--pool=rbd", "--namespace=ns", "--image=new"],
+            [*common, "rm", "--no-progress", "--pool=rbd", "--namespace=ns", "--image=new"],
+        ]
+
+    def test_snap_ops_need_a_snapshot(self, fake_rbd: Path) -> None:
+        with pytest.raises(ValueError):
+            RbdRunner(self.access).snap_create("rbd/img")
+
+    def test_list_images(self, fake_rbd: Path) -> None:
+        assert RbdRunner(self.access).list_images("rbd", "ns") == {"a": ["s1"], "-x": []}
+        assert calls(fake_rbd)[0][-4:] == ["ls", "--long", "--pool=rbd", "--namespace=ns", "--format=json"][-4:]
+
+    def test_list_images_tolerates_concurrent_deletion(self, fake_rbd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_RBD_MODE", "ls-partial")
+        assert RbdRunner(self.access).list_images("rbd") == {"a": ["s1", "s2"], "b c": []}
+
+    def test_list_images_real_failure_raises(self, fake_rbd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_RBD_MODE", "fail")
+        with pytest.raises(RbdError):
+            RbdRunner(self.access).list_images("rbd")
+
+    def test_error_message(self, fake_rbd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_RBD_MODE", "fail")
+        runner = RbdRunner(self.access, label="backup node 127.0.0.12")
+        with pytest.raises(RbdError) as info:
+            runner.snap_create("rbd/ns/img@s1")
+        exc = info.value
+        assert str(exc) == (
+            "rbd snap create rbd/ns/img@s1 on backup node 127.0.0.12: rbd: error opening image x: (2) No such file or directory"
+        )
+        assert "\n" not in str(exc)
+        assert exc.rc == 2 and exc.target == "backup node 127.0.0.12" and exc.is_not_found
+        assert exc.argv[0] == "rbd"
+
+    def test_exists(self, fake_rbd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        runner = RbdRunner(self.access)
+        assert runner.exists("rbd/a")
+        monkeypatch.setenv("FAKE_RBD_MODE", "fail")
+        assert not runner.exists("rbd/a")
+
+    def test_timeout(self, fake_rbd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_RBD_MODE", "sleep")
+        with pytest.raises(RbdError) as info:
+            RbdRunner(self.access, default_timeout=0.5).run(["ls"])
+        assert info.value.rc is None
+        assert "timed out after 0.5 s" in str(info.value)
+
+    def test_bad_json(self, fake_rbd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_RBD_MODE", "garbage")
+        with pytest.raises(RbdError, match="unparsable JSON"):
+            RbdRunner(self.access).image_info("rbd/a")
+
+    def test_missing_binary(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(RbdError, match="cannot run rbd"):
+            RbdRunner(self.access).run(["ls"])
+
+    def test_local_pipeline_checks_every_stage(self) -> None:
+        runner = RbdRunner(self.access)
+        assert runner.run_pipeline([["printf", "abc"], ["cat"]], timeout=10, action="t") == "abc"
+        with pytest.raises(RbdError):
+            # The first stage fails, the last succeeds: pipefail must still report it.
+            runner.run_pipeline([["false"], ["cat"]], timeout=10, action="t")
+
+    def test_remote_runner_wraps_in_ssh(self, tmp_path: Path) -> None:
+        runner = RbdRunner(self.access, SshTarget("10.0.0.1", control_dir=str(tmp_path)))
+        argv = runner.command_argv(self.access.rbd_argv("info", "--image=a b"))
+        assert argv[0] == "ssh" and argv[-1].startswith("rbd --cluster ceph")
+        assert argv[-1].endswith("'--image=a b'")
+        assert runner.label == "node 10.0.0.1" and runner.is_remote

@@ -1,0 +1,343 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+# The transfer pipeline against a fake `rbd` (no Ceph): argv building, stage attribution,
+# cleanup (no fd, no process left), and run_batch.
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.backurne.rbd.plugins.module_utils import transfer
+from ansible_collections.backurne.rbd.plugins.module_utils.batch import BatchError, run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
+    Compression,
+    TransferResult,
+    transfer_snapshot,
+)
+
+# export-diff writes a deterministic, compressible stream ending with a trailer; import-diff
+# stores what it reads and, like the real one, refuses a stream without its end.
+FAKE_RBD = r"""#!{python}
+import json, os, sys, time
+args = sys.argv[1:]
+state = os.environ["FAKE_RBD_DIR"]
+with open(os.path.join(state, "calls.log"), "a") as fh:
+    fh.write(json.dumps(args) + "\n")
+opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+image = opts.get("image", "")
+path = os.path.join(state, image.replace("/", "_") + ".img")
+size = int(os.environ.get("FAKE_SIZE", str(8 << 20)))
+out = sys.stdout.buffer
+def die(msg, rc):
+    sys.stderr.write(msg + "\n")
+    sys.exit(rc)
+if "export-diff" in args:
+    if image.startswith("export-fail"):
+        out.write(b"rbd diff v1\n" + b"x" * 65536)
+        out.flush()
+        die("rbd: export-diff error: (2) No such file or directory", 2)
+    if image.startswith("slow"):
+        while True:
+            out.write(b"y" * 4096)
+            out.flush()
+            time.sleep(0.05)
+    block = (b"backurne-fake-diff " * 64)[:1024]
+    for offset in range(0, size, 1024):
+        out.write(block)
+    out.write(b"END!")
+elif "import-diff" in args:
+    if image.startswith("import-fail"):
+        sys.stdin.buffer.read(1024)
+        die("rbd: import-diff failed: (22) Invalid argument", 22)
+    data = sys.stdin.buffer.read()
+    if not data.endswith(b"END!"):
+        die("rbd: failed to decode write data: (74) Bad message", 74)
+    with open(path, "wb") as fh:
+        fh.write(data[:-4])
+elif "create" in args:
+    if image.startswith("create-fail"):
+        die("rbd: create error: (1) Operation not permitted", 1)
+    if os.path.exists(path):
+        die("rbd: create error: (17) File exists", 17)
+    open(path, "wb").close()
+elif "rm" in args:
+    os.unlink(path)
+elif "resize" in args or "info" in args:
+    if not os.path.exists(path):
+        die("rbd: error opening image: (2) No such file or directory", 2)
+    if "info" in args:
+        print(json.dumps({{"id": "abc"}}))
+"""
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "rbd"
+    script.write_text(FAKE_RBD.format(python=sys.executable))
+    script.chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_RBD_DIR", str(state))
+    return state
+
+
+def calls(state: Path) -> list[list[str]]:
+    log = state / "calls.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def subcommands(state: Path) -> list[str]:
+    known = ("export-diff", "import-diff", "create", "rm", "resize", "info")
+    return [next(word for word in call if word in known) for call in calls(state)]
+
+
+LIVE = RbdRunner(CephAccess("ceph", "backurne"), label="live")
+BACKUP = RbdRunner(CephAccess("ceph", "backurne"), label="backup")
+
+
+def run(image: str, dest: str, base: str | None = None, **kwargs: object) -> TransferResult:
+    return transfer_snapshot(LIVE, BACKUP, "rbd", "ns", image, "snap-2", base, "bk", None, dest, **kwargs)  # type: ignore[arg-type]
+
+
+def children() -> set[int]:
+    mine = str(os.getpid())
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == mine and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+class TestCompression:
+    def test_argv(self) -> None:
+        assert Compression().compressor_argv() == ["zstd", "-q", "-1", "-T0", "-c"]
+        assert Compression(level=3, threads=2).compressor_argv() == ["zstd", "-q", "-3", "-T2", "-c"]
+        assert Compression().decompressor_argv() == ["zstd", "-q", "-d", "-c"]
+
+    @pytest.mark.parametrize("kwargs", [{"level": 0}, {"level": 20}, {"threads": -1}])
+    def test_invalid(self, kwargs: dict[str, int]) -> None:
+        with pytest.raises(ValueError):
+            Compression(**kwargs)
+
+
+class TestArgv:
+    def test_export_words(self) -> None:
+        src = transfer.ImageSpec("rbd", "ns", "-img x")
+        words = transfer.export_words(LIVE, src, "snap;2", "snap;1")
+        assert words == [
+            "rbd",
+            "--cluster",
+            "ceph",
+            "--id",
+            "backurne",
+            "export-diff",
+            "--no-progress",
+            "--pool=rbd",
+            "--namespace=ns",
+            "--image=-img x",
+            "--snap=snap;2",
+            "--from-snap=snap;1",
+            "--path=-",
+        ]
+        assert "--from-snap" not in " ".join(transfer.export_words(LIVE, src, "s", None))
+
+    def test_import_words(self) -> None:
+        dest = transfer.ImageSpec("bk", None, "c;-img;None")
+        assert transfer.import_words(BACKUP, dest)[-5:] == [
+            "import-diff",
+            "--no-progress",
+            "--path=-",
+            "--pool=bk",
+            "--image=c;-img;None",
+        ]
+
+    def test_remote_export_is_one_quoted_bash_pipeline(self, tmp_path: Path) -> None:
+        live = RbdRunner(CephAccess(), SshTarget("10.0.0.1", control_dir=str(tmp_path)))
+        stages = [transfer.export_words(live, transfer.ImageSpec("rbd", None, "a b", "s"), "s", None)]
+        stages.append(Compression().compressor_argv())
+        argv = live.remote_shell_argv(stages)
+        assert argv[0] == "ssh"
+        assert argv[-1].startswith("bash -o pipefail -c ")
+        assert "'\"'\"'--image=a b'\"'\"'" in argv[-1]
+
+
+class TestTransferWithFakeRbd:
+    @pytest.mark.parametrize("enabled", [True, False])
+    def test_full_creates_destination(self, fake: Path, enabled: bool) -> None:
+        seen: list[int] = []
+        result = run("img", "dst", compression=Compression(enabled=enabled), progress=seen.append)
+        assert result.ok, result
+        assert (result.kind, result.failed_stage, result.error) == ("full", None, None)
+        assert result.bytes_logical == (8 << 20) + 4
+        if enabled:
+            assert 0 < result.bytes_wire < result.bytes_logical // 10
+        else:
+            assert result.bytes_wire == result.bytes_logical
+        assert (fake / "dst.img").stat().st_size == 8 << 20
+        assert subcommands(fake) == ["create", "import-diff", "export-diff"] or subcommands(fake) == [
+            "create",
+            "export-diff",
+            "import-diff",
+        ]
+        assert seen and seen == sorted(seen) and seen[-1] == result.bytes_logical
+        assert result.to_dict()["dest"] == "bk/dst"
+
+    def test_full_into_existing_destination_empties_head(self, fake: Path) -> None:
+        (fake / "dst.img").write_bytes(b"old")
+        result = run("img", "dst")
+        assert result.ok
+        resize = [call for call in calls(fake) if "resize" in call]
+        assert resize and "--size=0B" in resize[0] and "--allow-shrink" in resize[0]
+        assert any("HEAD emptied" in note for note in result.notes)
+
+    def test_incremental_touches_nothing_first(self, fake: Path) -> None:
+        (fake / "dst.img").write_bytes(b"old")
+        result = run("img", "dst", base="snap-1")
+        assert result.ok and result.kind == "incremental"
+        assert sorted(subcommands(fake)) == ["export-diff", "import-diff"]
+        export = next(call for call in calls(fake) if "export-diff" in call)
+        assert "--from-snap=snap-1" in export and "--snap=snap-2" in export
+
+    def test_export_failure_is_blamed_on_export(self, fake: Path) -> None:
+        result = run("export-fail", "dst")
+        assert not result.ok
+        assert result.failed_stage == "export"
+        assert "export-diff error: (2)" in (result.error or "")
+        # The placeholder this call created is gone again.
+        assert not (fake / "dst.img").exists()
+        assert any("removed the placeholder" in note for note in result.notes)
+
+    def test_import_failure_kills_the_rest(self, fake: Path) -> None:
+        (fake / "import-fail.img").write_bytes(b"")
+        started = time.monotonic()
+        result = run("slow", "import-fail", base="snap-1")
+        assert result.failed_stage == "import"
+        assert "(22) Invalid argument" in (result.error or "")
+        assert time.monotonic() - started < 10
+        assert not children()
+
+    def test_decompress_failure(self, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        broken = ["sh", "-c", "head -c 10 >/dev/null; echo 'zstd: /*stdin*\\: unknown header' >&2; exit 1"]
+        monkeypatch.setattr(Compression, "decompressor_argv", lambda self: broken)
+        (fake / "dst.img").write_bytes(b"")
+        result = run("img", "dst", base="snap-1")
+        assert result.failed_stage == "decompress"
+        assert "unknown header" in (result.error or "")
+
+    def test_timeout(self, fake: Path) -> None:
+        (fake / "dst.img").write_bytes(b"")
+        result = run("slow", "dst", base="snap-1", timeout=1.0)
+        assert not result.ok
+        assert result.failed_stage == "export"
+        assert "timed out after 1 s" in (result.error or "")
+        assert 1.0 <= result.duration < 8
+        assert not children()
+
+    def test_prepare_failure(self, fake: Path) -> None:
+        result = run("img", "create-fail")
+        assert (result.ok, result.failed_stage) == (False, "prepare")
+        assert "Operation not permitted" in (result.error or "")
+        assert "export-diff" not in subcommands(fake)
+
+    def test_hostile_names_are_rejected_not_run(self, fake: Path) -> None:
+        result = transfer_snapshot(LIVE, BACKUP, "rbd", None, "a/b", "s", None, "bk", None, "d")
+        assert (result.ok, result.failed_stage) == (False, "prepare")
+        assert calls(fake) == []
+
+    def test_backup_runner_must_be_local(self, fake: Path, tmp_path: Path) -> None:
+        remote = RbdRunner(CephAccess(), SshTarget("h", control_dir=str(tmp_path)))
+        result = transfer_snapshot(LIVE, remote, "rbd", None, "i", "s", None, "bk", None, "d")
+        assert result.failed_stage == "prepare"
+
+    def test_failing_progress_callback_does_not_break_the_stream(self, fake: Path) -> None:
+        def explode(count: int) -> None:
+            raise RuntimeError("ui gone")
+
+        assert run("img", "dst", progress=explode).ok
+
+    def test_no_fd_or_process_leak(self, fake: Path) -> None:
+        def fds() -> int:
+            return len(os.listdir("/proc/self/fd"))
+
+        run("img", "warmup")
+        before = fds()
+        for index in range(3):
+            run("img", f"d{index}")
+            run("export-fail", f"e{index}")
+        (fake / "import-fail.img").write_bytes(b"")
+        run("img", "import-fail", base="snap-1")
+        assert fds() == before
+        assert not children()
+
+
+class TestStageLabel:
+    @pytest.mark.parametrize(("rc", "label"), [(255, "ssh"), (-9, "ssh"), (1, "export"), (2, "export")])
+    def test_remote(self, rc: int, label: str) -> None:
+        stage = type("S", (), {"name": "ssh", "rc": rc})()
+        assert transfer._stage_label(stage, remote=True) == label  # type: ignore[arg-type]
+
+
+class TestRunBatch:
+    def test_order_and_bound(self) -> None:
+        lock = threading.Lock()
+        state = {"now": 0, "peak": 0}
+
+        def work(item: int) -> int:
+            with lock:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+            time.sleep(0.01 * (item % 3))
+            with lock:
+                state["now"] -= 1
+            return item * 10
+
+        assert run_batch(list(range(20)), work, workers=3) == [item * 10 for item in range(20)]
+        assert 1 < state["peak"] <= 3
+
+    def test_error_isolation(self) -> None:
+        def work(item: int) -> str:
+            if item == 2:
+                raise RuntimeError("boom")
+            if item == 3:
+                raise SystemExit(1)
+            return f"ok {item}"
+
+        results = run_batch([1, 2, 3, 4], work, workers=2, on_error=lambda item, exc: f"failed {item}: {exc!r}")
+        assert results == ["ok 1", "failed 2: RuntimeError('boom')", "failed 3: SystemExit(1)", "ok 4"]
+
+    def test_without_on_error_everything_runs_then_raises(self) -> None:
+        done: list[int] = []
+
+        def work(item: int) -> int:
+            if item == 0:
+                raise ValueError("first")
+            done.append(item)
+            return item
+
+        with pytest.raises(BatchError) as info:
+            run_batch([0, 1, 2], work, workers=1)
+        assert sorted(done) == [1, 2]
+        assert info.value.results == [None, 1, 2]
+        assert list(info.value.errors) == [0]
+
+    def test_edges(self) -> None:
+        assert run_batch([], lambda item: item, workers=4) == []
+        with pytest.raises(ValueError):
+            run_batch([1], lambda item: item, workers=0)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the controller side needs before the virtualenv can be built. The lab script
+# (tests/lab/lab.sh) installs the Ceph and ssh packages it needs itself.
+set -euo pipefail
+wanted=(python3 python3-venv python3-pip git make openssh-client zstd xxhash procps)
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then echo "need root to install ${missing[*]}" >&2; exit 1; fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

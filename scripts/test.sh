@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs the test suites. `all` is what `make test` (and so CI) runs: every suite, the lab started
+# once and stopped on exit, also on failure. Any suite failing fails the run; pytest's exit 5
+# ("no tests collected") is a failure like any other non-zero status.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+COLLECTION=$ROOT/collections/ansible_collections/backurne/rbd
+export PATH=$ROOT/.venv/bin:$PATH
+export ANSIBLE_COLLECTIONS_PATH=$ROOT/collections
+export PYTHONPATH=$ROOT/collections${PYTHONPATH:+:$PYTHONPATH}
+export ANSIBLE_CONFIG=$ROOT/ansible.cfg
+
+summary=()
+step() {
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== ${name}"
+  if "$@"; then
+    summary+=("ok      ${name} ($((SECONDS - t0)) s)")
+  else
+    local rc=$?
+    summary+=("FAILED  ${name} ($((SECONDS - t0)) s, exit ${rc})")
+    print_summary
+    exit "$rc"
+  fi
+}
+print_summary() {
+  echo "=== summary"
+  printf '%s\n' "${summary[@]}"
+}
+
+run_unit() {
+  pytest -q -p no:cacheprovider "$COLLECTION/tests/unit"
+}
+run_ruff() {
+  ruff check "$COLLECTION" tests bench scripts && ruff format --check "$COLLECTION" tests bench scripts
+}
+run_sanity() {
+  bash scripts/offline-get-pip.sh "$ROOT/.venv/bin/python"
+  (cd "$COLLECTION" && ansible-test sanity --venv --python 3.11 --requirements --color no)
+}
+run_lint() {
+  ansible-lint --offline --profile production playbooks/ molecule/
+}
+lab_up() {
+  tests/lab/lab.sh up
+}
+run_integration() {
+  pytest -q -p no:cacheprovider tests/integration
+}
+run_molecule() {
+  (cd "$ROOT" && molecule test --scenario-name default)
+}
+
+what=${1:-all}
+case "$what" in
+  unit) step ruff run_ruff; step unit run_unit ;;
+  sanity) step sanity run_sanity ;;
+  lint) step ansible-lint run_lint ;;
+  integration) step lab-up lab_up; step integration run_integration ;;
+  molecule) step lab-up lab_up; step molecule run_molecule ;;
+  all)
+    trap 'tests/lab/lab.sh down >/dev/null 2>&1 || true' EXIT
+    step ruff run_ruff
+    step unit run_unit
+    step lab-up lab_up
+    step integration run_integration
+    step molecule run_molecule
+    step ansible-lint run_lint
+    step sanity run_sanity
+    ;;
+  *) echo "usage: $0 all|unit|sanity|lint|integration|molecule" >&2; exit 2 ;;
+esac
+print_summary
