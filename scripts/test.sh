@@ -41,7 +41,7 @@ run_sanity() {
   (cd "$COLLECTION" && ansible-test sanity --venv --python 3.11 --requirements --color no)
 }
 run_lint() {
-  ansible-lint --offline --profile production playbooks/ molecule/
+  ansible-lint  # settings in .ansible-lint: production profile, offline
 }
 lab_up() {
   tests/lab/lab.sh up

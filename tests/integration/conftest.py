@@ -8,6 +8,8 @@ CLIs, always with argument lists (never a local shell) and a timeout.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import random
@@ -15,11 +17,13 @@ import shlex
 import struct
 import subprocess
 import tempfile
+import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
@@ -37,8 +41,7 @@ LAB_UP_TIMEOUT = int(os.environ.get("BACKURNE_LAB_UP_TIMEOUT", "1800"))
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "lab: needs the two-cluster Ceph lab (tests/lab/lab.sh); "
-        "deselect with -m 'not lab'",
+        "lab: needs the two-cluster Ceph lab (tests/lab/lab.sh); deselect with -m 'not lab'",
     )
 
 
@@ -55,10 +58,7 @@ class CommandFailed(subprocess.CalledProcessError):
         err = self.stderr
         if isinstance(err, bytes):
             err = err.decode("utf-8", "replace")
-        return (
-            f"{shlex.join(str(a) for a in self.cmd)} exited {self.returncode}: "
-            f"{(err or '').strip()}"
-        )
+        return f"{shlex.join(str(a) for a in self.cmd)} exited {self.returncode}: {(err or '').strip()}"
 
 
 @dataclass
@@ -74,21 +74,19 @@ class PipelineResult:
 
     def describe(self) -> str:
         lines = []
-        for argv, rc, err in zip(self.argvs, self.returncodes, self.stderrs):
+        for argv, rc, err in zip(self.argvs, self.returncodes, self.stderrs, strict=True):
             lines.append(f"  [rc={rc}] {shlex.join(argv)}")
             if err.strip():
                 lines.extend("      " + line for line in err.strip().splitlines()[-10:])
         return "\n".join(lines)
 
-    def check(self) -> "PipelineResult":
+    def check(self) -> PipelineResult:
         if not self.ok:
             raise AssertionError("pipeline failed:\n" + self.describe())
         return self
 
 
-def run_pipeline(
-    *argvs: Sequence[str], input: bytes | None = None, timeout: float = 120
-) -> PipelineResult:
+def run_pipeline(*argvs: Sequence[str], input: bytes | None = None, timeout: float = 120) -> PipelineResult:
     """Run argv1 | argv2 | ... without a shell; return every stage's code.
 
     stdin of the first stage is ``input`` (or /dev/null), the stdout of the
@@ -98,53 +96,40 @@ def run_pipeline(
     """
     argvs_l = [[str(a) for a in argv] for argv in argvs]
     procs: list[subprocess.Popen] = []
-    errfiles = [tempfile.TemporaryFile() for _ in argvs_l]
-    infile = None
-    try:
+    with contextlib.ExitStack() as stack:
+        errfiles = [stack.enter_context(tempfile.TemporaryFile()) for _ in argvs_l]
+        prev_stdout: Any = subprocess.DEVNULL
         if input is not None:
-            infile = tempfile.TemporaryFile()
+            infile = stack.enter_context(tempfile.TemporaryFile())
             infile.write(input)
             infile.seek(0)
-        prev_stdout: Any = infile if infile is not None else subprocess.DEVNULL
-        for i, argv in enumerate(argvs_l):
-            p = subprocess.Popen(
-                argv,
-                stdin=prev_stdout,
-                stdout=subprocess.PIPE,
-                stderr=errfiles[i],
-            )
-            if procs:
-                # only the next stage may hold the read end
-                procs[-1].stdout.close()  # type: ignore[union-attr]
-            procs.append(p)
-            prev_stdout = p.stdout
+            prev_stdout = infile
         try:
-            out, _ = procs[-1].communicate(timeout=timeout)
-            for p in procs[:-1]:
-                p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            for i, argv in enumerate(argvs_l):
+                p = subprocess.Popen(argv, stdin=prev_stdout, stdout=subprocess.PIPE, stderr=errfiles[i])
+                if procs:
+                    # only the next stage may hold the read end
+                    procs[-1].stdout.close()  # type: ignore[union-attr]
+                procs.append(p)
+                prev_stdout = p.stdout
+            try:
+                out, _ = procs[-1].communicate(timeout=timeout)
+                for p in procs[:-1]:
+                    p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(
+                    f"pipeline timed out after {timeout}s: " + " | ".join(shlex.join(a) for a in argvs_l)
+                ) from None
+        finally:
             for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
-            raise TimeoutError(
-                f"pipeline timed out after {timeout}s: "
-                + " | ".join(shlex.join(a) for a in argvs_l)
-            ) from None
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         stderrs = []
         for f in errfiles:
             f.seek(0)
             stderrs.append(f.read().decode("utf-8", "replace"))
-        return PipelineResult(argvs_l, [p.returncode for p in procs], stderrs, out)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in errfiles:
-            f.close()
-        if infile is not None:
-            infile.close()
+    return PipelineResult(argvs_l, [p.returncode for p in procs], stderrs, out)
 
 
 def diff_stream(
@@ -255,9 +240,7 @@ class Lab:
         """Run a remote shell command (build it with shlex.quote)."""
         return self._run([*self.ssh_argv(cluster), command], None, timeout)
 
-    def pipeline(
-        self, *argvs: Sequence[str], input: bytes | None = None, timeout: float = 120
-    ) -> PipelineResult:
+    def pipeline(self, *argvs: Sequence[str], input: bytes | None = None, timeout: float = 120) -> PipelineResult:
         return run_pipeline(*argvs, input=input, timeout=timeout)
 
     # -- data -----------------------------------------------------------------
@@ -281,21 +264,28 @@ class Lab:
     ) -> None:
         """Create SPEC filled with deterministic pseudo-random data.
 
-        Streams random.Random(seed) bytes into `rbd import - SPEC` (4 MiB
-        chunks, nothing held in memory): same seed, same image content.
+        Chunk i (4 MiB) is SHAKE-128("backurne-lab:<seed>:<i>"): same seed,
+        same content; incompressible.  Generated one chunk ahead in a thread
+        while `rbd import - SPEC` consumes the previous one (1 GiB ~5 s).
         """
-        rng = random.Random(seed)
         argv = self.rbd_argv(cluster, "import", "--no-progress", "-", spec, admin=admin)
-        with tempfile.TemporaryFile() as err:
-            p = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err
-            )
+        total = size_mb * MiB
+        chunks = [(i, min(4 * MiB, total - off)) for i, off in enumerate(range(0, total, 4 * MiB))]
+
+        def gen(i: int, n: int) -> bytes:
+            return hashlib.shake_128(f"backurne-lab:{seed}:{i}".encode()).digest(n)
+
+        with tempfile.TemporaryFile() as err, ThreadPoolExecutor(max_workers=1) as ex:
+            p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+            watchdog = threading.Timer(timeout, p.kill)  # a stuck rbd blocks write()
+            watchdog.start()
             try:
-                remaining = size_mb * MiB
-                while remaining > 0:
-                    n = min(4 * MiB, remaining)
-                    p.stdin.write(rng.randbytes(n))  # type: ignore[union-attr]
-                    remaining -= n
+                nxt = ex.submit(gen, *chunks[0]) if chunks else None
+                for k in range(len(chunks)):
+                    data = nxt.result()  # type: ignore[union-attr]
+                    if k + 1 < len(chunks):
+                        nxt = ex.submit(gen, *chunks[k + 1])
+                    p.stdin.write(data)  # type: ignore[union-attr]
                 p.stdin.close()  # type: ignore[union-attr]
                 rc = p.wait(timeout=timeout)
             except BrokenPipeError:
@@ -304,6 +294,8 @@ class Lab:
                 p.kill()
                 p.wait()
                 raise TimeoutError(f"{shlex.join(argv)} timed out after {timeout}s") from None
+            finally:
+                watchdog.cancel()
             if rc != 0:
                 err.seek(0)
                 raise CommandFailed(rc, argv, b"", err.read())
@@ -329,8 +321,7 @@ class Lab:
         rng = random.Random(seed)
         offsets = sorted(rng.sample(range(nblocks), count))
         stream = diff_stream([(o * block, rng.randbytes(block)) for o in offsets], size=size)
-        self.rbd(cluster, "import-diff", "--no-progress", "-", spec,
-                 admin=admin, input=stream, timeout=timeout)
+        self.rbd(cluster, "import-diff", "--no-progress", "-", spec, admin=admin, input=stream, timeout=timeout)
         return count * block
 
     # -- namespaces -------------------------------------------------------------
@@ -353,8 +344,7 @@ class Lab:
                 try:
                     for snap in self.rbd_json(cluster, "snap", "ls", img, admin=True) or []:
                         if str(snap.get("protected")).lower() == "true":
-                            self.rbd(cluster, "snap", "unprotect", f"{img}@{snap['name']}",
-                                     admin=True)
+                            self.rbd(cluster, "snap", "unprotect", f"{img}@{snap['name']}", admin=True)
                     self.rbd(cluster, "snap", "purge", "--no-progress", img, admin=True)
                     self.rbd(cluster, "rm", "--no-progress", img, admin=True)
                 except CommandFailed as e:

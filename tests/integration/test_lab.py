@@ -51,7 +51,10 @@ def test_ssh_host_talks_to_its_cluster(lab, cluster):
     fsid_remote = lab.ssh(cluster, "ceph-conf --lookup fsid").strip()
     fsid_local = subprocess.run(
         ["ceph-conf", "-c", str(lab.conf(cluster)), "--lookup", "fsid"],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout.strip()
     assert fsid_remote == fsid_local
     # the restricted user works remotely without -c
@@ -108,7 +111,10 @@ def test_restricted_user_cannot_create_pool(lab, cluster):
     pool = f"forbidden-{uuid.uuid4().hex[:8]}"
     cp = subprocess.run(
         lab.ceph_argv(cluster, "osd", "pool", "create", pool, "8", admin=False),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert cp.returncode == 13, (cp.returncode, cp.stderr)  # EACCES
     assert "EACCES" in cp.stderr or "access denied" in cp.stderr
@@ -139,14 +145,19 @@ def test_import_diff_rejects_broken_stream(lab, ns, kind):
     lab.rbd("live", "snap", "create", f"{img}@s1")
     stream = subprocess.run(
         lab.rbd_argv("live", "export-diff", "--no-progress", f"{img}@s1", "-"),
-        stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=True,
+        timeout=60,
     ).stdout
     assert len(stream) > 4 * MiB
     lab.rbd("backup", "create", "--size", "1M", img)
 
     cp = subprocess.run(
         lab.rbd_argv("backup", "import-diff", "--no-progress", "-", img),
-        input=_corrupt(kind, stream), capture_output=True, timeout=60,
+        input=_corrupt(kind, stream),
+        capture_output=True,
+        timeout=60,
     )
     assert cp.returncode != 0, cp.stderr
     assert snap_names(lab, "backup", img) == []

@@ -173,12 +173,25 @@ sshd_pid() { # cluster
         printf '%s\n' "$pid"
     fi
 }
+sshd_running() { [[ -n "$(sshd_pid "$1")" ]]; }
 stop_sshd() {
     local c=$1 pid
     pid=$(sshd_pid "$c")
     [[ -n "$pid" ]] || return 0
     log "$c: stopping sshd (pid $pid)"
     stop_pid "$pid" "$c sshd"
+}
+
+port_users() { # ip port: what listens there (empty if free)
+    ss -Hltnp src "$1:$2" 2>/dev/null || true
+}
+require_free() { # ip port what
+    local users
+    users=$(port_users "$1" "$2")
+    [[ -z "$users" ]] && return 0
+    printf '[lab] ERROR: %s:%s (%s) is already in use:\n%s\n' "$1" "$2" "$3" "$users" >&2
+    printf '[lab] another lab on these addresses? Use BACKURNE_LAB_LIVE_IP / BACKURNE_LAB_BACKUP_IP.\n' >&2
+    return 1
 }
 
 sshd_answers() { # cluster: the listener sends its SSH banner
@@ -504,10 +517,13 @@ start_sshd() { # cluster
     local c=$1 cfg
     cfg=$(sshd_conf "$c")
     stop_sshd "$c"
+    require_free "$(cluster_ip "$c")" "$SSH_PORT" "$c sshd" || die "$c: cannot start sshd"
     timeout 10 /usr/sbin/sshd -t -f "$cfg" || die "$c: invalid $cfg"
     timeout 10 /usr/sbin/sshd -f "$cfg" -E "$SSH_DIR/sshd-$c.log" \
         </dev/null >>"$SSH_DIR/sshd-$c.out" 2>&1 9>&- \
         || { tail -n 20 "$SSH_DIR/sshd-$c.log" >&2; die "$c: sshd failed to start"; }
+    wait_for 10 "$c sshd pidfile" sshd_running "$c" \
+        || { tail -n 20 "$SSH_DIR/sshd-$c.log" >&2; die "$c: sshd is not running"; }
     wait_for 10 "$c sshd banner" sshd_answers "$c" \
         || { tail -n 20 "$SSH_DIR/sshd-$c.log" >&2; die "$c: sshd does not answer"; }
 }
@@ -518,6 +534,20 @@ check_ssh_login() { # cluster: a real key login that sees this host's CEPH_CONF
     out=$(timeout 20 ssh -F "$SSH_DIR/ssh_config" "$c" 'printf %s "$CEPH_CONF"' </dev/null) \
         || { tail -n 20 "$SSH_DIR/sshd-$c.log" >&2; die "$c: ssh login failed"; }
     [[ "$out" == "$(cconf "$c")" ]] || die "$c: ssh session has CEPH_CONF='$out'"
+}
+
+bring_up_ssh() {
+    local c
+    SSH_KEYS_CHANGED=0
+    setup_ssh
+    for c in "${CLUSTERS[@]}"; do
+        # a healthy sshd keeps running unless its host key was regenerated
+        if ((SSH_KEYS_CHANGED)) || [[ -z "$(sshd_pid "$c")" ]] || ! sshd_answers "$c"; then
+            start_sshd "$c"
+        fi
+    done
+    for c in "${CLUSTERS[@]}"; do check_ssh_login "$c"; done
+    log "sshd up on ${LIVE_IP}:$SSH_PORT (live) and ${BACKUP_IP}:$SSH_PORT (backup)"
 }
 
 # --------------------------------------------------------------------------
@@ -588,6 +618,7 @@ take_lock() { # [--force]: down goes on without the lock after a while
 
 cmd_up() {
     local start=$SECONDS c rebuild=() pids=() rc=0 i
+    ((EUID == 0)) || die "lab.sh up needs root (apt-get, sshd with root login)"
     [[ "$LIVE_IP" != "$BACKUP_IP" ]] || die "live and backup need distinct IPs"
     ensure_packages
     take_lock
@@ -600,6 +631,12 @@ cmd_up() {
         return 0
     fi
     for c in "${rebuild[@]}"; do stop_cluster "$c" --kill; done
+    local busy=0
+    for c in "${rebuild[@]}"; do
+        require_free "$(cluster_ip "$c")" 3300 "$c ceph-mon v2" || busy=1
+        require_free "$(cluster_ip "$c")" 6789 "$c ceph-mon v1" || busy=1
+    done
+    ((busy == 0)) || die "not starting the lab"
     for c in "${rebuild[@]}"; do
         log "$c: bootstrapping cluster on $(cluster_ip "$c") (log: $LAB_DIR/$c.bootstrap.log)"
         # in parallel: halves the time on 2 cores
@@ -607,17 +644,10 @@ cmd_up() {
         ( set -euo pipefail; bootstrap_cluster "$c" ) >"$LAB_DIR/$c.bootstrap.log" 2>&1 9>&- &
         pids+=($!)
     done
-    if ! ssh_running; then
-        SSH_KEYS_CHANGED=0
-        setup_ssh
-        for c in "${CLUSTERS[@]}"; do
-            # a healthy sshd keeps running unless its host key was regenerated
-            if ((SSH_KEYS_CHANGED)) || [[ -z "$(sshd_pid "$c")" ]] || ! sshd_answers "$c"; then
-                start_sshd "$c"
-            fi
-        done
-        for c in "${CLUSTERS[@]}"; do check_ssh_login "$c"; done
-        log "sshd up on ${LIVE_IP}:$SSH_PORT (live) and ${BACKUP_IP}:$SSH_PORT (backup)"
+    # (in a subshell: its errors must not leave the bootstraps orphaned)
+    if ! ssh_running && ! (set -euo pipefail; bring_up_ssh); then
+        rc=1
+        printf '\n[lab] ERROR: sshd setup failed (logs: %s/sshd-*.log)\n' "$SSH_DIR" >&2
     fi
     for i in "${!pids[@]}"; do
         c=${rebuild[$i]}
@@ -629,6 +659,8 @@ cmd_up() {
             mv -f "$LAB_DIR/$c.bootstrap.log" "$(cdir "$c")/log/bootstrap.log" 2>/dev/null || true
             printf '\n[lab] ERROR: cluster %s failed to come up\n' "$c" >&2
             print_cluster_logs "$c"
+            # leave nothing half-running; the logs stay
+            stop_cluster "$c" --kill
         fi
     done
     ((rc == 0)) || die "lab up failed (logs under $LAB_DIR/<cluster>/log/)"

@@ -293,6 +293,20 @@ class SshTarget:
         argv += [f"{self.user}@{self.host}", "--", remote_command]
         return argv
 
+    def exit_master_argv(self) -> list[str]:
+        """argv asking this target's ControlMaster (if any) to exit now, not at ControlPersist."""
+        control_path = _ssh_option_path(self.control_path_dir(), "/%C")
+        return [
+            "ssh",
+            "-o",
+            f"ControlPath={control_path}",
+            "-p",
+            str(self.port),
+            "-O",
+            "exit",
+            f"{self.user}@{self.host}",
+        ]
+
 
 @dataclass
 class _Completed:

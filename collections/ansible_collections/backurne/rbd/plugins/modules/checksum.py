@@ -14,7 +14,7 @@ description:
   - The snapshot defaults to the newest one both sides share.
   - Read-only. A mismatch or an error is reported per image; the others are still checked.
 author:
-  - backurne developers
+  - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh
@@ -24,6 +24,7 @@ attributes:
     description: Read-only; hashes in check mode too.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 options:
   pool:
     description: Backup pool.
@@ -155,7 +156,6 @@ def main() -> None:
             "workers": {"type": "int", "default": 2},
             "fail_on_error": {"type": "bool", "default": True},
         },
-        required_by={"images": "live_cluster"},
         supports_check_mode=True,
     )
     p = module.params
@@ -163,6 +163,8 @@ def main() -> None:
         module.fail_json(msg=f"checksum: workers must be at least 1, got {p['workers']}")
     if not p["hasher"]:
         module.fail_json(msg="checksum: hasher must name a command")
+    if p["images"] and not p["live_cluster"]:
+        module.fail_json(msg="checksum: 'images' needs 'live_cluster' to derive the backup image names")
     items: list[dict[str, Any]] = []
     for index, item in enumerate(p["items"]):
         if not isinstance(item.get("image"), str) or not isinstance(item.get("backup_image"), str):

@@ -15,7 +15,7 @@ description:
     e.g. the newest backup of a disk before a date.
   - Works on the backup cluster (the usual case) and on a live cluster.
 author:
-  - backurne developers
+  - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
 attributes:
@@ -24,6 +24,7 @@ attributes:
     description: Read-only; behaves the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 options:
   pool:
     description: Pool to list.

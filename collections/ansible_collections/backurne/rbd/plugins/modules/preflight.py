@@ -15,13 +15,14 @@ description:
     playbook can run this first and stop before any snapshot is created.
   - Pure validation; runs anywhere (usually on the controller) and never changes anything.
 author:
-  - backurne developers
+  - backurne developers (@backurne)
 attributes:
   check_mode:
     support: full
     description: Validation only; behaves the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 options:
   profiles:
     description:

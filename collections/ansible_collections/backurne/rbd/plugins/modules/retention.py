@@ -19,7 +19,7 @@ description:
   - Only snapshots whose name starts with C(PREFIX;) are ever deleted; images whose name is not a
     backup image name of O(live_cluster) are never touched.
 author:
-  - backurne developers
+  - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.policy
@@ -49,9 +49,10 @@ options:
     type: str
   other_snapshots:
     description:
-      - Snapshot names per image on the other side. For O(side=live), per backup image
-        (RV(backurne.rbd.info#module:snapshots)); for O(side=backup), per live image (all images of
-        the live pool, RV(backurne.rbd.snapshot#module:live_snapshots)): an image missing from it
+      - Snapshot names per image on the other side.
+      - For O(side=live), per backup image, as RV(backurne.rbd.info#module:snapshots) returns them.
+      - For O(side=backup), per live image, for all images of the live pool, as
+        RV(backurne.rbd.snapshot#module:live_snapshots) returns them. An image missing from it
         counts as deleted on live.
     type: dict
     required: true

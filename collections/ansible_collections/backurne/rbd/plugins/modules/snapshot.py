@@ -15,7 +15,7 @@ description:
   - One invocation serves a whole pool; snapshots are created by a bounded pool of workers.
   - Snapshot names are C(PREFIX;PROFILE;COUNT;ISOTIME), identical to backurne 2.x.
 author:
-  - backurne developers
+  - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.policy

@@ -20,7 +20,7 @@ description:
     once older than O(lock_ttl), or at once when its holder process is gone on this host.
   - The destination is created on the first full backup.
 author:
-  - backurne developers
+  - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh

@@ -3,16 +3,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
-import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
+from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot, snapshot_checksum
+from ansible_collections.backurne.rbd.plugins.module_utils.lock import (
+    make_lock_id,
+    parse_lock_id,
+    stale_reason,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
     CephAccess,
     ImageSpec,
@@ -214,13 +221,13 @@ class TestSshTarget:
 
 class TestStderrCause:
     def test_prefers_error_line_and_strips_ceph_prefix(self) -> None:
-        stderr = textwrap.dedent(
-            """\
-            did not load config file, using default settings.
-            2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 librbd::image::OpenRequest: failed to stat v2 image id: (2) No such file or directory
-            rbd: error opening image x: (2) No such file or directory
-
-            """
+        stderr = "\n".join(
+            [
+                "did not load config file, using default settings.",
+                "2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 librbd::image::OpenRequest: failed to stat id: (2)",
+                "rbd: error opening image x: (2) No such file or directory",
+                "",
+            ]
         )
         assert stderr_cause(stderr) == "rbd: error opening image x: (2) No such file or directory"
         assert stderr_cause("") == ""
@@ -238,10 +245,12 @@ mode = os.environ.get("FAKE_RBD_MODE", "ok")
 if mode == "sleep":
     time.sleep(30)
 if mode == "fail":
-    sys.stderr.write("2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 noise\nrbd: error opening image x: (2) No such file or directory\n")
+    sys.stderr.write("2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 noise\n")
+    sys.stderr.write("rbd: error opening image x: (2) No such file or directory\n")
     sys.exit(2)
 if mode == "ls-partial":
-    print(json.dumps([{{"image": "a"}}, {{"image": "a", "snapshot": "s1"}}, {{"image": "a", "snapshot": "s2"}}, {{"image": "b c"}}]))
+    a, b = {{"image": "a"}}, {{"image": "b c"}}
+    print(json.dumps([a, dict(a, snapshot="s1"), dict(a, snapshot="s2"), b]))
     sys.stderr.write("rbd: error opening gone: (2) No such file or directory\n")
     sys.exit(1)
 if mode == "garbage":
@@ -251,6 +260,8 @@ if "ls" in args:
     print(json.dumps([{{"image": "a"}}, {{"image": "a", "snapshot": "s1"}}, {{"image": "-x"}}]))
 elif "info" in args:
     print(json.dumps({{"id": "abc", "name": "x"}}))
+elif "export" in args:
+    sys.stdout.write("payload of " + [a for a in args if a.startswith("--image=")][0])
 """
 
 
@@ -283,10 +294,28 @@ class TestRunner:
         runner.remove("rbd/ns/new")
         common = ["--cluster", "ceph", "--id", "backurne", "--keyring", "/k", "-c", "/c"]
         assert calls(fake_rbd) == [
-            [*common, "snap", "create", "--no-progress", "--pool=rbd", "--namespace=ns", "--image=-leading", "--snap=-snap;x"],
+            [
+                *common,
+                "snap",
+                "create",
+                "--no-progress",
+                "--pool=rbd",
+                "--namespace=ns",
+                "--image=-leading",
+                "--snap=-snap;x",
+            ],
             [*common, "snap", "rm", "--no-progress", "--pool=rbd", "--image=i m", "--snap=s"],
             [*common, "create", "--size=1048576B", "--pool=rbd", "--namespace=ns", "--image=new"],
-            [*common, "resize", "--no-progress", "--size=0B", "--allow-shrink", "--pool=rbd", "--namespace=ns", "--image=new"],
+            [
+                *common,
+                "resize",
+                "--no-progress",
+                "--size=0B",
+                "--allow-shrink",
+                "--pool=rbd",
+                "--namespace=ns",
+                "--image=new",
+            ],
             [*common, "rm", "--no-progress", "--pool=rbd", "--namespace=ns", "--image=new"],
         ]
 
@@ -314,7 +343,8 @@ class TestRunner:
             runner.snap_create("rbd/ns/img@s1")
         exc = info.value
         assert str(exc) == (
-            "rbd snap create rbd/ns/img@s1 on backup node 127.0.0.12: rbd: error opening image x: (2) No such file or directory"
+            "rbd snap create rbd/ns/img@s1 on backup node 127.0.0.12: "
+            "rbd: error opening image x: (2) No such file or directory"
         )
         assert "\n" not in str(exc)
         assert exc.rc == 2 and exc.target == "backup node 127.0.0.12" and exc.is_not_found
@@ -356,3 +386,59 @@ class TestRunner:
         assert argv[0] == "ssh" and argv[-1].startswith("rbd --cluster ceph")
         assert argv[-1].endswith("'--image=a b'")
         assert runner.label == "node 10.0.0.1" and runner.is_remote
+
+
+class TestChecksumWithFakeRbd:
+    access = CephAccess("ceph", "backurne")
+
+    def test_hash_is_first_word_of_hasher_output(self, fake_rbd: Path) -> None:
+        digest = snapshot_checksum(RbdRunner(self.access), "rbd", "ns", "-img", "s", hasher=("md5sum",))
+        assert digest == hashlib.md5(b"payload of --image=-img").hexdigest()
+        export = calls(fake_rbd)[0]
+        words = ["export", "--no-progress", "--pool=rbd", "--namespace=ns", "--image=-img", "--snap=s", "--path=-"]
+        assert export[-len(words) :] == words
+
+    def test_failed_export_is_an_error_not_a_hash(self, fake_rbd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_RBD_MODE", "fail")
+        with pytest.raises(RbdError, match=r"checksum of rbd/img@s on local: .*\(2\)"):
+            snapshot_checksum(RbdRunner(self.access), "rbd", None, "img", "s")
+
+    def test_compare(self, fake_rbd: Path) -> None:
+        runner = RbdRunner(self.access)
+        same = compare_snapshot(runner, runner, "rbd/a", "rbd/a", "s", ("md5sum",))
+        assert same.match and same.error is None and same.live == same.backup
+        differ = compare_snapshot(runner, runner, "rbd/a", "rbd/b", "s", ("md5sum",))
+        assert not differ.match and "checksums differ" in (differ.error or "")
+        assert differ.to_dict()["image"] == "rbd/a"
+
+
+class TestLockIds:
+    now = datetime(2026, 11, 29, 21, 0, 0, tzinfo=UTC)
+
+    def test_round_trip(self) -> None:
+        lock_id = make_lock_id(self.now, hostname="bk1", pid=42)
+        assert lock_id == "backurne;bk1;42;2026-11-29T21:00:00"
+        assert parse_lock_id(lock_id) == ("bk1", 42, self.now)
+        assert make_lock_id(self.now.replace(tzinfo=None), hostname="bk1", pid=42) == lock_id
+
+    @pytest.mark.parametrize(
+        "lock_id", ["other", "backurne;h;x;2026-11-29T21:00:00", "backurne;h;1;yesterday", "a;b;1;c"]
+    )
+    def test_foreign(self, lock_id: str) -> None:
+        assert parse_lock_id(lock_id) is None
+        assert stale_reason(lock_id, timedelta(0), self.now + timedelta(days=999)) is None
+
+    def test_stale_by_age(self) -> None:
+        lock_id = make_lock_id(self.now, hostname="elsewhere", pid=1)
+        assert stale_reason(lock_id, timedelta(hours=1), self.now + timedelta(minutes=59)) is None
+        assert "ttl" in (stale_reason(lock_id, timedelta(hours=1), self.now + timedelta(minutes=61)) or "")
+
+    def test_stale_by_dead_pid_only_on_this_host(self) -> None:
+        child = subprocess.Popen(["true"])
+        child.wait()
+        here = make_lock_id(self.now, pid=child.pid)
+        assert "is gone" in (stale_reason(here, timedelta(hours=1), self.now) or "")
+        alive = make_lock_id(self.now, pid=os.getpid())
+        assert stale_reason(alive, timedelta(hours=1), self.now) is None
+        there = make_lock_id(self.now, hostname=socket.gethostname() + "-other", pid=child.pid)
+        assert stale_reason(there, timedelta(hours=1), self.now) is None

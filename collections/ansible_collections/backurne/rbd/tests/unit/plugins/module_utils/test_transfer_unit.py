@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ansible_collections.backurne.rbd.plugins.module_utils import transfer
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import BatchError, run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
@@ -125,6 +124,18 @@ def children() -> set[int]:
     return found
 
 
+def all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 class TestCompression:
     def test_argv(self) -> None:
         assert Compression().compressor_argv() == ["zstd", "-q", "-1", "-T0", "-c"]
@@ -227,7 +238,8 @@ class TestTransferWithFakeRbd:
     def test_import_failure_kills_the_rest(self, fake: Path) -> None:
         (fake / "import-fail.img").write_bytes(b"")
         started = time.monotonic()
-        result = run("slow", "import-fail", base="snap-1")
+        # Uncompressed: zstd would hold the slow stream back in its buffers.
+        result = run("slow", "import-fail", base="snap-1", compression=Compression(enabled=False), timeout=20)
         assert result.failed_stage == "import"
         assert "(22) Invalid argument" in (result.error or "")
         assert time.monotonic() - started < 10
@@ -244,6 +256,8 @@ class TestTransferWithFakeRbd:
     def test_timeout(self, fake: Path) -> None:
         (fake / "dst.img").write_bytes(b"")
         result = run("slow", "dst", base="snap-1", timeout=1.0)
+        # Not even the grandchildren of the killed `bash -c` pipeline survive.
+        assert not [pid for pid in all_pids() if str(fake.parent) in cmdline(pid)]
         assert not result.ok
         assert result.failed_stage == "export"
         assert "timed out after 1 s" in (result.error or "")

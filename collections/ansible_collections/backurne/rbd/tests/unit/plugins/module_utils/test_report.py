@@ -1,0 +1,45 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+from ansible_collections.backurne.rbd.plugins.module_utils.report import image_records, report_lines
+
+SNAP = {
+    "images": [
+        {"image": "a", "backup_image": "c;a;None", "due": ["daily"], "kind": "full", "ok": True},
+        {"image": "b", "backup_image": "c;b;None", "due": [], "kind": "none", "ok": True},
+        {"image": "c", "backup_image": "c;c;None", "due": ["daily"], "kind": "incremental", "ok": True},
+    ]
+}
+TRANSFER = {
+    "images": [
+        {"image": "a", "status": "transferred", "ok": True, "kind": "full", "snapshots": ["s1"],
+         "bytes_logical": 2048, "bytes_wire": 1024, "duration": 1.5},
+        {"image": "c", "status": "failed", "ok": False, "kind": "incremental", "snapshots": [],
+         "bytes_logical": 0, "bytes_wire": 0, "duration": 0.1, "error": "image 'c': import failed"},
+    ]
+}
+CHECKSUM = {"images": [{"image": "a", "match": True, "error": None}]}
+RET_BACKUP = {"images": [{"image": "c;a;None", "deleted": ["old1", "old2"], "error": None}]}
+
+
+def test_records_merge_every_result() -> None:
+    records = image_records("c", SNAP, TRANSFER, CHECKSUM, None, RET_BACKUP)
+    by_image = {r["image"]: r for r in records}
+    assert by_image["a"]["status"] == "transferred"
+    assert by_image["a"]["verified"] is True
+    assert by_image["a"]["expired_backup"] == 2
+    assert by_image["a"]["bytes_wire"] == 1024
+    assert by_image["b"]["status"] == "up-to-date"
+    assert by_image["b"]["verified"] is None
+    assert by_image["c"]["status"] == "failed"
+    assert "import failed" in by_image["c"]["error"]
+
+
+def test_report_lines_table_and_summary() -> None:
+    lines = report_lines(image_records("c", SNAP, TRANSFER, CHECKSUM, None, RET_BACKUP))
+    assert lines[0].split()[:2] == ["cluster", "image"]
+    assert len(lines) == 5
+    assert "3 image(s): 1 transferred, 1 failed" in lines[-1]
+    assert "2.0 KiB" in lines[1]

@@ -1,0 +1,31 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+from ansible_collections.backurne.rbd.plugins.modules import preflight
+
+
+def test_preflight_returns_normalised_config(run_module) -> None:
+    result = run_module(
+        preflight.main,
+        {
+            "profiles": {"hourly": {"count": 24, "priority": "high"}},
+            "live_clusters": {"n1": {"name": "prod"}},
+            "backup_nodes": ["b1"],
+            "backup": {"pool": "backups"},
+        },
+    )
+    assert not result.get("failed")
+    assert result["changed"] is False
+    assert result["profiles"]["hourly"]["interval"] == 3600
+    assert result["live_clusters"][0]["name"] == "prod"
+
+
+def test_preflight_fails_naming_the_profile_key(run_module) -> None:
+    result = run_module(
+        preflight.main,
+        {"profiles": {"daily": {"cuont": 3}}, "live_clusters": {"n1": {}}, "backup_nodes": ["b1"]},
+    )
+    assert result["failed"] is True
+    assert "daily" in result["msg"] and "cuont" in result["msg"]
