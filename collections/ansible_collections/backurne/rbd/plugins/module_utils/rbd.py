@@ -7,10 +7,12 @@ from __future__ import annotations
 # ssh. Every command is an argument list; the only shell string in the product is the remote
 # command handed to ssh (and the `bash -c` script of a remote pipeline), and both are built by
 # quote_argv() alone.
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -384,26 +386,31 @@ class RbdRunner:
         stdin: bytes | None = None,
     ) -> _Completed:
         try:
-            proc = subprocess.run(
+            # Own process group, so that a timeout also ends what the command started (the
+            # stages of a local `bash -c` pipeline), not just its first process.
+            proc = subprocess.Popen(
                 argv,
-                input=stdin,
-                stdin=subprocess.DEVNULL if stdin is None else None,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired as exc:
-            stderr = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else ""
-            return _Completed(argv, None, "", stderr)
         except OSError as exc:
             # e.g. rbd or ssh not installed on this node
             return _Completed(argv, 127, "", f"cannot run {argv[0]}: {exc}")
-        return _Completed(
-            argv,
-            proc.returncode,
-            proc.stdout.decode("utf-8", "replace"),
-            proc.stderr.decode("utf-8", "replace"),
-        )
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                out, err = b"", b""
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
+            return _Completed(argv, None, "", err.decode("utf-8", "replace"))
+        return _Completed(argv, proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     def _error(self, done: _Completed, args: Sequence[str], timeout: float | None, tool: str) -> RbdError:
         action, subject = _describe(args)

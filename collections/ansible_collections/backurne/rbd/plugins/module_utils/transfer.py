@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import Lock, LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
@@ -131,8 +131,7 @@ class _Stage:
         # of a local `bash -c` pipeline), or they would linger holding the pipes. An ssh
         # ControlMaster daemonises into its own session and is not hit.
         self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
-        assert self.proc.stderr is not None
-        self.stderr = _StderrTail(self.proc.stderr)
+        self.stderr = _StderrTail(cast(IO[bytes], self.proc.stderr))
         self.stderr.start()
 
     @property
@@ -249,8 +248,8 @@ class _Pipeline:
         self.wake.set()
 
     def relay(self, src: IO[bytes] | None, dst: IO[bytes] | None, on_bytes: Callable[[int], None] | None) -> _Relay:
-        assert src is not None and dst is not None
-        relay = _Relay(src, dst, self.wake, on_bytes)
+        # Both ends exist: the stages were started with stdout=PIPE / stdin=PIPE.
+        relay = _Relay(cast(IO[bytes], src), cast(IO[bytes], dst), self.wake, on_bytes)
         self.relays.append(relay)
         relay.start()
         return relay
@@ -520,7 +519,13 @@ def _stream(
                 stdout=subprocess.PIPE,
             )
         except OSError as exc:
-            pipeline.stop_upstream_of(len(pipeline.stages))
+            # EOF rather than a signal for the stages already started: a killed import-diff
+            # would hold a watch on the destination for ~30 s (see STOP_GRACE).
+            for stage in pipeline.stages:
+                if stage.proc.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        stage.proc.stdin.close()
+            pipeline.stop_upstream_of(0)
             pipeline.wait(None)
             result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
             return

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -379,6 +380,15 @@ class TestRunner:
         with pytest.raises(RbdError):
             # The first stage fails, the last succeeds: pipefail must still report it.
             runner.run_pipeline([["false"], ["cat"]], timeout=10, action="t")
+
+    def test_pipeline_timeout_ends_the_whole_pipeline(self) -> None:
+        started = time.monotonic()
+        with pytest.raises(RbdError, match=r"timed out after 0\.5 s"):
+            RbdRunner(self.access).run_pipeline([["sleep", "31.7"], ["cat"]], timeout=0.5, action="t")
+        assert time.monotonic() - started < 5
+        time.sleep(0.2)
+        leftovers = subprocess.run(["pgrep", "-f", "sleep 31.7"], capture_output=True, text=True).stdout.split()
+        assert leftovers == []
 
     def test_remote_runner_wraps_in_ssh(self, tmp_path: Path) -> None:
         runner = RbdRunner(self.access, SshTarget("10.0.0.1", control_dir=str(tmp_path)))

@@ -253,6 +253,14 @@ class TestTransferWithFakeRbd:
         assert result.failed_stage == "decompress"
         assert "unknown header" in (result.error or "")
 
+    def test_stage_that_cannot_start(self, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(Compression, "decompressor_argv", lambda self: ["/nonexistent/zstd", "-d"])
+        result = run("img", "dst")
+        assert (result.ok, result.failed_stage) == (False, "prepare")
+        assert "cannot start a stage" in (result.error or "")
+        assert not (fake / "dst.img").exists()
+        assert not children()
+
     def test_timeout(self, fake: Path) -> None:
         (fake / "dst.img").write_bytes(b"")
         result = run("slow", "dst", base="snap-1", timeout=1.0)
