@@ -46,7 +46,7 @@ CALLBACK_NAME = "backurne_test_json"
 # A stdout callback recording every task result (per host, in order) and the recap into the
 # file named by $BACKURNE_TEST_JSON_OUT; it prints one line per task result for the logs.
 # (ansible.builtin has no json callback; ansible.posix is not installed.)
-CALLBACK_SOURCE = '''
+CALLBACK_SOURCE = """
 from __future__ import annotations
 
 import json
@@ -129,7 +129,7 @@ class CallbackModule(CallbackBase):
         summary = {host: stats.summarize(host) for host in sorted(stats.processed)}
         with open(os.environ["BACKURNE_TEST_JSON_OUT"], "w", encoding="utf-8") as out:
             json.dump({"events": self.events, "stats": summary}, out, cls=_Encoder)
-'''
+"""
 
 
 def iso(moment: datetime) -> str:
@@ -296,9 +296,7 @@ def start_backup(
 ) -> tuple[subprocess.Popen, dict[str, Any]]:
     """Start ansible-playbook backup.yml; ``finish_backup`` waits for it and parses the result."""
     workdir.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(
-        os.path.join(workdir, f"run-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}")
-    )
+    run_dir = Path(os.path.join(workdir, f"run-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"))
     run_dir.mkdir()
     inv_path = run_dir / "hosts.yml"
     inv_path.write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -376,9 +374,7 @@ def run_backup(
     timeout: float = 300,
 ) -> PlaybookRun:
     """Run backup.yml on ``inventory`` (with ``backurne_now=now``) and parse what it did."""
-    proc, info = start_backup(
-        inventory, workdir, now=now, check=check, extra_vars=extra_vars, extra_args=extra_args
-    )
+    proc, info = start_backup(inventory, workdir, now=now, check=check, extra_vars=extra_vars, extra_args=extra_args)
     return finish_backup(proc, info, timeout=timeout)
 
 

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from playbook_helpers import (
-    MiB,
     T_RETENTION_BACKUP,
     T_RETENTION_LIVE,
     T_SNAPSHOT,
     T_TRANSFER,
+    MiB,
     assert_ok,
     assert_same_data,
     backup_image,
@@ -208,7 +208,11 @@ def test_unreachable_live_cluster_does_not_stop_the_others(lab, ns, tmp_path: Pa
                 "lab-live-third": live_host(third, ns2, str(lab.live_conf)),
             },
         )
-        assert list(inv["all"]["children"]["live_clusters"]["hosts"]) == ["lab-live", "lab-live-broken", "lab-live-third"]
+        assert list(inv["all"]["children"]["live_clusters"]["hosts"]) == [
+            "lab-live",
+            "lab-live-broken",
+            "lab-live-third",
+        ]
         s0 = snap_name("daily", 7, day(0))
 
         run = run_backup(inv, tmp_path, now=day(0), timeout=240)
@@ -274,5 +278,10 @@ def test_two_concurrent_runs(lab, ns, tmp_path: Path) -> None:
     run = assert_ok(run_backup(inv, tmp_path / "run3", now=day(1)))
     for img in names:
         sent = run.image(T_TRANSFER, img)
-        assert (sent["status"], sent["kind"], sent["base"], sent["snapshots"]) == ("transferred", "incremental", s0, [s1])
+        assert (sent["status"], sent["kind"], sent["base"], sent["snapshots"]) == (
+            "transferred",
+            "incremental",
+            s0,
+            [s1],
+        )
         assert_same_data(lab, ns, img, backup_image(name, img), [s0, s1])

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from playbook_helpers import (
-    MiB,
     T_RETENTION_BACKUP,
     T_RETENTION_LIVE,
     T_SNAPSHOT,
     T_TRANSFER,
+    MiB,
     assert_ok,
     assert_same_data,
     backup_image,
@@ -186,7 +186,12 @@ def test_check_mode_changes_nothing_and_predicts_the_run(lab, ns, tmp_path: Path
     for img in names:
         assert _plan_view(real.image(T_SNAPSHOT, img)) == _plan_view(planned[img])
         sent = real.image(T_TRANSFER, img)
-        assert (sent["status"], sent["kind"], sent["base"], sent["snapshots"]) == ("transferred", "incremental", s0, [s1])
+        assert (sent["status"], sent["kind"], sent["base"], sent["snapshots"]) == (
+            "transferred",
+            "incremental",
+            s0,
+            [s1],
+        )
     real_backup_expiry = {i["image"]: (i["deleted"], i["removed"]) for i in real.result(T_RETENTION_BACKUP)["images"]}
     assert real_backup_expiry == {backup_image(name, img): ([s0], False) for img in names}
     assert {i["image"]: i["deleted"] for i in real.result(T_RETENTION_LIVE)["images"]} == planned_live_expiry
@@ -267,26 +272,27 @@ def test_deleted_live_image_fades_out_after_extra_retention(lab, ns, tmp_path: P
 def test_keep_min_holds_history_when_backups_fail(lab, ns, tmp_path: Path) -> None:
     img = "km"
     lab.write_image("live", spec(ns, img), 8, seed=70, admin=True)
-    inv = make_inventory(lab, ns, profiles={"daily": {"count": 1}})
+    inv = make_inventory(lab, ns, profiles={"daily": {"count": 1}, "weekly": {"count": 1}})
     bimg = backup_image(cluster_name(inv), img)
     keep = {"backurne_keep_min": 2}
-    s = []
-    for d in range(3):
-        now = day(d, minutes=d)
-        s.append(snap_name("daily", 1, now))
-        assert_ok(run_backup(inv, tmp_path, now=now, extra_vars=keep))
-    # Every snapshot but the newest is past its expiry; keep_min 2 keeps two.
-    assert snaps(lab, "backup", ns, bimg) == [s[1], s[2]]
-    assert snaps(lab, "live", ns, img) == [s[2]]
+    sd0, sw0 = snap_name("daily", 1, day(0)), "backup;weekly;1;2026-01-01T00:00:00.000001"
+    sd1 = snap_name("daily", 1, day(1, minutes=1))
+
+    assert_ok(run_backup(inv, tmp_path, now=day(0), extra_vars=keep))
+    assert snaps(lab, "backup", ns, bimg) == [sd0, sw0]
+    assert_ok(run_backup(inv, tmp_path, now=day(1, minutes=1), extra_vars=keep))
+    # sd0 expired and is third newest: above the floor of 2, it goes.
+    assert snaps(lab, "backup", ns, bimg) == [sw0, sd1]
+    assert snaps(lab, "live", ns, img) == [sd1]
 
     # Backups "fail" from now on: the image is left out of the runs, or only cleanup runs.
+    # Everything is long expired; without the floor only sd1 (the newest) would remain.
     failing = assert_ok(
         run_backup(inv, tmp_path, now=day(30), extra_vars={**keep, "backurne_limit_images": ["no-such-image"]})
     )
     assert failing.result(T_SNAPSHOT)["images"] == []
-    assert snaps(lab, "backup", ns, bimg) == [s[1], s[2]]
-    for now in (day(400),):
-        assert_ok(run_backup(inv, tmp_path, now=now, extra_vars={**keep, "backurne_cleanup_only": True}))
-        assert snaps(lab, "backup", ns, bimg) == [s[1], s[2]], now
-        assert snaps(lab, "live", ns, img) == [s[2]], now
-    assert_same_data(lab, ns, img, bimg, [s[2]])
+    assert snaps(lab, "backup", ns, bimg) == [sw0, sd1]
+    assert_ok(run_backup(inv, tmp_path, now=day(4000), extra_vars={**keep, "backurne_cleanup_only": True}))
+    assert snaps(lab, "backup", ns, bimg) == [sw0, sd1]
+    assert snaps(lab, "live", ns, img) == [sd1]
+    assert_same_data(lab, ns, img, bimg, [sd1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 # Argument-spec fragments shared by the modules, and the conversions from module parameters to
 # core objects. Kept here, without an Ansible import, so every module declares an option the
 # same way its doc fragment documents it.
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, SshTarget
@@ -60,8 +60,8 @@ def live_ssh_target(params: dict[str, Any]) -> SshTarget:
 def parse_now(value: str | None) -> datetime:
     """The policy clock: naive UTC, as in the snapshot names; injectable for tests and dry runs."""
     if not value:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
+        return datetime.now(UTC).replace(tzinfo=None)
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed

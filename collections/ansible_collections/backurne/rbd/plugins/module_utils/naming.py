@@ -123,7 +123,7 @@ def parse_snap_name(name: str, prefix: str) -> SnapName | None:
     fields = name.split(";")
     if len(fields) != 4:
         return None
-    _, profile, count, isotime = fields
+    _prefix, profile, count, isotime = fields
     if not _COUNT_RE.fullmatch(count) or not _ISOTIME_RE.fullmatch(isotime):
         return None
     try:

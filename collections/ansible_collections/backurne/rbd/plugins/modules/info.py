@@ -190,9 +190,7 @@ def main() -> None:
     wanted = set(params["images"])
     if wanted:
         listing = {name: snaps for name, snaps in listing.items() if name in wanted}
-    images = [
-        describe_image(name, snaps, params["snap_prefix"], profiles) for name, snaps in sorted(listing.items())
-    ]
+    images = [describe_image(name, snaps, params["snap_prefix"], profiles) for name, snaps in sorted(listing.items())]
     module.exit_json(changed=False, images=images, snapshots=listing)
 
 

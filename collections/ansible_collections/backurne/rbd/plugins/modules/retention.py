@@ -180,7 +180,11 @@ def main() -> None:
         profiles = parse_profiles(p["profiles"])
         now = parse_now(p["now"])
         # parse_duration refuses zero (a zero interval is a mistake); zero retention is legitimate.
-        extra = timedelta(0) if p["extra_retention_time"].strip() in ("0", "") else parse_duration(p["extra_retention_time"])
+        extra = (
+            timedelta(0)
+            if p["extra_retention_time"].strip() in ("0", "")
+            else parse_duration(p["extra_retention_time"])
+        )
     except (NamingError, PolicyError, ValueError) as exc:
         module.fail_json(msg=f"retention: bad input: {exc}")
     if p["keep_min"] < 0:

@@ -235,9 +235,7 @@ def main() -> None:
 
     backup = RbdRunner(ceph_access(p))
     live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
-    compression = Compression(
-        enabled=p["compression"], level=p["compression_level"], threads=p["compression_threads"]
-    )
+    compression = Compression(enabled=p["compression"], level=p["compression_level"], threads=p["compression_threads"])
     dst_pool, dst_ns = p["pool"], p["namespace"]
     prefix = p["snap_prefix"] + ";"
     before: dict[str, list[str]] = {}

@@ -4,10 +4,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-
 from ansible_collections.backurne.rbd.plugins.module_utils import naming
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, SnapName
 
@@ -119,7 +118,7 @@ class TestSnapName:
 
     def test_aware_time_refused(self) -> None:
         with pytest.raises(NamingError, match="naive"):
-            naming.make_snap_name("backup", "daily", 30, datetime(2026, 1, 1, tzinfo=timezone.utc))
+            naming.make_snap_name("backup", "daily", 30, datetime(2026, 1, 1, tzinfo=UTC))
         with pytest.raises(NamingError, match="naive"):
             naming.make_snap_name("backup", "daily", 30, datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))))
 

@@ -4,10 +4,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from ansible_collections.backurne.rbd.plugins.module_utils import naming, policy
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Profile, Snap
 
@@ -82,7 +81,9 @@ class TestParseProfiles:
         assert monthly.interval == timedelta(days=30)
 
     def test_custom_interval_and_override(self) -> None:
-        result = policy.parse_profiles({"every6h": {"count": 8, "interval": "6h"}, "daily": {"count": 7, "interval": 43200}})
+        result = policy.parse_profiles(
+            {"every6h": {"count": 8, "interval": "6h"}, "daily": {"count": 7, "interval": 43200}}
+        )
         assert result["every6h"].interval == timedelta(hours=6)
         assert result["daily"].interval == timedelta(hours=12)
 
@@ -181,7 +182,7 @@ class TestDueProfiles:
 
     def test_aware_now_refused(self, profiles: dict[str, Profile]) -> None:
         with pytest.raises(PolicyError, match="naive"):
-            policy.due_profiles(profiles, [], NOW.replace(tzinfo=timezone.utc))
+            policy.due_profiles(profiles, [], NOW.replace(tzinfo=UTC))
 
 
 class TestNewestShared:
@@ -278,7 +279,7 @@ class TestPlanImage:
         # The backup image's head is at `head`; a diff to an older snapshot would rewind it.
         base, stale, head = snap("weekly", 5 * HOUR), snap("hourly", 4 * HOUR), snap("daily", 3 * HOUR)
         plan = self.plan([base, stale], [base, head], profiles)
-        assert stale not in [target for _, target in plan.transfers]
+        assert stale not in [target for _source, target in plan.transfers]
         assert plan.transfers == [(base, plan.new_snapshots[0])]
 
     def test_pending_of_unconfigured_profile_is_not_sent(self, profiles: dict[str, Profile]) -> None:
@@ -342,7 +343,7 @@ class TestSimulatedRuns:
         assert len(backup) == 1
         retry = self.run(live, backup, profiles, NOW + timedelta(minutes=5))
         assert retry.new_snapshots == []
-        assert [target for _, target in retry.transfers] == first.new_snapshots[1:]
+        assert [target for _source, target in retry.transfers] == first.new_snapshots[1:]
         assert backup == live == set(first.new_snapshots)
         later = self.run(live, backup, profiles, NOW + HOUR)
         assert later.due == ["hourly"]

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from ansible_collections.backurne.rbd.plugins.module_utils import naming, policy
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import Profile, Snap
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 PREFIX = "backup"
 EPOCH = datetime(2026, 1, 1)
@@ -66,7 +65,6 @@ profile_strategy = st.builds(
 )
 
 
-
 foreign_strategy = st.one_of(
     st.sampled_from(FOREIGN),
     st.text(min_size=1, max_size=30).filter(lambda text: not text.startswith(f"{PREFIX};")),
@@ -81,7 +79,7 @@ def worlds(draw: st.DrawFn) -> World:
     # Sometimes backups stopped long ago and nearly everything is past expiry.
     stale = timedelta(days=draw(st.sampled_from((0, 0, 0, 60, 400))))
     names: list[str] = []
-    for _ in range(draw(st.integers(0, 16))):
+    for _index in range(draw(st.integers(0, 16))):
         profile = draw(st.sampled_from((*PROFILE_NAMES, UNCONFIGURED)))
         count = draw(st.integers(1, 12))
         if profile in profiles and draw(st.booleans()):
@@ -225,7 +223,7 @@ def test_plan_chain_is_consistent(world: World, force: bool) -> None:
         assert from_snap == source
         assert to_snap not in world.backup
         source = to_snap
-    targets = [Snap.from_name(to_snap, PREFIX) for _, to_snap in plan.transfers]
+    targets = [Snap.from_name(to_snap, PREFIX) for _source, to_snap in plan.transfers]
     assert all(snap is not None and snap.profile in world.profiles for snap in targets)
     keys = [snap.sort_key for snap in targets if snap is not None]
     # Each diff moves forward in time, past everything of ours on backup.
@@ -234,7 +232,7 @@ def test_plan_chain_is_consistent(world: World, force: bool) -> None:
     assert newest_backup is None or all(key > newest_backup for key in keys)
     assert set(plan.new_snapshots).isdisjoint(world.live)
     if plan.new_snapshots:
-        assert [target for _, target in plan.transfers][-len(plan.new_snapshots) :] == plan.new_snapshots
+        assert [target for _source, target in plan.transfers][-len(plan.new_snapshots) :] == plan.new_snapshots
     assert len(plan.new_snapshots) == len(plan.due)
     if force:
         assert plan.due == [p.name for p in sorted(world.profiles.values(), key=lambda p: p.priority != "high")]

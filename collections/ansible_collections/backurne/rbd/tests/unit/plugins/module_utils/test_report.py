@@ -14,10 +14,27 @@ SNAP = {
 }
 TRANSFER = {
     "images": [
-        {"image": "a", "status": "transferred", "ok": True, "kind": "full", "snapshots": ["s1"],
-         "bytes_logical": 2048, "bytes_wire": 1024, "duration": 1.5},
-        {"image": "c", "status": "failed", "ok": False, "kind": "incremental", "snapshots": [],
-         "bytes_logical": 0, "bytes_wire": 0, "duration": 0.1, "error": "image 'c': import failed"},
+        {
+            "image": "a",
+            "status": "transferred",
+            "ok": True,
+            "kind": "full",
+            "snapshots": ["s1"],
+            "bytes_logical": 2048,
+            "bytes_wire": 1024,
+            "duration": 1.5,
+        },
+        {
+            "image": "c",
+            "status": "failed",
+            "ok": False,
+            "kind": "incremental",
+            "snapshots": [],
+            "bytes_logical": 0,
+            "bytes_wire": 0,
+            "duration": 0.1,
+            "error": "image 'c': import failed",
+        },
     ]
 }
 CHECKSUM = {"images": [{"image": "a", "match": True, "error": None}]}

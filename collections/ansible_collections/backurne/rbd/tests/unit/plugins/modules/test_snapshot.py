@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.modules import snapshot
 
@@ -25,7 +24,9 @@ def live(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 
     def snap_create(self: RbdRunner, spec: Any) -> None:
         if spec.image.startswith("broken"):
-            raise RbdError(["rbd", "snap", "create"], 1, "rbd: failed to create snapshot: (1) Operation not permitted", "local")
+            raise RbdError(
+                ["rbd", "snap", "create"], 1, "rbd: failed to create snapshot: (1) Operation not permitted", "local"
+            )
         pool[spec.image].append(spec.snap)
         created.append(f"{spec.image}@{spec.snap}")
 
