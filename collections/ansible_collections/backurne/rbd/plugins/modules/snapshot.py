@@ -49,6 +49,13 @@ options:
     type: list
     elements: str
     default: []
+  only_images:
+    description:
+      - Shell patterns narrowing this run to matching images (the operator's "limit"), on top of
+        O(include) and O(exclude). All selected images when empty.
+    type: list
+    elements: str
+    default: []
   backup_snapshots:
     description:
       - Snapshot names per backup image, as returned by M(backurne.rbd.info) in RV(backurne.rbd.info#module:snapshots).
@@ -174,10 +181,16 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyE
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 
 
-def selected(image: str, include: list[str], exclude: list[str]) -> bool:
-    if include and not any(fnmatch.fnmatchcase(image, pattern) for pattern in include):
+def matches(image: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)
+
+
+def selected(image: str, include: list[str], exclude: list[str], only: list[str]) -> bool:
+    if include and not matches(image, include):
         return False
-    return not any(fnmatch.fnmatchcase(image, pattern) for pattern in exclude)
+    if only and not matches(image, only):
+        return False
+    return not matches(image, exclude)
 
 
 def main() -> None:
@@ -190,6 +203,7 @@ def main() -> None:
             "namespace": {"type": "str"},
             "include": {"type": "list", "elements": "str", "default": []},
             "exclude": {"type": "list", "elements": "str", "default": []},
+            "only_images": {"type": "list", "elements": "str", "default": []},
             "backup_snapshots": {"type": "dict", "default": {}},
             "only_profiles": {"type": "list", "elements": "str"},
             "force": {"type": "bool", "default": False},
@@ -218,7 +232,7 @@ def main() -> None:
 
     plans: list[dict[str, Any]] = []
     for image in sorted(live):
-        if not selected(image, p["include"], p["exclude"]):
+        if not selected(image, p["include"], p["exclude"], p["only_images"]):
             continue
         try:
             backup_image = backup_image_name_for_plain(p["live_cluster"], image)

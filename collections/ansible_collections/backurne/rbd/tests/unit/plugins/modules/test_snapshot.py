@@ -88,3 +88,9 @@ def test_fail_on_error_fails_the_task(run_module, live) -> None:
     result = run_module(snapshot.main, args(include=["broken"], fail_on_error=True))
     assert result["failed"] is True
     assert "broken" in result["msg"]
+
+
+def test_only_images_narrows_include(run_module, live) -> None:
+    result = run_module(snapshot.main, args(include=["web", "new"], only_images=["w*", "broken"]))
+    assert [plan["image"] for plan in result["images"]] == ["web"]
+    assert live["_created"] == ["web@backup;daily;7;2026-11-29T12:00:00.000000"]
