@@ -387,7 +387,9 @@ class TestRunner:
             RbdRunner(self.access).run_pipeline([["sleep", "31.7"], ["cat"]], timeout=0.5, action="t")
         assert time.monotonic() - started < 5
         time.sleep(0.2)
-        leftovers = subprocess.run(["pgrep", "-f", "sleep 31.7"], capture_output=True, text=True, check=False).stdout.split()
+        leftovers = subprocess.run(
+            ["pgrep", "-f", "sleep 31.7"], capture_output=True, text=True, check=False
+        ).stdout.split()
         assert leftovers == []
 
     def test_remote_runner_wraps_in_ssh(self, tmp_path: Path) -> None:
