@@ -228,13 +228,19 @@ def due_profiles(
     now: datetime,
     force: bool = False,
     only: Collection[str] | None = None,
+    tolerance: timedelta = timedelta(0),
 ) -> list[Profile]:
     """Profiles due for a snapshot: high priority first, then in spec order.
 
     Due: no backup snapshot of that profile, or the newest one is at least one
     interval old (``created <= now - interval``, as in backurne 2.x), or ``force``.
+    ``tolerance`` makes a profile due that much earlier: a run scheduled every interval
+    that starts a few seconds earlier than the previous one would otherwise skip a whole
+    interval (an hourly cron taking a snapshot every other hour).
     """
     _check_now(now)
+    if not isinstance(tolerance, timedelta) or tolerance < timedelta(0):
+        raise PolicyError(f"due tolerance must be a duration >= 0, got {tolerance!r}")
     if isinstance(only, str):
         # A bare string is a Collection of characters; it can only mean one name.
         only = (only,)
@@ -251,7 +257,7 @@ def due_profiles(
             continue
         last = newest.get(profile.name)
         # Compare ages: now - interval could underflow datetime.min.
-        if force or last is None or now - last >= profile.interval:
+        if force or last is None or now - last >= profile.interval - min(tolerance, profile.interval / 2):
             due.append(profile)
     # A stable sort keeps the spec order within each priority.
     due.sort(key=lambda profile: profile.priority != "high")
@@ -298,6 +304,7 @@ def plan_image(
     now: datetime,
     force: bool = False,
     only: Collection[str] | None = None,
+    tolerance: timedelta = timedelta(0),
 ) -> ImagePlan:
     """Plan one image: snapshots to create on live, transfers to the backup image.
 
@@ -323,7 +330,7 @@ def plan_image(
         and snap.profile in profiles
         and (newest_backup is None or snap.sort_key > newest_backup.sort_key)
     )
-    due = due_profiles(profiles, [*backup.values(), *pending], now, force, only)
+    due = due_profiles(profiles, [*backup.values(), *pending], now, force, only, tolerance)
     new_snapshots = [
         make_snap_name(prefix, profile.name, profile.count, now + index * CREATION_TICK)
         for index, profile in enumerate(due)

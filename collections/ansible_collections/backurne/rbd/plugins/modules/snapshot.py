@@ -65,6 +65,13 @@ options:
     description: Only these profiles may become due in this run.
     type: list
     elements: str
+  due_tolerance:
+    description:
+      - How much earlier than its interval a profile becomes due (a duration such as C(5m), or
+        seconds; at most half the interval). Keeps a run scheduled every hour from skipping an
+        hour when it starts a few seconds earlier than the previous one.
+    type: str
+    default: "0"
   force:
     description: Treat every (selected) profile as due.
     type: bool
@@ -167,6 +174,7 @@ failed_images:
 """
 
 import fnmatch
+from datetime import timedelta
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -177,7 +185,12 @@ from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
     backup_image_name_for_plain,
     validate_prefix,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles, plan_image
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import (
+    PolicyError,
+    parse_duration,
+    parse_profiles,
+    plan_image,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 
 
@@ -207,6 +220,7 @@ def main() -> None:
             "backup_snapshots": {"type": "dict", "default": {}},
             "only_profiles": {"type": "list", "elements": "str"},
             "force": {"type": "bool", "default": False},
+            "due_tolerance": {"type": "str", "default": "0"},
             "create": {"type": "bool", "default": True},
             "workers": {"type": "int", "default": 4},
             "fail_on_error": {"type": "bool", "default": True},
@@ -218,6 +232,8 @@ def main() -> None:
         prefix = validate_prefix(p["snap_prefix"])
         profiles = parse_profiles(p["profiles"])
         now = parse_now(p["now"])
+        # parse_duration refuses zero (a zero interval is a mistake); no tolerance is legitimate.
+        tolerance = timedelta(0) if p["due_tolerance"].strip() in ("0", "") else parse_duration(p["due_tolerance"])
     except (NamingError, PolicyError, ValueError) as exc:
         module.fail_json(msg=f"snapshot: bad input: {exc}")
     if p["workers"] < 1:
@@ -246,6 +262,7 @@ def main() -> None:
                 now,
                 force=p["force"],
                 only=p["only_profiles"],
+                tolerance=tolerance,
             ).to_dict()
         except (NamingError, PolicyError) as exc:
             plans.append({"image": image, "ok": False, "error": f"image {image!r} in {where}: {exc}"})

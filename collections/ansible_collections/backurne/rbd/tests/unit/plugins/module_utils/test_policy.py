@@ -522,3 +522,17 @@ class TestBackupExpiry:
     def test_invalid_arguments(self, profiles: dict[str, Profile], kwargs: dict, message: str) -> None:
         with pytest.raises(PolicyError, match=message):
             self.expire([], profiles, **kwargs)
+
+
+def test_due_tolerance_keeps_an_hourly_schedule_hourly() -> None:
+    profiles = policy.parse_profiles({"hourly": {"count": 24}})
+    last = policy.Snap.from_name("backup;hourly;24;2026-11-29T10:00:03.200000", "backup")
+    assert last is not None
+    early = datetime(2026, 11, 29, 11, 0, 2, 900000)  # the next cron run, 0.3 s "too early"
+    assert policy.due_profiles(profiles, [last], early) == []
+    assert [p.name for p in policy.due_profiles(profiles, [last], early, tolerance=timedelta(minutes=5))] == ["hourly"]
+    # Never more than half an interval early, whatever the tolerance says.
+    half = datetime(2026, 11, 29, 10, 30, 2)
+    assert policy.due_profiles(profiles, [last], half, tolerance=timedelta(hours=2)) == []
+    with pytest.raises(policy.PolicyError):
+        policy.due_profiles(profiles, [last], early, tolerance=timedelta(seconds=-1))
