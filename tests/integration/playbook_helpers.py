@@ -343,7 +343,9 @@ def finish_backup(proc: subprocess.Popen, info: dict[str, Any], timeout: float =
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
-        raise AssertionError(f"ansible-playbook timed out after {timeout}s:\n{stdout[-4000:]}\n{stderr[-4000:]}")
+        raise AssertionError(
+            f"ansible-playbook timed out after {timeout}s:\n{stdout[-4000:]}\n{stderr[-4000:]}"
+        ) from None
     out_path: Path = info["out_path"]
     events: list[Event] = []
     stats = None

@@ -98,9 +98,9 @@ def test_foreign_snapshots_and_images_are_never_touched(lab, ns, tmp_path: Path)
 def test_newest_shared_snapshot_is_never_deleted(lab, ns, tmp_path: Path) -> None:
     img = "ns1"
     lab.write_image("live", spec(ns, img), 8, seed=120, admin=True)
-    inv = make_inventory(lab, ns, profiles={"daily": {"count": 1, "max_on_live": 1}})
+    inv = make_inventory(lab, ns, profiles={"daily": {"count": 7, "max_on_live": 1}})
     bimg = backup_image(cluster_name(inv), img)
-    s0, s1 = snap_name("daily", 1, day(0)), snap_name("daily", 1, day(1, minutes=1))
+    s0, s1 = snap_name("daily", 7, day(0)), snap_name("daily", 7, day(1, minutes=1))
     assert_ok(run_backup(inv, tmp_path, now=day(0)))
     data0 = checksum(lab, "live", ns, img)
     lab.overwrite("live", spec(ns, img), 0.1, seed=121, admin=True)
@@ -120,7 +120,7 @@ def test_newest_shared_snapshot_is_never_deleted(lab, ns, tmp_path: Path) -> Non
     # The next backup still goes incrementally from s0, and is right.
     lab.overwrite("live", spec(ns, img), 0.05, seed=122, admin=True)
     later = day(1000, minutes=1)
-    s2 = snap_name("daily", 1, later)
+    s2 = snap_name("daily", 7, later)
     run = assert_ok(run_backup(inv, tmp_path, now=later, extra_vars={"backurne_keep_min": 0}))
     sent = run.image(T_TRANSFER, img)
     assert (sent["status"], sent["kind"], sent["base"], sent["snapshots"]) == ("transferred", "incremental", s0, [s2])
@@ -145,7 +145,7 @@ def test_hostile_image_names(lab, ns, tmp_path: Path) -> None:
     unbackupable = "semi;colon"  # ';' is the field separator of backup image names
     for index, img in enumerate([*hostile, unbackupable]):
         lab.write_image("live", spec(ns, img), 8, seed=130 + index, admin=True)
-    inv = make_inventory(lab, ns, profiles={"daily": {"count": 7}})
+    inv = make_inventory(lab, ns, profiles={"daily": {"count": 1}})
     name = cluster_name(inv)
 
     def markers() -> list[str]:
@@ -158,7 +158,7 @@ def test_hostile_image_names(lab, ns, tmp_path: Path) -> None:
     for path in markers():
         Path(path).unlink()
 
-    s0 = snap_name("daily", 7, day(0))
+    s0 = snap_name("daily", 1, day(0))
     run = run_backup(inv, tmp_path, now=day(0))
     assert run.rc != 0, "an image that cannot be backed up must fail the run"
     failures = run.failure_text()
@@ -173,12 +173,13 @@ def test_hostile_image_names(lab, ns, tmp_path: Path) -> None:
         assert_same_data(lab, ns, img, backup_image(name, img), [s0])
     assert markers() == []
 
-    # And incrementally.
+    # And incrementally, with the expired s0 deleted on both sides (snap rm of these names).
     for index, img in enumerate(hostile):
         lab.overwrite("live", spec(ns, img), 0.05, seed=140 + index, admin=True)
-    s1 = snap_name("daily", 7, day(1))
-    run = run_backup(inv, tmp_path, now=day(1))
-    assert run.rc != 0
+    now = day(1, minutes=1)
+    s1 = snap_name("daily", 1, now)
+    run = run_backup(inv, tmp_path, now=now)
+    assert run.rc != 0 and unbackupable in run.failure_text()
     for img in hostile:
         sent = run.image(T_TRANSFER, img)
         assert (sent["status"], sent["kind"], sent["base"], sent["snapshots"]) == (
@@ -187,8 +188,10 @@ def test_hostile_image_names(lab, ns, tmp_path: Path) -> None:
             s0,
             [s1],
         ), sent
-        assert snaps(lab, "backup", ns, backup_image(name, img)) == [s0, s1]
+        assert snaps(lab, "live", ns, img) == [s1]
+        assert snaps(lab, "backup", ns, backup_image(name, img)) == [s1]
         assert_same_data(lab, ns, img, backup_image(name, img), [s1])
+    assert snaps(lab, "live", ns, unbackupable) == []
     assert markers() == []
 
 

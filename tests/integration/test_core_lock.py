@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils import lock as lockmod
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import (
     Lock,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot, snapshot_checksum
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
     CephAccess,

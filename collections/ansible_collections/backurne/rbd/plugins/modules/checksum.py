@@ -126,6 +126,7 @@ mismatched:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     CEPH_ARGS,
     SSH_ARGS,

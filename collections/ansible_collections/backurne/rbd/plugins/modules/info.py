@@ -123,6 +123,7 @@ snapshots:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, ceph_access
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Snap, parse_profiles

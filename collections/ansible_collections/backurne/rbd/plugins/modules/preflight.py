@@ -99,6 +99,7 @@ backup:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.backurne.rbd.plugins.module_utils.config import (
     ConfigError,
     validate_run_config,

@@ -137,6 +137,7 @@ from datetime import timedelta
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, POLICY_ARGS, ceph_access, parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import (

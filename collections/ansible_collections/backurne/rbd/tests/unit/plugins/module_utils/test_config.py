@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils.config import ConfigError, validate_run_config
 
 PROFILES = {"daily": {"count": 7}}

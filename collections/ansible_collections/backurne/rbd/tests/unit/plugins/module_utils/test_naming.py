@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils import naming
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, SnapName
 

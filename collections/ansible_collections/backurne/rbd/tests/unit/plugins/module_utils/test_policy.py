@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils import naming, policy
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Profile, Snap
 

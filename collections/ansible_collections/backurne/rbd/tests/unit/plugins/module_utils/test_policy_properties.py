@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ansible_collections.backurne.rbd.plugins.module_utils import naming, policy
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import Profile, Snap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from ansible_collections.backurne.rbd.plugins.module_utils import naming, policy
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import Profile, Snap
 
 PREFIX = "backup"
 EPOCH = datetime(2026, 1, 1)

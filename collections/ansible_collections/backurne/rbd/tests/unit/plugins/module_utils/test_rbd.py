@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot, snapshot_checksum
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import (
     make_lock_id,

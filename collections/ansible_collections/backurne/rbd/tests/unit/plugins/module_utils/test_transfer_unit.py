@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils import transfer
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import BatchError, run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget

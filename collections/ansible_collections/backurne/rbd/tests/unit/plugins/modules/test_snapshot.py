@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.modules import snapshot
 
