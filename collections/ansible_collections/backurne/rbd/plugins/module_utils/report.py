@@ -66,6 +66,7 @@ def image_records(
                 "expired_live": len(expired_live.get(image, {}).get("deleted", [])),
                 "expired_backup": len(expired_backup.get(backup_image, {}).get("deleted", [])),
                 "error": "; ".join(errors) or None,
+                "note": sent.get("note"),
             }
         )
     return records

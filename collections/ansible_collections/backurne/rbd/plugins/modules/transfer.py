@@ -145,6 +145,10 @@ images:
     error:
       description: Why the image failed, naming the image, the stage and the cause.
       type: str
+    note:
+      description: Why the image was skipped (another run holds its lock) or other remarks, such as a stale lock broken.
+      type: str
+      returned: when there is something to say
   sample:
     - image: web1
       backup_image: "prod1;web1;None"
@@ -261,6 +265,8 @@ def main() -> None:
         if isinstance(lock, LockBusy):
             result.update(status="locked", error=None, note=f"{where}: skipped, locked by {lock.holder}")
             return result
+        if lock.broke_stale:
+            result["note"] = f"{where}: broke a stale lock ({lock.broke_stale})"
         try:
             present = {snap["name"] for snap in backup.json(["snap", "ls", *dest_spec.options()])}
             before[dest] = sorted(present)
