@@ -296,7 +296,7 @@ def start_backup(
 ) -> tuple[subprocess.Popen, dict[str, Any]]:
     """Start ansible-playbook backup.yml; ``finish_backup`` waits for it and parses the result."""
     workdir.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(os.path.join(workdir, f"run-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"))
+    run_dir = workdir / f"run-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir()
     inv_path = run_dir / "hosts.yml"
     inv_path.write_text(yaml.safe_dump(inventory, sort_keys=False))

@@ -389,6 +389,10 @@ def _empty_head(backup: RbdRunner, dest: ImageSpec, result: TransferResult) -> N
     # destination HEAD holds elsewhere would survive the import and corrupt the new
     # snapshot. Shrinking HEAD to 0 discards it; the destination's snapshots (its history)
     # keep their own data and size.
+    if int(backup.image_info(dest).get("size", -1)) == 0:
+        # Already empty (e.g. an earlier full failed before its first write): rbd refuses a
+        # resize to the same size, and there is nothing to discard.
+        return
     backup.resize(dest, 0, allow_shrink=True)
     result.notes.append("destination existed without a common base: HEAD emptied, its snapshots kept")
 

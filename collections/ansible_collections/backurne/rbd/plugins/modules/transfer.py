@@ -260,7 +260,11 @@ def main() -> None:
         dest_spec = ImageSpec(dst_pool, dst_ns, dest)
         if not backup.exists(dest_spec):
             # The lock lives in the image header: a placeholder (resized by import-diff) comes first.
-            backup.create(dest_spec, 1 << 20)
+            try:
+                backup.create(dest_spec, 1 << 20)
+            except RbdError as exc:
+                if not exc.is_exists:  # another run or backup node created it just now: fine
+                    raise
         lock = try_acquire(backup, dst_pool, dst_ns, dest, ttl=lock_ttl, now=parse_now(None))
         if isinstance(lock, LockBusy):
             result.update(status="locked", error=None, note=f"{where}: skipped, locked by {lock.holder}")
