@@ -50,7 +50,9 @@ run_integration() {
   pytest -q -p no:cacheprovider tests/integration
 }
 run_molecule() {
-  (cd "$ROOT" && molecule test --scenario-name default)
+  # Unmanaged instances are never destroyed, so molecule would remember "already prepared"
+  # from an earlier run and skip prepare: start from a clean scenario state every time.
+  (cd "$ROOT" && molecule reset --scenario-name default && molecule test --scenario-name default)
 }
 
 what=${1:-all}
