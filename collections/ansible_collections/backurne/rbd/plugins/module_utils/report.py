@@ -112,3 +112,62 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
         f"{_size(sum(rec['bytes_wire'] for rec in records))} on the wire"
     )
     return lines
+
+
+def run_summary(records: Sequence[Mapping[str, Any]], started: float, finished: float) -> dict[str, Any]:
+    """Counts for a whole run (images ok / failed / skipped, bytes, duration)."""
+    failed = sum(1 for rec in records if rec["status"] == "failed")
+    transferred = sum(1 for rec in records if rec["status"] == "transferred")
+    return {
+        "started": started,
+        "finished": finished,
+        "duration": round(finished - started, 3),
+        "images": len(records),
+        "transferred": transferred,
+        "failed": failed,
+        "skipped": len(records) - transferred - failed,
+        "bytes_logical": sum(int(rec["bytes_logical"]) for rec in records),
+        "bytes_wire": sum(int(rec["bytes_wire"]) for rec in records),
+    }
+
+
+def _label(value: Any) -> str:
+    # Prometheus label values: backslash, double quote and newline must be escaped.
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_lines(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[str]:
+    """Metrics in the Prometheus text exposition format (for node_exporter's textfile collector)."""
+    per_image = [
+        ("backurne_image_last_success_timestamp_seconds", "gauge", "End of the run that last backed up the image."),
+        ("backurne_image_transfer_duration_seconds", "gauge", "Time spent transferring the image in this run."),
+        ("backurne_image_transfer_bytes", "gauge", "Bytes of diff streams (kind=logical) and on the wire (kind=wire)."),
+        ("backurne_image_failed", "gauge", "1 when the image failed in this run."),
+    ]
+    lines: list[str] = []
+    for name, kind, text in per_image:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for rec in records:
+            labels = f'cluster="{_label(rec["cluster"])}",image="{_label(rec["image"])}"'
+            if name == "backurne_image_last_success_timestamp_seconds":
+                if rec["status"] in ("transferred", "up-to-date"):
+                    lines.append(f"{name}{{{labels}}} {summary['finished']:.3f}")
+            elif name == "backurne_image_transfer_duration_seconds":
+                lines.append(f"{name}{{{labels}}} {float(rec['duration']):.3f}")
+            elif name == "backurne_image_transfer_bytes":
+                lines.append(f'{name}{{{labels},kind="logical"}} {int(rec["bytes_logical"])}')
+                lines.append(f'{name}{{{labels},kind="wire"}} {int(rec["bytes_wire"])}')
+            else:
+                lines.append(f"{name}{{{labels}}} {1 if rec['status'] == 'failed' else 0}")
+    for key in ("transferred", "failed", "skipped"):
+        name = f"backurne_run_images_{key}"
+        lines += [f"# HELP {name} Images {key} in the last run.", f"# TYPE {name} gauge", f"{name} {summary[key]}"]
+    lines += [
+        "# HELP backurne_run_duration_seconds Duration of the last run.",
+        "# TYPE backurne_run_duration_seconds gauge",
+        f"backurne_run_duration_seconds {summary['duration']:.3f}",
+        "# HELP backurne_run_finished_timestamp_seconds End of the last run.",
+        "# TYPE backurne_run_finished_timestamp_seconds gauge",
+        f"backurne_run_finished_timestamp_seconds {summary['finished']:.3f}",
+    ]
+    return lines

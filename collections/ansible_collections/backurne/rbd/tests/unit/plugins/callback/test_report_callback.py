@@ -1,0 +1,132 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.executor.task_result import CallbackTaskResult
+from ansible.inventory.host import Host
+from ansible.playbook.task import Task
+
+from ansible_collections.backurne.rbd.plugins.callback.report import CallbackModule
+
+RECORDS = [
+    {
+        "cluster": "prod",
+        "image": "web",
+        "backup_image": "prod;web;None",
+        "profiles": ["daily"],
+        "kind": "incremental",
+        "status": "transferred",
+        "snapshots": ["backup;daily;7;2026-11-29T10:00:00.000000"],
+        "bytes_logical": 4096,
+        "bytes_wire": 1024,
+        "duration": 1.25,
+        "verified": True,
+        "expired_live": 1,
+        "expired_backup": 0,
+        "error": None,
+        "note": None,
+    },
+    {
+        "cluster": "prod",
+        "image": 'db "main"',
+        "backup_image": 'prod;db "main";None',
+        "profiles": ["daily"],
+        "kind": "full",
+        "status": "failed",
+        "snapshots": [],
+        "bytes_logical": 0,
+        "bytes_wire": 0,
+        "duration": 0.5,
+        "verified": None,
+        "expired_live": 0,
+        "expired_backup": 0,
+        "error": "image 'db \"main\"': ssh failed",
+        "note": None,
+    },
+]
+
+
+class Display:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def banner(self, text: str) -> None:
+        self.lines.append(f"== {text}")
+
+    def display(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warning(self, text: str) -> None:
+        self.lines.append(f"WARNING {text}")
+
+
+def task_result(return_data: dict[str, Any]) -> CallbackTaskResult:
+    return CallbackTaskResult(Host("lab-backup"), Task(), return_data, {})
+
+
+@pytest.fixture
+def callback() -> CallbackModule:
+    plugin = CallbackModule()
+    plugin._display = Display()  # type: ignore[assignment]
+    return plugin
+
+
+def configure(plugin: CallbackModule, **options: Any) -> None:
+    # The options as ansible's config manager hands them over once it has read DOCUMENTATION's
+    # defaults, env and ini (the plugin is instantiated here without the plugin loader).
+    plugin._plugin_options = {"show_table": True, "json_path": None, "prometheus_path": None, **options}
+
+
+def test_writes_table_json_and_prometheus(callback: CallbackModule, tmp_path: Path) -> None:
+    configure(callback, json_path=str(tmp_path / "r.json"), prometheus_path=str(tmp_path / "m.prom"))
+    callback.v2_runner_on_ok(task_result({"changed": False}))  # unrelated task: ignored
+    callback.v2_runner_on_ok(task_result({"ansible_facts": {"backurne_records": RECORDS[:1]}}))
+    callback.v2_runner_on_ok(task_result({"ansible_facts": {"backurne_records": RECORDS}}))
+    callback.v2_playbook_on_stats(None)
+
+    lines = callback._display.lines  # type: ignore[attr-defined]
+    assert lines[0] == "== BACKURNE REPORT"
+    assert any(line.startswith("prod") and "web" in line and "incremental" in line for line in lines)
+    assert "2 image(s): 1 transferred, 1 failed" in lines[-1]
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["transferred"] == 1 and report["summary"]["failed"] == 1
+    assert [rec["image"] for rec in report["images"]] == ["web", 'db "main"']
+
+    prom = (tmp_path / "m.prom").read_text().splitlines()
+    assert 'backurne_image_transfer_bytes{cluster="prod",image="web",kind="wire"} 1024' in prom
+    assert 'backurne_image_failed{cluster="prod",image="db \\"main\\""} 1' in prom
+    success = [line for line in prom if line.startswith("backurne_image_last_success_timestamp_seconds{")]
+    assert len(success) == 1 and 'image="web"' in success[0]
+    assert "backurne_run_images_failed 1" in prom
+
+
+def test_silent_without_records(callback: CallbackModule, tmp_path: Path) -> None:
+    configure(callback, json_path=str(tmp_path / "r.json"))
+    callback.v2_runner_on_ok(task_result({"changed": True}))
+    callback.v2_playbook_on_stats(None)
+    assert callback._display.lines == []  # type: ignore[attr-defined]
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_run_with_no_image_still_reports(callback: CallbackModule, tmp_path: Path) -> None:
+    configure(callback, json_path=str(tmp_path / "r.json"))
+    callback.v2_runner_on_ok(task_result({"ansible_facts": {"backurne_records": []}}))
+    callback.v2_playbook_on_stats(None)
+    assert "0 image(s): 0 transferred, 0 failed" in callback._display.lines[-1]  # type: ignore[attr-defined]
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["images"] == 0
+
+
+def test_unwritable_path_warns_instead_of_failing(callback: CallbackModule, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    configure(callback, show_table=False, json_path=str(blocker / "sub" / "r.json"))
+    callback.v2_runner_on_ok(task_result({"ansible_facts": {"backurne_records": RECORDS}}))
+    callback.v2_playbook_on_stats(None)
+    assert any(line.startswith("WARNING backurne report: cannot write") for line in callback._display.lines)  # type: ignore[attr-defined]
