@@ -72,6 +72,32 @@ def image_records(
     return records
 
 
+def checksum_records(cluster: str, checksum: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Records of a verify run: one per image whose newest shared snapshot was hashed."""
+    records = []
+    for item in (checksum or {}).get("images", []) or []:
+        records.append(
+            {
+                "cluster": cluster,
+                "image": item["image"],
+                "backup_image": item.get("backup_image"),
+                "profiles": [],
+                "kind": "verify",
+                "status": "skipped" if item.get("skipped") else ("verified" if item.get("match") else "failed"),
+                "snapshots": [item["snapshot"]] if item.get("snapshot") else [],
+                "bytes_logical": 0,
+                "bytes_wire": 0,
+                "duration": 0.0,
+                "verified": None if item.get("skipped") else bool(item.get("match")),
+                "expired_live": 0,
+                "expired_backup": 0,
+                "error": item.get("error"),
+                "note": item.get("skipped"),
+            }
+        )
+    return records
+
+
 def _size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
