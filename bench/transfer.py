@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""Transfer efficiency: the product's data path vs the raw shell pipe, side by side in one run.
+
+Two identical 1 GiB images of compressible real data (the first GiB of `tar c /usr`), A and B,
+with identical snapshots, on the live cluster. A goes through the product's
+`transfer_snapshot()` (module_utils/transfer.py: ssh export-diff | zstd, relayed through Python
+threads into zstd -d and rbd import-diff, every stage checked); B through the raw pipe
+
+    rbd create DEST
+    ssh -c aes128-gcm@openssh.com … "rbd export-diff … - | zstd -1 -T0" | zstd -d | rbd import-diff - DEST
+
+run by subprocess with the same ssh options (cipher, ControlMaster; one warm master each).
+Cases: full with zstd -1 -T0, full without compression, incremental after rewriting 10 % of both
+images identically (same offsets, same bytes: one hand-made diff stream fed to both), with and
+without compression. The order alternates (product first / raw first) across repetitions;
+medians are reported, with the ratio raw_time / product_time (target >= 0.95). Every transfer is
+followed by a checksum of the destination snapshot against the source's: a wrong copy aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import shlex
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchlib import (
+    POOL,
+    REPO,
+    BenchError,
+    GiB,
+    Lab,
+    MiB,
+    lab_up,
+    log,
+    machine_line,
+    median,
+    run,
+    run_pipeline,
+    workdir,
+)
+
+sys.path.insert(0, str(REPO / "collections"))
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression, transfer_snapshot
+
+CIPHER = "aes128-gcm@openssh.com"
+OBJECT = 4 * MiB
+TARGET = 0.95
+SRC_PRODUCT, SRC_RAW = "a", "b"
+DST_PRODUCT, DST_RAW = "a-dst", "b-dst"
+S1, S2 = "bench-s1", "bench-s2"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    compress: bool
+    incremental: bool
+
+
+CASES = (
+    Case("full, zstd -1 -T0", compress=True, incremental=False),
+    Case("full, no compression", compress=False, incremental=False),
+    Case("incremental 10 %, zstd -1 -T0", compress=True, incremental=True),
+    Case("incremental 10 %, no compression", compress=False, incremental=True),
+)
+
+
+@dataclass
+class Sample:
+    case: str
+    rep: int
+    first: str
+    product: float
+    raw: float
+    bytes_wire: int
+    bytes_logical: int
+
+    @property
+    def ratio(self) -> float:
+        return self.raw / self.product
+
+
+@dataclass
+class Summary:
+    case: str
+    product_median: float
+    raw_median: float
+    ratio_of_medians: float
+    median_ratio: float
+    met: bool
+    bytes_wire: int
+    bytes_logical: int
+    samples: list[dict[str, object]] = field(default_factory=list)
+
+
+class Bench:
+    def __init__(self, lab: Lab, namespace: str, tmp: Path) -> None:
+        self.lab = lab
+        self.ns = namespace
+        self.tmp = tmp
+        self.cp_product = tmp / "cp-product"
+        self.cp_raw = tmp / "cp-raw"
+        self.cp_raw.mkdir(mode=0o700)
+        ssh = SshTarget(
+            host=lab.live_ip,
+            user="root",
+            port=lab.ssh_port,
+            identity_file=str(lab.ssh_key),
+            known_hosts_file=str(lab.known_hosts),
+            cipher=CIPHER,
+            control_master=True,
+            control_dir=str(self.cp_product),
+        )
+        self.live = RbdRunner(
+            CephAccess(ceph_client="backurne", keyring=str(lab.keyring("live")), ceph_conf=str(lab.live_conf)),
+            ssh=ssh,
+        )
+        self.backup = RbdRunner(
+            CephAccess(ceph_client="backurne", keyring=str(lab.keyring("backup")), ceph_conf=str(lab.backup_conf))
+        )
+        self.expected: dict[str, str] = {}
+
+    # -- the two contenders --------------------------------------------------------------------
+
+    def raw_ssh_argv(self) -> list[str]:
+        """The same ssh options as the product's SshTarget, written out by hand."""
+        lab = self.lab
+        return [
+            "ssh",
+            "-T",
+            *("-o", "BatchMode=yes", "-o", "ConnectTimeout=10"),
+            *("-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"),
+            *("-p", str(lab.ssh_port), "-i", str(lab.ssh_key), "-o", "IdentitiesOnly=yes"),
+            *("-o", f"UserKnownHostsFile={lab.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"),
+            *("-o", "StrictHostKeyChecking=yes", "-c", CIPHER),
+            *("-o", "ControlMaster=auto", "-o", f"ControlPath={self.cp_raw}/%C", "-o", "ControlPersist=60"),
+            f"root@{self.lab.live_ip}",
+        ]
+
+    def raw(self, case: Case, src: str, dest: str) -> float:
+        lab = self.lab
+        snap = S2 if case.incremental else S1
+        export = lab.rbd_argv("live", "export-diff", "--no-progress")
+        if case.incremental:
+            export += ["--from-snap", S1]
+        export += [f"{POOL}/{self.ns}/{src}@{snap}", "-"]
+        remote = shlex.join(export)
+        if case.compress:
+            remote = f"set -o pipefail; {remote} | zstd -q -1 -T0 -c"
+        stages = [[*self.raw_ssh_argv(), remote]]
+        if case.compress:
+            stages.append(["zstd", "-q", "-d", "-c"])
+        stages.append(lab.rbd_argv("backup", "import-diff", "--no-progress", "-", f"{POOL}/{self.ns}/{dest}"))
+        started = time.monotonic()
+        if not case.incremental:
+            run(lab.rbd_argv("backup", "create", "--size", "1M", f"{POOL}/{self.ns}/{dest}"))
+        run_pipeline(stages)
+        return time.monotonic() - started
+
+    def product(self, case: Case, src: str, dest: str) -> tuple[float, int, int]:
+        compression = Compression(enabled=case.compress, level=1, threads=0)
+        started = time.monotonic()
+        result = transfer_snapshot(
+            self.live,
+            self.backup,
+            POOL,
+            self.ns,
+            src,
+            S2 if case.incremental else S1,
+            S1 if case.incremental else None,
+            POOL,
+            self.ns,
+            dest,
+            compression,
+            timeout=900,
+        )
+        elapsed = time.monotonic() - started
+        if not result.ok:
+            raise BenchError(f"product transfer failed: {result.failed_stage}: {result.error}")
+        return elapsed, result.bytes_wire, result.bytes_logical
+
+    # -- fixtures --------------------------------------------------------------------------------
+
+    def warm_ssh(self) -> None:
+        """Start both ControlMasters before anything is timed (steady state: a run reuses them)."""
+        ssh = self.live.ssh
+        assert ssh is not None
+        run(ssh.argv("true"))
+        run([*self.raw_ssh_argv(), "true"])
+
+    def stop_ssh(self) -> None:
+        ssh = self.live.ssh
+        assert ssh is not None
+        raw_exit = ["ssh", "-o", f"ControlPath={self.cp_raw}/%C", "-p", str(self.lab.ssh_port), "-O", "exit"]
+        for argv in (ssh.exit_master_argv(), [*raw_exit, f"root@{self.lab.live_ip}"]):
+            subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+
+    def make_images(self, size: int) -> Path:
+        data = self.tmp / "usr.tar"
+        log(f"taking the first {size / GiB:g} GiB of `tar c /usr`")
+        with data.open("wb") as out:
+            tar = subprocess.Popen(["tar", "c", "/usr"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert tar.stdout is not None
+            head = subprocess.run(["head", "-c", str(size)], stdin=tar.stdout, stdout=out, check=False)
+            tar.stdout.close()
+            tar.kill()
+            tar.wait()
+        if head.returncode != 0 or data.stat().st_size != size:
+            raise BenchError(f"`tar c /usr | head -c {size}` gave {data.stat().st_size} bytes")
+        expected = run(["xxhsum", str(data)]).split()[0]
+        for image in (SRC_PRODUCT, SRC_RAW):
+            log(f"rbd import - {POOL}/{self.ns}/{image}")
+            with data.open("rb") as stream:
+                self.lab.rbd("live", "import", "--no-progress", "-", f"{POOL}/{self.ns}/{image}", stdin=stream)
+            self.lab.rbd("live", "snap", "create", "--no-progress", f"{POOL}/{self.ns}/{image}@{S1}")
+        for image in (SRC_PRODUCT, SRC_RAW):
+            got = self.lab.checksum("live", f"{POOL}/{self.ns}/{image}@{S1}")
+            if got != expected:
+                raise BenchError(f"{image}@{S1}: checksum {got} != {expected} of the data file")
+        self.expected[S1] = expected
+        return data
+
+    def rewrite(self, data: Path, size: int, fraction: float, seed: int) -> int:
+        """Overwrite `fraction` of both images identically: whole objects at seeded offsets, with
+        real data taken from elsewhere in the tar; one hand-made `rbd diff v1` stream, fed to both."""
+        objects = size // OBJECT
+        count = max(1, round(objects * fraction))
+        chosen = sorted(random.Random(seed).sample(range(objects), count))
+        parts = [b"rbd diff v1\n"]
+        with data.open("rb") as source:
+            for index in chosen:
+                # 97*i+13 != i (mod 2^k) for every i: the new content always differs from the old.
+                source.seek(((index * 97 + 13) % objects) * OBJECT)
+                chunk = source.read(OBJECT)
+                parts.append(b"w" + struct.pack("<QQ", index * OBJECT, len(chunk)) + chunk)
+        parts.append(b"e")
+        stream_path = self.tmp / "rewrite.diff"
+        stream_path.write_bytes(b"".join(parts))
+        for image in (SRC_PRODUCT, SRC_RAW):
+            with stream_path.open("rb") as stream:
+                self.lab.rbd("live", "import-diff", "--no-progress", "-", f"{POOL}/{self.ns}/{image}", stdin=stream)
+            self.lab.rbd("live", "snap", "create", "--no-progress", f"{POOL}/{self.ns}/{image}@{S2}")
+        sums = {image: self.lab.checksum("live", f"{POOL}/{self.ns}/{image}@{S2}") for image in (SRC_PRODUCT, SRC_RAW)}
+        if len(set(sums.values())) != 1 or self.expected[S1] in sums.values():
+            raise BenchError(f"rewritten images differ or did not change: {sums}")
+        self.expected[S2] = sums[SRC_PRODUCT]
+        return count * OBJECT
+
+    def verify(self, dest: str, snap: str) -> None:
+        got = self.lab.checksum("backup", f"{POOL}/{self.ns}/{dest}@{snap}")
+        if got != self.expected[snap]:
+            raise BenchError(f"{dest}@{snap} on backup: checksum {got} != {self.expected[snap]} on live")
+
+    def reset(self, case: Case, dest: str, keep: bool) -> None:
+        spec = f"{POOL}/{self.ns}/{dest}"
+        if case.incremental:
+            # Back to "the backup holds S1 only"; HEAD already holds S2's data, which
+            # import-diff overwrites with the same bytes (same cost for both contenders).
+            self.lab.rbd("backup", "snap", "rm", "--no-progress", f"{spec}@{S2}")
+        elif not keep:
+            self.lab.rbd("backup", "snap", "purge", "--no-progress", spec)
+            self.lab.rbd("backup", "rm", "--no-progress", spec)
+
+    # -- the measurement ---------------------------------------------------------------------------
+
+    def one(self, who: str, case: Case, keep: bool) -> tuple[float, int, int]:
+        """One timed transfer by `who` ("product" or "raw"), then its checksum and the reset."""
+        if who == "product":
+            dest = DST_PRODUCT
+            elapsed, wire, logical = self.product(case, SRC_PRODUCT, dest)
+        else:
+            dest = DST_RAW
+            elapsed, wire, logical = self.raw(case, SRC_RAW, dest), 0, 0
+        self.verify(dest, S2 if case.incremental else S1)
+        self.reset(case, dest, keep)
+        return elapsed, wire, logical
+
+    def measure(self, case: Case, reps: int, keep_last: bool) -> list[Sample]:
+        samples = []
+        for rep in range(reps):
+            order = ("product", "raw") if rep % 2 == 0 else ("raw", "product")
+            keep = keep_last and rep == reps - 1
+            done = {who: self.one(who, case, keep) for who in order}
+            product, wire, logical = done["product"]
+            sample = Sample(case.name, rep + 1, order[0], product, done["raw"][0], wire, logical)
+            log(
+                f"{case.name} #{sample.rep} ({sample.first} first): product {sample.product:.2f} s, "
+                f"raw {sample.raw:.2f} s, raw/product {sample.ratio:.3f}"
+            )
+            samples.append(sample)
+        return samples
+
+    def warmup(self) -> None:
+        """One untimed full transfer each: the backup OSD's memstore grows into fresh memory once."""
+        case = CASES[0]
+        log("warm-up: one untimed full transfer per contender")
+        for who in ("product", "raw"):
+            self.one(who, case, keep=False)
+
+
+def summarise(samples: list[Sample]) -> Summary:
+    product = median([s.product for s in samples])
+    raw = median([s.raw for s in samples])
+    ratio = raw / product
+    return Summary(
+        case=samples[0].case,
+        product_median=round(product, 3),
+        raw_median=round(raw, 3),
+        ratio_of_medians=round(ratio, 3),
+        median_ratio=round(median([s.ratio for s in samples]), 3),
+        met=ratio >= TARGET,
+        bytes_wire=samples[-1].bytes_wire,
+        bytes_logical=samples[-1].bytes_logical,
+        samples=[{**asdict(s), "ratio": round(s.ratio, 3)} for s in samples],
+    )
+
+
+def report(summaries: list[Summary], reps: int, size: int, rewritten: int) -> None:
+    print(f"== transfer efficiency: product transfer_snapshot() vs raw pipe ({machine_line()})")
+    print(
+        f"   {size / GiB:g} GiB of `tar c /usr`; {rewritten / MiB:.0f} MiB rewritten for the incremental; "
+        f"ssh -c {CIPHER} + ControlMaster (warm) on both; {reps} reps, order alternated; medians"
+    )
+    header = f"   {'case':34} {'product s':>9} {'raw s':>7} {'raw/product':>11} {'(median of ratios)':>18}  target"
+    print(header)
+    for item in summaries:
+        verdict = "met" if item.met else "MISSED"
+        mib_s = item.bytes_logical / MiB / item.product_median if item.product_median else 0.0
+        print(
+            f"   {item.case:34} {item.product_median:9.2f} {item.raw_median:7.2f} {item.ratio_of_medians:11.3f} "
+            f"{item.median_ratio:18.3f}  >= {TARGET}: {verdict}"
+            f"   [{item.bytes_logical / MiB:.0f} MiB logical, {item.bytes_wire / MiB:.0f} MiB wire, "
+            f"product {mib_s:.0f} MiB/s]"
+        )
+    met = all(item.met for item in summaries)
+    print(f"   target raw/product >= {TARGET} in every case: {'MET' if met else 'MISSED'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=6, help="repetitions per case (even: half product-first)")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--fraction", type=float, default=0.10, help="part of the image rewritten (incremental)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--no-lab-up", action="store_true", help="do not run tests/lab/lab.sh up first")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.reps < 1 or args.size_mib * MiB % OBJECT:
+        parser.error("--reps >= 1 and --size-mib a multiple of 4")
+    size = args.size_mib * MiB
+
+    if not args.no_lab_up:
+        lab_up()
+    lab = Lab.load()
+    namespace = lab.create_namespace("bench-xfer")
+    log(f"namespace {POOL}/{namespace} on both clusters")
+    bench: Bench | None = None
+    try:
+        with workdir("backurne-bench-xfer-") as tmp:
+            bench = Bench(lab, namespace, tmp)
+            data = bench.make_images(size)
+            bench.warm_ssh()
+            if not args.no_warmup:
+                bench.warmup()
+            summaries = []
+            full_cases = [case for case in CASES if not case.incremental]
+            for index, case in enumerate(full_cases):
+                # The last full case leaves both destinations (with S1) in place: the base of
+                # the incremental cases.
+                samples = bench.measure(case, args.reps, keep_last=index == len(full_cases) - 1)
+                summaries.append(summarise(samples))
+            rewritten = bench.rewrite(data, size, args.fraction, args.seed)
+            log(f"rewrote {rewritten / MiB:.0f} MiB of both images identically; snapshot {S2}")
+            data.unlink()
+            for case in CASES:
+                if case.incremental:
+                    summaries.append(summarise(bench.measure(case, args.reps, keep_last=False)))
+            bench.stop_ssh()
+            bench = None
+    finally:
+        if bench is not None:
+            with contextlib.suppress(Exception):
+                bench.stop_ssh()
+        log(f"removing {POOL}/{namespace} on both clusters")
+        lab.purge_namespace(namespace)
+    report(summaries, args.reps, size, rewritten)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"machine": machine_line(), "reps": args.reps, "cases": [asdict(s) for s in summaries]},
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"transfer bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)
