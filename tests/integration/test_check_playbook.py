@@ -1,0 +1,126 @@
+"""playbooks/check.yml and scripts/backurne-check (Nagios conventions) on the real lab."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+from playbook_helpers import (
+    ANSIBLE_PLAYBOOK,
+    REPO,
+    assert_ok,
+    backup_image,
+    cluster_name,
+    iso,
+    make_inventory,
+    run_backup,
+    snaps,
+    spec,
+)
+
+SCRIPT = REPO / "scripts" / "backurne-check"
+PROFILES = {"daily": {"count": 7}}
+
+
+def _env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+    env.update(
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
+        ANSIBLE_NOCOLOR="1",
+        PATH=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+    )
+    return env
+
+
+def _inventory_file(inventory: dict, workdir: Path) -> Path:
+    path = workdir / "check-hosts.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def run_check(inventory: dict, workdir: Path, *extra: str) -> tuple[int, str, int, str]:
+    """ansible-playbook check.yml: (rc, output, status from the output file, line from it)."""
+    out = workdir / "check-status.txt"
+    out.unlink(missing_ok=True)
+    argv = [
+        str(ANSIBLE_PLAYBOOK),
+        "-i",
+        str(_inventory_file(inventory, workdir)),
+        str(REPO / "playbooks" / "check.yml"),
+        "-e",
+        f"backurne_check_output={out}",
+        *extra,
+    ]
+    done = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    output = done.stdout + done.stderr
+    assert out.exists(), output
+    status, line = out.read_text().splitlines()
+    return done.returncode, output, int(status), line
+
+
+def run_script(inventory: dict, workdir: Path, *extra: str) -> tuple[int, str]:
+    """scripts/backurne-check: (exit code, its whole stdout)."""
+    argv = [str(SCRIPT), "-i", str(_inventory_file(inventory, workdir)), *extra]
+    done = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    return done.returncode, done.stdout
+
+
+def test_healthy_then_an_image_never_backed_up(lab, ns, tmp_path: Path) -> None:
+    for seed, name in enumerate(("web", "db")):
+        lab.write_image("live", spec(ns, name), 4, seed=60 + seed, admin=True)
+    inv = make_inventory(lab, ns, profiles=PROFILES)
+    name = cluster_name(inv)
+    assert_ok(run_backup(inv, tmp_path))  # real clock: the snapshots are fresh
+
+    rc, stdout = run_script(inv, tmp_path)
+    assert (rc, stdout) == (0, "BACKURNE OK - 2 images checked\n")
+
+    # Created just now: its first backup window (1 d x 1.25) has not passed, not reported.
+    lab.rbd("live", "create", "--size=4M", spec(ns, "fresh"), admin=True)
+    rc, output, status, line = run_check(inv, tmp_path)
+    assert (rc, status, line) == (0, 0, "BACKURNE OK - 3 images checked"), output
+
+    # Three days later it is critical, and so are the backups that stopped.
+    later = iso(datetime.now(UTC).replace(tzinfo=None) + timedelta(days=3))
+    rc, output, status, line = run_check(inv, tmp_path, "-e", f"backurne_now={later}")
+    assert rc != 0 and status == 2, output
+    assert line.startswith("BACKURNE CRITICAL - 3 critical, 0 warning of 3 images: "), line
+    assert f"{name}/fresh no backup (created 3d ago)" in line
+    assert f"{name}/web newest daily backup 3d old (limit 1d6h)" in line
+
+    rc, stdout = run_script(inv, tmp_path, "-e", f"backurne_now={later}")
+    assert rc == 2 and stdout == line + "\n"
+
+
+def test_no_shared_snapshot_is_critical(lab, ns, tmp_path: Path) -> None:
+    lab.write_image("live", spec(ns, "web"), 4, seed=70, admin=True)
+    inv = make_inventory(lab, ns, profiles=PROFILES)
+    assert_ok(run_backup(inv, tmp_path))
+    assert run_check(inv, tmp_path)[2] == 0
+
+    # The backup's only snapshot is removed; an older one of ours (not on live) remains.
+    bimage = backup_image(cluster_name(inv), "web")
+    (shared,) = snaps(lab, "backup", ns, bimage)
+    older = "backup;daily;7;" + (datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)).isoformat(
+        timespec="microseconds"
+    )
+    lab.rbd("backup", "snap", "create", spec(ns, bimage, older), admin=True)
+    lab.rbd("backup", "snap", "rm", "--no-progress", spec(ns, bimage, shared), admin=True)
+
+    rc, stdout = run_script(inv, tmp_path)
+    assert rc == 2, stdout
+    assert stdout.startswith("BACKURNE CRITICAL - 1 critical, 0 warning of 1 image: ")
+    assert f"{cluster_name(inv)}/web no snapshot shared with backup" in stdout
+
+
+def test_unreachable_live_node_is_unknown(lab, ns, tmp_path: Path) -> None:
+    inv = make_inventory(lab, ns, profiles=PROFILES)
+    live = inv["all"]["children"]["live_clusters"]["hosts"]["lab-live"]
+    live["ansible_host"] = "127.0.0.99"  # nothing listens there
+    rc, stdout = run_script(inv, tmp_path)
+    assert rc == 3, stdout
+    assert stdout.startswith("BACKURNE UNKNOWN - "), stdout
