@@ -6,9 +6,10 @@ from __future__ import annotations
 # Argument-spec fragments shared by the modules, and the conversions from module parameters to
 # core objects. Kept here, without an Ansible import, so every module declares an option the
 # same way its doc fragment documents it.
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import parse_duration
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, SshTarget
 
 CEPH_ARGS: dict[str, dict[str, Any]] = {
@@ -22,6 +23,14 @@ POLICY_ARGS: dict[str, dict[str, Any]] = {
     "snap_prefix": {"type": "str", "default": "backup"},
     "profiles": {"type": "dict", "default": {"daily": {"count": 30}}},
     "now": {"type": "str"},
+}
+
+# The backup pool and the live pool, for the modules on a backup node that read both sides.
+POOL_PAIR_ARGS: dict[str, dict[str, Any]] = {
+    "pool": {"type": "str", "default": "rbd"},
+    "namespace": {"type": "str"},
+    "source_pool": {"type": "str", "default": "rbd"},
+    "source_namespace": {"type": "str"},
 }
 
 SSH_ARGS: dict[str, dict[str, Any]] = {
@@ -55,6 +64,11 @@ def live_ssh_target(params: dict[str, Any]) -> SshTarget:
         cipher=params.get("ssh_cipher"),
         control_master=params["ssh_control_master"],
     )
+
+
+def parse_duration_or_zero(value: str) -> timedelta:
+    """A duration option where 0 is legitimate (policy.parse_duration refuses 0: a zero interval is a mistake)."""
+    return timedelta(0) if value.strip() in ("0", "") else parse_duration(value)
 
 
 def parse_now(value: str | None) -> datetime:

@@ -27,6 +27,7 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh
+  - backurne.rbd.pool_pair
   - backurne.rbd.policy
 attributes:
   check_mode:
@@ -36,20 +37,6 @@ attributes:
     support: none
     description: Changes nothing, so there is nothing to diff.
 options:
-  pool:
-    description: Backup pool.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside the backup pool.
-    type: str
-  source_pool:
-    description: Pool of the images on the live cluster.
-    type: str
-    default: rbd
-  source_namespace:
-    description: RBD namespace of the images on the live cluster.
-    type: str
   live_cluster:
     description: Name of the live cluster (the IDENT of its backup images, C(NAME;IMAGE;None)).
     type: str
@@ -150,6 +137,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     CEPH_ARGS,
     POLICY_ARGS,
+    POOL_PAIR_ARGS,
     SSH_ARGS,
     ceph_access,
     live_ssh_target,
@@ -192,10 +180,7 @@ def main() -> None:
             **CEPH_ARGS,
             **SSH_ARGS,
             **POLICY_ARGS,
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
-            "source_pool": {"type": "str", "default": "rbd"},
-            "source_namespace": {"type": "str"},
+            **POOL_PAIR_ARGS,
             "live_cluster": {"type": "str", "required": True},
             "include": {"type": "list", "elements": "str", "default": []},
             "exclude": {"type": "list", "elements": "str", "default": []},

@@ -133,12 +133,17 @@ failed_images:
   elements: dict
 """
 
-from datetime import timedelta
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, POLICY_ARGS, ceph_access, parse_now
+from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+    CEPH_ARGS,
+    POLICY_ARGS,
+    ceph_access,
+    parse_duration_or_zero,
+    parse_now,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
     NamingError,
@@ -150,7 +155,6 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy import (
     PolicyError,
     backup_expiry,
     live_expiry,
-    parse_duration,
     parse_profiles,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
@@ -180,12 +184,7 @@ def main() -> None:
         prefix = validate_prefix(p["snap_prefix"])
         profiles = parse_profiles(p["profiles"])
         now = parse_now(p["now"])
-        # parse_duration refuses zero (a zero interval is a mistake); zero retention is legitimate.
-        extra = (
-            timedelta(0)
-            if p["extra_retention_time"].strip() in ("0", "")
-            else parse_duration(p["extra_retention_time"])
-        )
+        extra = parse_duration_or_zero(p["extra_retention_time"])
     except (NamingError, PolicyError, ValueError) as exc:
         module.fail_json(msg=f"retention: bad input: {exc}")
     if p["keep_min"] < 0:

@@ -174,12 +174,17 @@ failed_images:
 """
 
 import fnmatch
-from datetime import timedelta
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, POLICY_ARGS, ceph_access, parse_now
+from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+    CEPH_ARGS,
+    POLICY_ARGS,
+    ceph_access,
+    parse_duration_or_zero,
+    parse_now,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
     NamingError,
@@ -188,7 +193,6 @@ from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import (
     PolicyError,
-    parse_duration,
     parse_profiles,
     plan_image,
 )
@@ -233,8 +237,7 @@ def main() -> None:
         prefix = validate_prefix(p["snap_prefix"])
         profiles = parse_profiles(p["profiles"])
         now = parse_now(p["now"])
-        # parse_duration refuses zero (a zero interval is a mistake); no tolerance is legitimate.
-        tolerance = timedelta(0) if p["due_tolerance"].strip() in ("0", "") else parse_duration(p["due_tolerance"])
+        tolerance = parse_duration_or_zero(p["due_tolerance"])
     except (NamingError, PolicyError, ValueError) as exc:
         module.fail_json(msg=f"snapshot: bad input: {exc}")
     if p["workers"] < 1:

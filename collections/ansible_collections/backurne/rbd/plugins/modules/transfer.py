@@ -24,6 +24,7 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh
+  - backurne.rbd.pool_pair
 attributes:
   check_mode:
     support: full
@@ -32,20 +33,6 @@ attributes:
     support: full
     description: Shows each changed backup image's snapshot set before and after.
 options:
-  pool:
-    description: Backup pool.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside the backup pool.
-    type: str
-  source_pool:
-    description: Pool of the images on the live cluster.
-    type: str
-    default: rbd
-  source_namespace:
-    description: RBD namespace of the images on the live cluster.
-    type: str
   snap_prefix:
     description: Prefix of backurne's snapshots.
     type: str
@@ -176,6 +163,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     CEPH_ARGS,
+    POOL_PAIR_ARGS,
     SSH_ARGS,
     ceph_access,
     live_ssh_target,
@@ -211,10 +199,7 @@ def main() -> None:
         argument_spec={
             **CEPH_ARGS,
             **SSH_ARGS,
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
-            "source_pool": {"type": "str", "default": "rbd"},
-            "source_namespace": {"type": "str"},
+            **POOL_PAIR_ARGS,
             "snap_prefix": {"type": "str", "default": "backup"},
             "plans": {"type": "list", "elements": "dict", "required": True},
             "compression": {"type": "bool", "default": True},
