@@ -23,11 +23,13 @@ import argparse
 import contextlib
 import json
 import random
+import resource
 import shlex
 import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,6 +76,35 @@ CASES = (
 )
 
 
+@dataclass(frozen=True)
+class Timing:
+    """One transfer: wall time, and the CPU time spent on this (backup) node: by the processes
+    it started (rbd create, ssh client, zstd -d, rbd import-diff) and by this Python process
+    itself (the product's relay threads; ~0 for the raw pipe)."""
+
+    wall: float
+    cpu_children: float
+    cpu_self: float
+    bytes_wire: int = 0
+    bytes_logical: int = 0
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[list[float]]:
+    """Yields a list that receives [wall, cpu of waited-for children, cpu of this process]."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    out: list[float] = []
+    yield out
+    wall = time.monotonic() - started
+    own2, children2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out += [
+        wall,
+        children2.ru_utime + children2.ru_stime - children.ru_utime - children.ru_stime,
+        own2.ru_utime + own2.ru_stime - own.ru_utime - own.ru_stime,
+    ]
+
+
 @dataclass
 class Sample:
     case: str
@@ -83,6 +114,9 @@ class Sample:
     raw: float
     bytes_wire: int
     bytes_logical: int
+    product_cpu_children: float
+    product_cpu_self: float
+    raw_cpu: float
 
     @property
     def ratio(self) -> float:
@@ -99,6 +133,9 @@ class Summary:
     met: bool
     bytes_wire: int
     bytes_logical: int
+    product_cpu_children: float
+    product_cpu_self: float
+    raw_cpu: float
     samples: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -146,7 +183,7 @@ class Bench:
             f"root@{self.lab.live_ip}",
         ]
 
-    def raw(self, case: Case, src: str, dest: str) -> float:
+    def raw(self, case: Case, src: str, dest: str) -> Timing:
         lab = self.lab
         snap = S2 if case.incremental else S1
         export = lab.rbd_argv("live", "export-diff", "--no-progress")
@@ -160,33 +197,44 @@ class Bench:
         if case.compress:
             stages.append(["zstd", "-q", "-d", "-c"])
         stages.append(lab.rbd_argv("backup", "import-diff", "--no-progress", "-", f"{POOL}/{self.ns}/{dest}"))
-        started = time.monotonic()
-        if not case.incremental:
-            run(lab.rbd_argv("backup", "create", "--size", "1M", f"{POOL}/{self.ns}/{dest}"))
-        run_pipeline(stages)
-        return time.monotonic() - started
+        with timed() as measured:
+            if not case.incremental:
+                run(lab.rbd_argv("backup", "create", "--size", "1M", f"{POOL}/{self.ns}/{dest}"))
+            run_pipeline(stages)
+        return Timing(*measured)
 
-    def product(self, case: Case, src: str, dest: str) -> tuple[float, int, int]:
+    def product(self, case: Case, src: str, dest: str) -> Timing:
         compression = Compression(enabled=case.compress, level=1, threads=0)
-        started = time.monotonic()
-        result = transfer_snapshot(
-            self.live,
-            self.backup,
-            POOL,
-            self.ns,
-            src,
-            S2 if case.incremental else S1,
-            S1 if case.incremental else None,
-            POOL,
-            self.ns,
-            dest,
-            compression,
-            timeout=900,
-        )
-        elapsed = time.monotonic() - started
+        with timed() as measured:
+            result = transfer_snapshot(
+                self.live,
+                self.backup,
+                POOL,
+                self.ns,
+                src,
+                S2 if case.incremental else S1,
+                S1 if case.incremental else None,
+                POOL,
+                self.ns,
+                dest,
+                compression,
+                timeout=900,
+            )
         if not result.ok:
             raise BenchError(f"product transfer failed: {result.failed_stage}: {result.error}")
-        return elapsed, result.bytes_wire, result.bytes_logical
+        return Timing(*measured, bytes_wire=result.bytes_wire, bytes_logical=result.bytes_logical)
+
+    def remote_start_cost(self, reps: int = 7) -> tuple[float, float]:
+        """Median wall time of an empty remote command: the product's wrapper, the raw pipe's."""
+
+        def timed(action: Callable[[], object]) -> float:
+            started = time.monotonic()
+            action()
+            return time.monotonic() - started
+
+        product = [timed(lambda: self.live.run_pipeline([["true"]], timeout=60, action="true")) for _ in range(reps)]
+        raw = [timed(lambda: run([*self.raw_ssh_argv(), "set -o pipefail; true"])) for _ in range(reps)]
+        return median(product), median(raw)
 
     # -- fixtures --------------------------------------------------------------------------------
 
@@ -272,17 +320,17 @@ class Bench:
 
     # -- the measurement ---------------------------------------------------------------------------
 
-    def one(self, who: str, case: Case, keep: bool) -> tuple[float, int, int]:
+    def one(self, who: str, case: Case, keep: bool) -> Timing:
         """One timed transfer by `who` ("product" or "raw"), then its checksum and the reset."""
         if who == "product":
             dest = DST_PRODUCT
-            elapsed, wire, logical = self.product(case, SRC_PRODUCT, dest)
+            timing = self.product(case, SRC_PRODUCT, dest)
         else:
             dest = DST_RAW
-            elapsed, wire, logical = self.raw(case, SRC_RAW, dest), 0, 0
+            timing = self.raw(case, SRC_RAW, dest)
         self.verify(dest, S2 if case.incremental else S1)
         self.reset(case, dest, keep)
-        return elapsed, wire, logical
+        return timing
 
     def measure(self, case: Case, reps: int, keep_last: bool) -> list[Sample]:
         samples = []
@@ -290,11 +338,23 @@ class Bench:
             order = ("product", "raw") if rep % 2 == 0 else ("raw", "product")
             keep = keep_last and rep == reps - 1
             done = {who: self.one(who, case, keep) for who in order}
-            product, wire, logical = done["product"]
-            sample = Sample(case.name, rep + 1, order[0], product, done["raw"][0], wire, logical)
+            product, raw = done["product"], done["raw"]
+            sample = Sample(
+                case.name,
+                rep + 1,
+                order[0],
+                product.wall,
+                raw.wall,
+                product.bytes_wire,
+                product.bytes_logical,
+                product.cpu_children,
+                product.cpu_self,
+                raw.cpu_children + raw.cpu_self,
+            )
             log(
                 f"{case.name} #{sample.rep} ({sample.first} first): product {sample.product:.2f} s, "
-                f"raw {sample.raw:.2f} s, raw/product {sample.ratio:.3f}"
+                f"raw {sample.raw:.2f} s, raw/product {sample.ratio:.3f}; local CPU product "
+                f"{sample.product_cpu_children:.2f}+{sample.product_cpu_self:.2f} s, raw {sample.raw_cpu:.2f} s"
             )
             samples.append(sample)
         return samples
@@ -320,27 +380,40 @@ def summarise(samples: list[Sample]) -> Summary:
         met=ratio >= TARGET,
         bytes_wire=samples[-1].bytes_wire,
         bytes_logical=samples[-1].bytes_logical,
+        product_cpu_children=round(median([s.product_cpu_children for s in samples]), 3),
+        product_cpu_self=round(median([s.product_cpu_self for s in samples]), 3),
+        raw_cpu=round(median([s.raw_cpu for s in samples]), 3),
         samples=[{**asdict(s), "ratio": round(s.ratio, 3)} for s in samples],
     )
 
 
-def report(summaries: list[Summary], reps: int, size: int, rewritten: int) -> None:
+def report(summaries: list[Summary], reps: int, size: int, rewritten: int, start_cost: tuple[float, float]) -> None:
     print(f"== transfer efficiency: product transfer_snapshot() vs raw pipe ({machine_line()})")
     print(
         f"   {size / GiB:g} GiB of `tar c /usr`; {rewritten / MiB:.0f} MiB rewritten for the incremental; "
         f"ssh -c {CIPHER} + ControlMaster (warm) on both; {reps} reps, order alternated; medians"
     )
-    header = f"   {'case':34} {'product s':>9} {'raw s':>7} {'raw/product':>11} {'(median of ratios)':>18}  target"
-    print(header)
+    print(f"   {'case':34} {'product s':>9} {'raw s':>7} {'raw/product':>11} {'median of ratios':>16}  target")
     for item in summaries:
         verdict = "met" if item.met else "MISSED"
-        mib_s = item.bytes_logical / MiB / item.product_median if item.product_median else 0.0
         print(
             f"   {item.case:34} {item.product_median:9.2f} {item.raw_median:7.2f} {item.ratio_of_medians:11.3f} "
-            f"{item.median_ratio:18.3f}  >= {TARGET}: {verdict}"
-            f"   [{item.bytes_logical / MiB:.0f} MiB logical, {item.bytes_wire / MiB:.0f} MiB wire, "
-            f"product {mib_s:.0f} MiB/s]"
+            f"{item.median_ratio:16.3f}  >= {TARGET}: {verdict}"
         )
+    print(
+        f"   {'':34} {'logical':>9} {'wire':>7} {'product':>11} {'CPU s here:':>16}  product (processes + relays) / raw"
+    )
+    for item in summaries:
+        mib_s = item.bytes_logical / MiB / item.product_median if item.product_median else 0.0
+        logical, wire = item.bytes_logical / MiB, item.bytes_wire / MiB
+        print(
+            f"   {item.case:34} {logical:5.0f} MiB {wire:3.0f} MiB {mib_s:5.0f} MiB/s "
+            f"{'':16}  {item.product_cpu_children:.2f} + {item.product_cpu_self:.2f} / {item.raw_cpu:.2f}"
+        )
+    print(
+        f"   fixed cost of one remote command (median of 7, warm master): product `ssh … bash -o pipefail -c true` "
+        f"{start_cost[0] * 1000:.0f} ms, raw `ssh … 'set -o pipefail; true'` {start_cost[1] * 1000:.0f} ms"
+    )
     met = all(item.met for item in summaries)
     print(f"   target raw/product >= {TARGET} in every case: {'MET' if met else 'MISSED'}")
 
@@ -370,6 +443,7 @@ def main() -> int:
             bench = Bench(lab, namespace, tmp)
             data = bench.make_images(size)
             bench.warm_ssh()
+            start_cost = bench.remote_start_cost()
             if not args.no_warmup:
                 bench.warmup()
             summaries = []
@@ -393,11 +467,16 @@ def main() -> int:
                 bench.stop_ssh()
         log(f"removing {POOL}/{namespace} on both clusters")
         lab.purge_namespace(namespace)
-    report(summaries, args.reps, size, rewritten)
+    report(summaries, args.reps, size, rewritten, start_cost)
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"machine": machine_line(), "reps": args.reps, "cases": [asdict(s) for s in summaries]},
+                {
+                    "machine": machine_line(),
+                    "reps": args.reps,
+                    "remote_command_seconds": {"product": start_cost[0], "raw": start_cost[1]},
+                    "cases": [asdict(s) for s in summaries],
+                },
                 indent=2,
             )
         )

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make bench`: start the lab (no-op when it runs), run both benchmarks, print a summary.
+#
+#   BENCH_OUT=DIR                 where the outputs go (default: a new /tmp/backurne-bench.XXXXXX)
+#   BENCH_TRANSFER_ARGS="…"       extra arguments of bench/transfer.py      (e.g. "--reps 4")
+#   BENCH_ORCHESTRATION_ARGS="…"  extra arguments of bench/orchestration.py (e.g. "--sizes 50,200,1000")
+#
+# Both benchmarks run even if the first fails; the exit status says whether both succeeded.
+# A missed target is not a failure: the benchmarks print ratios, they do not assert them.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+PY="$REPO/.venv/bin/python"
+if [[ ! -x "$PY" ]]; then
+    echo "run.sh: $PY missing: run 'make venv' (or 'make bench', which builds it) first" >&2
+    exit 2
+fi
+export PYTHONPATH="$REPO/collections${PYTHONPATH:+:$PYTHONPATH}"
+OUT="${BENCH_OUT:-$(mktemp -d /tmp/backurne-bench.XXXXXX)}"
+mkdir -p "$OUT"
+
+echo "== lab"
+tests/lab/lab.sh up
+
+status=0
+read -r -a transfer_args <<<"${BENCH_TRANSFER_ARGS:-}"
+read -r -a orchestration_args <<<"${BENCH_ORCHESTRATION_ARGS:-}"
+
+# Progress goes to the terminal (stderr); each report goes to a file, printed in the summary.
+echo "== bench/transfer.py (~5-7 min on 2 cores)"
+if ! "$PY" bench/transfer.py --no-lab-up --json "$OUT/transfer.json" "${transfer_args[@]}" >"$OUT/transfer.txt"; then
+    echo "bench/transfer.py FAILED (see above)" >>"$OUT/transfer.txt"
+    status=1
+fi
+
+echo "== bench/orchestration.py (~6-10 min on 2 cores)"
+if ! "$PY" bench/orchestration.py --no-lab-up --json "$OUT/orchestration.json" "${orchestration_args[@]}" \
+    >"$OUT/orchestration.txt"; then
+    echo "bench/orchestration.py FAILED (see above)" >>"$OUT/orchestration.txt"
+    status=1
+fi
+
+model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+echo
+echo "================================ backurne benchmarks ================================"
+echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "machine: nproc $(nproc), ${model:-unknown CPU}, $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+echo "commit:  $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo
+cat "$OUT/transfer.txt"
+echo
+cat "$OUT/orchestration.txt"
+echo
+echo "outputs (text + JSON): $OUT"
+exit "$status"
