@@ -2,16 +2,20 @@
 """Orchestration floor: the real `ansible-playbook playbooks/backup.yml` on N small images.
 
 For each N (default 50 and 200): N images of 1 MiB with 4 KiB written are created in bulk in a
-fresh namespace of the live cluster (python3-rbd, one process), and a temporary inventory (the
-lab's, pointed at that namespace, profile `daily: {count: 7, max_on_live: 1}`) is backed up:
+fresh namespace of the live cluster (python3-rbd, one process), each namespace with its own
+temporary inventory (the lab's, pointed at that namespace, profile
+`daily: {count: 7, max_on_live: 1}`, its own live-cluster name). Then, all sizes side by side:
 
-  1. first run (full)          backurne_now = T0: one snapshot + one full transfer per image
-  2. no-op runs (x --noop-reps) backurne_now = T0 + 10 min: nothing is due, nothing may change
-  3. instrumented no-op run    the same, with PATH shims counting every process (see below)
-  4. incremental run           10 % of the images rewritten (4 KiB each), backurne_now = T0 + 1 day:
-                               the daily profile is due for every image (no backurne_force), so
-                               every image gets a snapshot and an incremental transfer, and the
-                               retention drops the previous live snapshot (max_on_live 1)
+  1. first run (full)            backurne_now = T0: one snapshot + one full transfer per image
+  2. no-op runs (x --noop-reps)  backurne_now = T0 + 10 min: nothing is due, nothing may change;
+                                 the sizes are interleaved (50, 200, 200, 50, …) so that a change
+                                 of load on a shared machine hits every size alike
+  3. instrumented no-op run      the same, with PATH shims counting every process (see below)
+  4. incremental run             10 % of the images rewritten (4 KiB each), backurne_now = T0 +
+                                 1 day: the daily profile is due for every image (no
+                                 backurne_force), so every image gets a snapshot and an
+                                 incremental transfer (max_on_live 1 keeps one older snapshot on
+                                 live: nothing expires yet)
 
 Printed: wall time per run, the slope per extra image (t(N2) - t(N1)) / (N2 - N1) of the no-op
 run (target <= 20 ms), the number of Ansible task results per run (must not depend on N), and
@@ -308,30 +312,49 @@ class Orchestration:
         elif statuses.get("transferred") != run.n:
             raise BenchError(f"N={run.n} {run.kind}: expected {run.n} transfers, got {statuses}")
 
-    def size(self, n: int, noop_reps: int) -> list[Run]:
+    def all_sizes(self, sizes: list[int], noop_reps: int) -> list[Run]:
+        """Every N side by side: one namespace each; the no-op runs interleave the sizes (the
+        order alternating per round), so a change of load on a shared machine hits all of them."""
         lab = self.lab
-        namespace = lab.create_namespace("bench-orch")
-        name = f"b{uuid.uuid4().hex[:6]}"
+        setups: dict[int, dict[str, Any]] = {}
         runs: list[Run] = []
         try:
-            started = time.monotonic()
-            made = lab.bulk("create", "--conf", str(lab.live_conf), "--namespace", namespace, "--count", str(n))
-            log(f"N={n}: {made['images']} images created in {POOL}/{namespace} in {time.monotonic() - started:.1f} s")
-            plain = self.inventory(namespace, name, instrumented=False)
-            counted = self.inventory(namespace, name, instrumented=True)
-            runs.append(self.playbook(n, "first (full)", counted, T0, instrumented=True))
+            for n in sizes:
+                namespace = lab.create_namespace("bench-orch")
+                name = f"b{uuid.uuid4().hex[:6]}"
+                setups[n] = {
+                    "namespace": namespace,
+                    "plain": self.inventory(namespace, name, instrumented=False),
+                    "counted": self.inventory(namespace, name, instrumented=True),
+                }
+                started = time.monotonic()
+                made = lab.bulk("create", "--conf", str(lab.live_conf), "--namespace", namespace, "--count", str(n))
+                log(f"N={n}: {made['images']} images in {POOL}/{namespace} in {time.monotonic() - started:.1f} s")
+            for n in sizes:
+                runs.append(self.playbook(n, "first (full)", setups[n]["counted"], T0, instrumented=True))
             noop_at = T0 + timedelta(minutes=10)
-            for _ in range(noop_reps):
-                runs.append(self.playbook(n, "no-op", plain, noop_at, instrumented=False))
-            runs.append(self.playbook(n, "no-op (counted)", counted, noop_at, instrumented=True))
-            changed = lab.bulk(
-                "write", "--conf", str(lab.live_conf), "--namespace", namespace, "--count", str(n), "--every", "10"
-            )
-            log(f"N={n}: rewrote 4 KiB of {len(changed['images'])} images")
-            runs.append(self.playbook(n, "incremental (day 2)", counted, T0 + timedelta(days=1), instrumented=True))
+            for rep in range(noop_reps):
+                for n in sizes if rep % 2 == 0 else reversed(sizes):
+                    runs.append(self.playbook(n, "no-op", setups[n]["plain"], noop_at, instrumented=False))
+            for n in sizes:
+                runs.append(self.playbook(n, "no-op (counted)", setups[n]["counted"], noop_at, instrumented=True))
+            for n in sizes:
+                namespace = setups[n]["namespace"]
+                changed = lab.bulk(
+                    "write", "--conf", str(lab.live_conf), "--namespace", namespace, "--count", str(n), "--every", "10"
+                )
+                log(f"N={n}: rewrote 4 KiB of {len(changed['images'])} images")
+                runs.append(self.playbook(n, "incremental (day 2)", setups[n]["counted"], T0 + timedelta(days=1), True))
         finally:
-            log(f"N={n}: removing {POOL}/{namespace} on both clusters")
-            lab.purge_namespace(namespace)
+            errors = []
+            for n, setup in setups.items():
+                log(f"N={n}: removing {POOL}/{setup['namespace']} on both clusters")
+                try:
+                    lab.purge_namespace(setup["namespace"])
+                except BenchError as exc:
+                    errors.append(str(exc))
+            if errors:
+                raise BenchError("; ".join(errors))
         return runs
 
 
@@ -352,7 +375,10 @@ def report(runs: list[Run], sizes: list[int], noop_reps: int) -> dict[str, Any]:
         return median([r.seconds for r in pick(n, kind)])
 
     print(f"== orchestration floor: ansible-playbook playbooks/backup.yml ({machine_line()})")
-    print(f"   N images of 1 MiB (4 KiB written), profile {json.dumps(PROFILES)}; no-op = median of {noop_reps} runs")
+    print(
+        f"   N images of 1 MiB (4 KiB written), profile {json.dumps(PROFILES)}; "
+        f"no-op = median of {noop_reps} runs per N, interleaved"
+    )
     print(f"   {'run':22}" + "".join(f"{'N=' + str(n):>10}" for n in sizes) + "   per extra image")
     low, high = sizes[0], sizes[-1]
     slopes: dict[str, float] = {}
@@ -396,10 +422,11 @@ def report(runs: list[Run], sizes: list[int], noop_reps: int) -> dict[str, Any]:
         for key in keys:
             line = "".join(f"{(pick(n, kind)[0].calls or {}).get(key, 0):>8}" for n in sizes)
             print(f"       {key:28}{line}   {per.get(key, 0.0):6.2f} per image")
-    noop = pick(high, "no-op")[-1]
+    noops = sorted(pick(high, "no-op"), key=lambda r: r.seconds)
+    noop = noops[len(noops) // 2]  # the median run
     in_tasks = sum(e["elapsed"] for e in noop.events)
     print(
-        f"   where a no-op run's time goes (N={high}): {noop.seconds:.2f} s wall, {in_tasks:.2f} s in "
+        f"   where the median no-op run's time goes (N={high}): {noop.seconds:.2f} s wall, {in_tasks:.2f} s in "
         f"{noop.task_results} task results, {noop.seconds - in_tasks:.2f} s outside them (start-up, inventory, "
         "collection loading); slowest:"
     )
@@ -425,7 +452,7 @@ def report(runs: list[Run], sizes: list[int], noop_reps: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="50,200", help="comma-separated N (e.g. 50,200,1000)")
-    parser.add_argument("--noop-reps", type=int, default=3)
+    parser.add_argument("--noop-reps", type=int, default=5, help="no-op runs per N, interleaved across N")
     parser.add_argument("--no-lab-up", action="store_true", help="do not run tests/lab/lab.sh up first")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -435,11 +462,8 @@ def main() -> int:
     if not args.no_lab_up:
         lab_up()
     lab = Lab.load()
-    runs: list[Run] = []
     with workdir("backurne-bench-orch-") as tmp:
-        bench = Orchestration(lab, tmp)
-        for n in sizes:
-            runs += bench.size(n, args.noop_reps)
+        runs = Orchestration(lab, tmp).all_sizes(sizes, args.noop_reps)
     result = report(runs, sizes, args.noop_reps)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
