@@ -371,12 +371,14 @@ class RbdRunner:
 
         Only the pipe is shell syntax; every word of every stage is quoted by quote_argv.
         pipefail makes bash exit non-zero when an early stage (rbd export…) fails even though
-        the last one (zstd, a hasher) succeeded on the truncated input.
+        the last one (zstd, a hasher) succeeded on the truncated input. --norc/--noprofile:
+        bash run under sshd reads ~/.bashrc even with -c, and a node's .bashrc may cost more
+        than the transfer itself (185 ms per call measured on the lab VM: bench/README.md).
         """
         if not pipeline_words:
             raise ValueError("empty pipeline")
         script = " | ".join(quote_argv(stage) for stage in pipeline_words)
-        return self.command_argv(["bash", "-o", "pipefail", "-c", script])
+        return self.command_argv(["bash", "--norc", "--noprofile", "-o", "pipefail", "-c", script])
 
     def _execute(
         self,

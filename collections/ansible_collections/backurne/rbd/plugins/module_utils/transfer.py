@@ -5,7 +5,7 @@ from __future__ import annotations
 
 # The data path of one backup, run on the backup node:
 #
-#   ssh live "bash -o pipefail -c 'rbd export-diff … - | zstd …'"   (stage "ssh" / "export")
+#   ssh live "bash --norc --noprofile -o pipefail -c 'rbd export-diff … - | zstd …'"   (stage "ssh" / "export")
 #     -> relay (counts wire bytes) -> zstd -d                        (stage "decompress")
 #     -> relay (counts logical bytes) -> rbd import-diff - DEST       (stage "import")
 #

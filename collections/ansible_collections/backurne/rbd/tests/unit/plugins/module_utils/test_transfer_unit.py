@@ -186,7 +186,7 @@ class TestArgv:
         stages.append(Compression().compressor_argv())
         argv = live.remote_shell_argv(stages)
         assert argv[0] == "ssh"
-        assert argv[-1].startswith("bash -o pipefail -c ")
+        assert argv[-1].startswith("bash --norc --noprofile -o pipefail -c ")
         assert "'\"'\"'--image=a b'\"'\"'" in argv[-1]
 
 
