@@ -20,10 +20,12 @@ help:
 deps:
 	@bash scripts/install-deps.sh
 
-$(VENV)/.installed: requirements/dev.in requirements/constraints.txt
+$(VENV)/.installed: requirements/dev.in requirements/constraints.txt pyproject.toml
 	/usr/bin/python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade 'pip==24.2'
 	$(VENV)/bin/pip install -q -r requirements/dev.in -c requirements/constraints.txt
+	# The backurne CLI / backurne-api entry points, editable: they run this tree's code.
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 venv: deps $(VENV)/.installed
