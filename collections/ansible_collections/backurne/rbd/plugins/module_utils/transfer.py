@@ -323,16 +323,19 @@ class _Pipeline:
             stage.close(busy)
 
 
-def _stage_label(stage: _Stage, remote: bool) -> str:
+def _stage_label(stage: _Stage, remote: bool, remote_side: str = "export") -> str:
     if stage.name != "ssh" or not remote:
         return stage.name
     rc = stage.rc
     # 255 is ssh's own failure (connection, auth); a signal means the ssh client died. Any
-    # other status is the remote pipeline's (pipefail), i.e. the export side.
-    return "ssh" if rc is None or rc == 255 or rc < 0 else "export"
+    # other status is the remote pipeline's (pipefail): `remote_side`, the export for a
+    # backup, the import for a restore (restore.py pushes the other way).
+    return "ssh" if rc is None or rc == 255 or rc < 0 else remote_side
 
 
-def _verdict(pipeline: _Pipeline, remote: bool, timeout: float | None) -> tuple[str, str] | None:
+def _verdict(
+    pipeline: _Pipeline, remote: bool, timeout: float | None, remote_side: str = "export"
+) -> tuple[str, str] | None:
     """(failed_stage, error) or None when every stage and relay succeeded."""
     if pipeline.timed_out:
         # Checked first: the downstream stages then fail on the truncated stream, as a
@@ -341,7 +344,7 @@ def _verdict(pipeline: _Pipeline, remote: bool, timeout: float | None) -> tuple[
         return source.name, f"{source.name}: transfer timed out after {timeout:g} s"
     for stage in pipeline.stages:  # upstream first: the earliest own failure is the cause
         if stage.failed_on_its_own():
-            label = _stage_label(stage, remote)
+            label = _stage_label(stage, remote, remote_side)
             cause, status = stderr_cause(stage.stderr.text()), _status_text(stage.rc)
             return label, f"{label}: {cause} ({status})" if cause else f"{label}: {status}"
     for relay_index, relay in enumerate(pipeline.relays):
@@ -352,7 +355,7 @@ def _verdict(pipeline: _Pipeline, remote: bool, timeout: float | None) -> tuple[
             return reader.name, f"{reader.name}: stopped reading before the end of the stream (exit status {reader.rc})"
     for stage in pipeline.stages:
         if stage.rc != 0:
-            label = _stage_label(stage, remote)
+            label = _stage_label(stage, remote, remote_side)
             return label, f"{label}: {_status_text(stage.rc)}"
     return None
 
