@@ -2,7 +2,10 @@
 # Debian packages the controller side needs before the virtualenv can be built. The lab script
 # (tests/lab/lab.sh) installs the Ceph and ssh packages it needs itself.
 set -euo pipefail
-wanted=(python3 python3-venv python3-pip git make openssh-client zstd xxhash procps)
+# rbd-fuse, util-linux (losetup, partx, blkid, mount), e2fsprogs, xfsprogs: file-level access to
+# a backup snapshot (backurne map/extract) and the tests that make filesystems to map.
+wanted=(python3 python3-venv python3-pip git make openssh-client zstd xxhash procps
+  rbd-fuse util-linux e2fsprogs xfsprogs)
 missing=()
 for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
