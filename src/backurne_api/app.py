@@ -1,0 +1,596 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The backurne REST API (FastAPI): inspection, file-level access and restores.
+
+``create_app(config)`` builds the application; ``backurne-api`` (main.py) serves it with
+uvicorn. Every route — the OpenAPI document included — sits behind :class:`AuthMiddleware`,
+which runs before routing: a request without a valid token gets 401 whatever its path, so a
+route added later cannot be left open by forgetting a dependency, and an unauthenticated client
+cannot even learn which paths exist.
+
+Errors are JSON ``{"error": CODE, "message": TEXT, "image": ..., "snapshot": ...}``: 401 no or
+bad token, 403 a path leading out of a snapshot, 404 unknown image/snapshot/job or not mapped,
+409 conflict (already mapped, destination exists, operation in progress), 422 bad input,
+502 a Ceph command failed on a valid request. Bad input never yields a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backurne_api import __version__, files
+from backurne_api.auth import TokensFileError, TokenStore, bearer_token
+from backurne_api.backend import Backend, BackendError, Mapped, RestoreRequest
+from backurne_api.jobs import FAILED, SUCCEEDED, JobRunner, Progress
+
+log = logging.getLogger("backurne_api")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_NAME = 1024
+MAX_PATH = 4096
+MAX_ENTRIES = 100_000
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+class AuthMiddleware:
+    """Bearer-token check in front of every route (pure ASGI: downloads stream untouched)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], tokens: TokenStore | None, anonymous: bool) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.anonymous = anonymous
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websockets here
+            return
+        header = None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        principal = self._principal(header)
+        if principal is None:
+            client = scope.get("client") or ("?", 0)
+            # Never the header itself: it holds the (wrong, or someone's mistyped) token.
+            log.warning(
+                "refused %s %s from %s: %s",
+                scope.get("method"),
+                scope.get("path"),
+                client[0],
+                "no token" if header is None else "invalid token",
+            )
+            response = JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "message": "a valid bearer token is required (Authorization: Bearer TOKEN)"
+                    if header is None
+                    else "invalid token",
+                    "image": None,
+                    "snapshot": None,
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="backurne"'},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    def _principal(self, header: str | None) -> str | None:
+        if header is None:
+            return "anonymous" if self.anonymous else None
+        # A token that is sent is checked even when anonymous access is on: a client with a
+        # wrong token is misconfigured and should hear it, not be served as anonymous.
+        token = bearer_token(header)
+        if token is None or self.tokens is None:
+            return None
+        return self.tokens.check(token)
+
+
+# -- response and request models (they make the OpenAPI document) ------------------------------
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    image: str | None = None
+    snapshot: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+    anonymous: bool
+    mapped: int
+    jobs_running: int
+
+
+class ImageOut(BaseModel):
+    image: str
+    ident: str
+    disk: str
+    comment: str
+    size: int | None
+    snapshot_count: int
+    newest_snapshot: str | None
+    newest_created: str | None
+
+
+class SnapshotOut(BaseModel):
+    name: str
+    profile: str
+    count: int
+    created: str
+    size: int | None
+
+
+class ImageDetailOut(ImageOut):
+    snapshots: list[SnapshotOut]
+    foreign_snapshots: list[str]
+
+
+class FilesystemOut(BaseModel):
+    name: str
+    fstype: str | None
+    mountpoint: str
+
+
+class MappedOut(BaseModel):
+    image: str
+    snapshot: str
+    filesystems: list[FilesystemOut]
+    details: dict[str, Any]
+
+
+class UnmapOut(BaseModel):
+    image: str
+    snapshot: str
+    unmapped: bool
+
+
+class EntryOut(BaseModel):
+    name: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int
+    mode: str
+    mtime: float
+    target: str | None = None
+
+
+class ListingOut(BaseModel):
+    image: str
+    snapshot: str
+    path: str
+    entries: list[EntryOut]
+    truncated: bool
+
+
+class RestoreIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, max_length=MAX_NAME, description="backup image IDENT;DISK;COMMENT")
+    snapshot: str = Field(
+        min_length=1, max_length=MAX_NAME, description="snapshot name, 'latest', or an ISO time (prefix)"
+    )
+    cluster: str = Field(min_length=1, max_length=MAX_NAME, description="live cluster (config live_clusters)")
+    dest_image: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME, description="destination image; default derived"
+    )
+    force: bool = Field(default=False, description="replace an existing destination (the current one is kept)")
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    params: dict[str, Any]
+    state: Literal["queued", "running", "succeeded", "failed"]
+    created: str
+    started: str | None
+    finished: str | None
+    result: Any = None
+    error: str | None
+    submitted_by: str | None
+    progress: dict[str, Any]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no or invalid token"},
+    422: {"model": ErrorOut, "description": "bad input"},
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        403: "the path leads outside the snapshot",
+        404: "unknown image, snapshot, job, or not mapped",
+        409: "conflict",
+        502: "a Ceph command failed",
+    }
+    out = dict(ERRORS)
+    for code in codes:
+        out[code] = {"model": ErrorOut, "description": described[code]}
+    return out
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str, image: str | None = None, snapshot: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": code, "message": message, "image": image, "snapshot": snapshot},
+        status_code=status,
+    )
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, image: str | None = None, snapshot: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.image, self.snapshot = status, code, message, image, snapshot
+
+
+def _check_name(kind: str, value: str, image: str | None = None) -> None:
+    """Names reach rbd as --image=/--snap= options; refuse what it could never address."""
+    if not value or len(value) > MAX_NAME:
+        raise ApiError(422, "invalid_input", f"{kind} name must be 1 to {MAX_NAME} characters", image=image)
+    if "\0" in value or "/" in value or "@" in value:
+        raise ApiError(422, "invalid_input", f"{kind} name {value!r} contains '/', '@' or NUL", image=image or value)
+
+
+def _content_disposition(name: str) -> str:
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name) or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+
+
+class _Busy:
+    """One map/unmap per snapshot at a time, one restore per destination at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: set[tuple[str, ...]] = set()
+
+    def try_take(self, key: tuple[str, ...]) -> bool:
+        with self._lock:
+            if key in self._held:
+                return False
+            self._held.add(key)
+            return True
+
+    def release(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._held.discard(key)
+
+    @contextmanager
+    def hold(self, key: tuple[str, ...], what: str, image: str, snapshot: str) -> Iterator[None]:
+        if not self.try_take(key):
+            raise ApiError(
+                409, "conflict", f"{what} of image {image!r} snapshot {snapshot!r} is in progress", image, snapshot
+            )
+        try:
+            yield
+        finally:
+            self.release(key)
+
+
+# -- the application ------------------------------------------------------------------------------
+
+
+def create_app(
+    config: Any,
+    *,
+    backend: Backend | None = None,
+    tokens: TokenStore | None = None,
+    jobs: JobRunner | None = None,
+) -> FastAPI:
+    """The API for ``config`` (a backurne_cli.config.Config).
+
+    ``backend`` defaults to the core library (CoreBackend); ``tokens`` to the configured
+    tokens file. Refuses to build an API nobody could use, or one open by accident: without
+    ``api.anonymous: true`` a tokens file is required.
+    """
+    api_settings = config.api
+    if tokens is None and api_settings.tokens_file:
+        tokens = TokenStore(api_settings.tokens_file)
+    if tokens is None and not api_settings.anonymous:
+        raise TokensFileError(
+            f"{config.source or 'configuration'}: api.tokens_file is not set and api.anonymous is not true: "
+            "nobody could use the API (set a tokens file, see docs/rest-api.md)"
+        )
+    if backend is None:
+        from backurne_api.core import CoreBackend  # the core pulls in the collection's code
+
+        backend = CoreBackend(config)
+    runner = jobs or JobRunner()
+    busy = _Busy()
+
+    app = FastAPI(
+        title="backurne",
+        version=__version__,
+        description="Inspection, file-level access and restores of backurne's Ceph RBD backups. "
+        "Every endpoint needs `Authorization: Bearer TOKEN` unless the service is configured "
+        "with `api.anonymous: true`.",
+        docs_url=None,  # Swagger UI would load its assets from a CDN: /openapi.json is the document
+        redoc_url=None,
+        # Documents the scheme in the OpenAPI document; the check itself is AuthMiddleware's.
+        dependencies=[Security(HTTPBearer(auto_error=False, description="a token of the tokens file"))],
+    )
+    app.state.backend = backend
+    app.state.jobs = runner
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.image, exc.snapshot)
+
+    @app.exception_handler(BackendError)
+    async def _backend_error(_request: Request, exc: BackendError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s", exc.message)
+        return _error(exc.status, exc.code, exc.message, exc.image, exc.snapshot)
+
+    @app.exception_handler(files.FileAccessError)
+    async def _file_error(request: Request, exc: files.FileAccessError) -> JSONResponse:
+        status = {
+            files.BadPath: 422,
+            files.OutsideSnapshot: 403,
+            files.NotFound: 404,
+            files.WrongType: 422,
+        }.get(type(exc), 422)
+        code = {403: "outside_snapshot", 404: "not_found"}.get(status, "invalid_input")
+        params = request.path_params
+        return _error(status, code, str(exc), params.get("image"), params.get("snapshot"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in exc.errors():
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "request"
+            problems.append(f"{where}: {item.get('msg', 'invalid')}")
+        return _error(422, "invalid_input", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", "internal error (see the service log)")
+
+    def _mapped(image: str, snapshot: str) -> Mapped:
+        _check_name("image", image)
+        _check_name("snapshot", snapshot, image)
+        return backend.mapped(image, snapshot)
+
+    def _filesystem(image: str, snapshot: str, path: str) -> tuple[files.SnapshotFiles | None, str, Mapped]:
+        """(files of the filesystem the path starts with, rest of the path, the mapping)."""
+        mapping = _mapped(image, snapshot)
+        parts = files.split_relative(path)
+        if not parts:
+            return None, "", mapping
+        by_name = {fs.name: fs for fs in mapping.filesystems}
+        fs = by_name.get(parts[0])
+        if fs is None:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise ApiError(
+                404,
+                "not_found",
+                f"image {image!r} snapshot {snapshot!r} has no filesystem {parts[0]!r} (mounted: {known})",
+                image,
+                snapshot,
+            )
+        label = f"image {image!r} snapshot {snapshot!r} filesystem {fs.name!r}"
+        return files.SnapshotFiles(fs.mountpoint, label), "/".join(parts[1:]), mapping
+
+    # -- routes --------------------------------------------------------------------------------
+
+    @app.get("/health", response_model=HealthOut, responses=ERRORS, tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness: the service answers and its token check works (no Ceph call)."""
+        running = sum(1 for job in runner.list() if job["state"] not in (SUCCEEDED, FAILED))
+        return {
+            "status": "ok",
+            "version": __version__,
+            "anonymous": bool(api_settings.anonymous),
+            "mapped": len(backend.list_mapped()),
+            "jobs_running": running,
+        }
+
+    @app.get("/images", response_model=list[ImageOut], responses=_responses(502), tags=["inspection"])
+    def list_images() -> list[dict[str, Any]]:
+        """The backed-up disks (backup images `IDENT;DISK;COMMENT`) of the backup pool."""
+        return backend.list_images()
+
+    @app.get(
+        "/images/{image}/snapshots",
+        response_model=ImageDetailOut,
+        responses=_responses(404, 502),
+        tags=["inspection"],
+    )
+    def image_snapshots(image: str) -> dict[str, Any]:
+        """One backup image and its backurne snapshots, oldest first."""
+        _check_name("image", image)
+        return backend.image_snapshots(image)
+
+    @app.post(
+        "/images/{image}/snapshots/{snapshot}/map",
+        response_model=MappedOut,
+        status_code=201,
+        responses=_responses(404, 409, 502),
+        tags=["file access"],
+    )
+    def map_snapshot(image: str, snapshot: str) -> dict[str, Any]:
+        """Expose a snapshot's files: clone, map and mount read-only. `snapshot` may be `latest`."""
+        _check_name("image", image)
+        _check_name("snapshot", snapshot, image)
+        exact = backend.resolve_snapshot(image, snapshot)
+        with busy.hold(("map", image, exact), "a map or unmap", image, exact):
+            return backend.map(image, exact).public()
+
+    @app.delete(
+        "/images/{image}/snapshots/{snapshot}/map",
+        response_model=UnmapOut,
+        responses=_responses(404, 409, 502),
+        tags=["file access"],
+    )
+    def unmap_snapshot(image: str, snapshot: str) -> dict[str, Any]:
+        """Unmount, unmap and remove the clone of a mapped snapshot."""
+        _check_name("image", image)
+        _check_name("snapshot", snapshot, image)
+        with busy.hold(("map", image, snapshot), "a map or unmap", image, snapshot):
+            backend.unmap(image, snapshot)
+        return {"image": image, "snapshot": snapshot, "unmapped": True}
+
+    @app.get("/mapped", response_model=list[MappedOut], responses=ERRORS, tags=["file access"])
+    def list_mapped() -> list[dict[str, Any]]:
+        """The snapshots mapped now (by this service, the CLI or the restore playbook)."""
+        return [mapping.public() for mapping in backend.list_mapped()]
+
+    @app.get(
+        "/mapped/{image}/{snapshot}",
+        response_model=MappedOut,
+        responses=_responses(404),
+        tags=["file access"],
+    )
+    def get_mapped(image: str, snapshot: str) -> dict[str, Any]:
+        """One mapped snapshot and its filesystems."""
+        return _mapped(image, snapshot).public()
+
+    @app.get(
+        "/mapped/{image}/{snapshot}/files",
+        response_model=ListingOut,
+        responses=_responses(403, 404),
+        tags=["file access"],
+    )
+    def browse(
+        image: str,
+        snapshot: str,
+        path: str = Query(
+            "",
+            max_length=MAX_PATH,
+            description="relative path: FILESYSTEM/dir/... ('' lists the filesystems); no '..', not absolute",
+        ),
+        limit: int = Query(10_000, ge=1, le=MAX_ENTRIES, description="at most this many entries"),
+    ) -> dict[str, Any]:
+        """A directory of a mapped snapshot. Symlinks are listed, never followed out of it."""
+        snapshot_files, rest, mapping = _filesystem(image, snapshot, path)
+        if snapshot_files is None:
+            entries = [
+                files.Entry(name=fs.name, type="directory", size=0, mode="0555", mtime=0.0)
+                for fs in mapping.filesystems
+            ]
+            shown = "/"
+        else:
+            sub, entries = snapshot_files.list_dir(rest)
+            shown = "/" + files.split_relative(path)[0] + (sub if sub != "/" else "")
+        return {
+            "image": image,
+            "snapshot": snapshot,
+            "path": shown,
+            "entries": [entry.__dict__ for entry in entries[:limit]],
+            "truncated": len(entries) > limit,
+        }
+
+    @app.get(
+        "/mapped/{image}/{snapshot}/download",
+        responses={
+            **_responses(403, 404),
+            200: {"content": {"application/octet-stream": {}}, "description": "the file's content"},
+        },
+        response_class=StreamingResponse,
+        tags=["file access"],
+    )
+    def download(
+        image: str,
+        snapshot: str,
+        path: str = Query(..., min_length=1, max_length=MAX_PATH, description="FILESYSTEM/path/to/file"),
+    ) -> StreamingResponse:
+        """The content of a regular file of a mapped snapshot."""
+        snapshot_files, rest, _mapping = _filesystem(image, snapshot, path)
+        if snapshot_files is None or not rest:
+            raise ApiError(422, "invalid_input", f"path {path!r} names a filesystem, not a file", image, snapshot)
+        fd, size, name = snapshot_files.open_file(rest)
+        return StreamingResponse(
+            files.iter_fd(fd),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(size), "Content-Disposition": _content_disposition(name)},
+        )
+
+    @app.post(
+        "/restores",
+        response_model=JobOut,
+        status_code=202,
+        responses=_responses(404, 409, 502),
+        tags=["restore"],
+    )
+    def start_restore(request: Request, body: RestoreIn) -> dict[str, Any]:
+        """Restore a backup snapshot onto a live cluster, as a job: poll GET /jobs/{id}."""
+        _check_name("image", body.image)
+        _check_name("snapshot", body.snapshot, body.image)
+        if body.dest_image is not None:
+            _check_name("destination image", body.dest_image, body.image)
+        exact = backend.resolve_snapshot(body.image, body.snapshot)
+        restore = RestoreRequest(body.image, exact, body.cluster, body.dest_image, body.force)
+        plan = backend.check_restore(restore)
+        dest_key = ("restore", body.cluster, str(plan.get("dest_image") or body.dest_image or body.image))
+        if not busy.try_take(dest_key):
+            raise ApiError(
+                409,
+                "conflict",
+                f"a restore to {dest_key[2]!r} on {body.cluster!r} is already running",
+                body.image,
+                exact,
+            )
+
+        def work(progress: Progress) -> dict[str, Any]:
+            try:
+                return backend.restore(restore, progress)
+            finally:
+                busy.release(dest_key)
+
+        params = {
+            "image": body.image,
+            "snapshot": exact,
+            "cluster": body.cluster,
+            "dest_image": plan.get("dest_image", body.dest_image),
+            "force": body.force,
+        }
+        principal = request.scope.get("state", {}).get("principal")
+        job = runner.submit("restore", params, work, submitted_by=principal)
+        return runner.get(job.id) or job.public()
+
+    @app.get("/jobs", response_model=list[JobOut], responses=ERRORS, tags=["restore"])
+    def list_jobs() -> list[dict[str, Any]]:
+        """Restore jobs of this service process, oldest first (forgotten at restart)."""
+        return runner.list()
+
+    @app.get("/jobs/{job_id}", response_model=JobOut, responses=_responses(404), tags=["restore"])
+    def get_job(job_id: str) -> dict[str, Any]:
+        """One job: queued, running, succeeded (with its result) or failed (with the error)."""
+        job = runner.get(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r} (jobs are forgotten when the service restarts)")
+        return job
+
+    app.add_middleware(AuthMiddleware, tokens=tokens, anonymous=bool(api_settings.anonymous))
+    return app

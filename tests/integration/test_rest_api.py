@@ -1,0 +1,451 @@
+"""REST API, web layer: authentication on every route, path safety, error codes, jobs.
+
+No Ceph here: the core is replaced by rest_api_helpers.FakeBackend, whose "mounted snapshot" is
+a real directory tree with real symlinks. test_rest_api_lab.py does the same against the lab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_api_helpers import (
+    GOOD_TOKEN,
+    HOSTNAME_CONTENT,
+    IMAGE,
+    OTHER_TOKEN,
+    SECRET_CONTENT,
+    SNAP_NEW,
+    SNAP_OLD,
+    WRONG_TOKEN,
+    FakeBackend,
+    auth,
+    build_snapshot_tree,
+    config,
+    token_store,
+    write_tokens,
+)
+
+from backurne_api import files
+from backurne_api.app import create_app
+from backurne_api.auth import TokensFileError, TokenStore, bearer_token, hash_token, parse_tokens_file
+from backurne_api.main import main as api_main
+from backurne_api.main import parse_listen
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from starlette.routing import Route
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    return build_snapshot_tree(tmp_path / "tree")
+
+
+@pytest.fixture
+def backend(tree: tuple[Path, Path]) -> FakeBackend:
+    return FakeBackend(tree[0])
+
+
+@pytest.fixture
+def client(tmp_path: Path, backend: FakeBackend) -> TestClient:
+    app = create_app(config(tmp_path), backend=backend, tokens=token_store(tmp_path))
+    return TestClient(app)
+
+
+def _sample(name: str) -> str:
+    return {"image": IMAGE, "snapshot": SNAP_NEW, "job_id": "0" * 32}.get(name, "x")
+
+
+def _every_operation(app: Any) -> list[tuple[str, str]]:
+    """(method, concrete path) of every route the app serves, the OpenAPI document included."""
+    operations = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute | Route):
+            continue
+        path = re.sub(r"{(\w+)(:\w+)?}", lambda m: _sample(m.group(1)), route.path)
+        for method in sorted(route.methods or {"GET"}):
+            if method != "HEAD":
+                operations.append((method, path))
+    return operations
+
+
+# -- authentication -------------------------------------------------------------------------
+
+
+def test_every_route_refuses_missing_wrong_and_malformed_tokens(client: TestClient, backend: FakeBackend) -> None:
+    backend.map(IMAGE, SNAP_NEW)  # so that browse/download/get_mapped would answer 200 if let in
+    operations = _every_operation(client.app)
+    paths = {path for _method, path in operations}
+    # The list must really hold the API (a broken enumeration would make this test vacuous).
+    assert {"/health", "/images", "/openapi.json", "/restores", f"/jobs/{'0' * 32}"} <= paths
+    assert len(operations) >= 12
+    bad_headers: list[dict[str, str]] = [
+        {},
+        auth(WRONG_TOKEN),
+        {"Authorization": GOOD_TOKEN},  # no scheme
+        {"Authorization": f"Basic {GOOD_TOKEN}"},
+        {"Authorization": "Bearer "},
+        {"Authorization": f"Bearer {GOOD_TOKEN}x"},
+        {"Authorization": f"Bearer {GOOD_TOKEN[:-1]}"},
+        {"Authorization": "Bearer " + "a" * 5000},
+    ]
+    for method, path in operations:
+        for headers in bad_headers:
+            response = client.request(method, path, headers=headers, params={"path": "p1/etc/hostname"}, json={})
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.json()["error"] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        # and the same route does let a valid token through (whatever it then answers)
+        response = client.request(method, path, headers=auth(), params={"path": "p1/etc/hostname"}, json={})
+        assert response.status_code != 401, (method, path, response.text)
+
+
+def test_unknown_paths_need_a_token_too(client: TestClient) -> None:
+    assert client.get("/no/such/route").status_code == 401
+    assert client.get("/docs").status_code == 401
+    response = client.get("/no/such/route", headers=auth())
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_second_token_and_its_label(client: TestClient, backend: FakeBackend) -> None:
+    response = client.post(
+        "/restores", headers=auth(OTHER_TOKEN), json={"image": IMAGE, "snapshot": "latest", "cluster": "live"}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["submitted_by"] == "other"
+
+
+def test_anonymous_only_when_configured(tmp_path: Path, backend: FakeBackend) -> None:
+    tokens = write_tokens(tmp_path / "tokens", (GOOD_TOKEN, "tester"))
+    # no tokens file and no anonymous: refuses to start rather than serve nobody (or everybody)
+    with pytest.raises(TokensFileError, match="anonymous"):
+        create_app(config(tmp_path), backend=backend)
+    closed = TestClient(create_app(config(tmp_path, tokens_file=tokens), backend=backend))
+    assert closed.get("/images").status_code == 401
+    assert closed.get("/images", headers=auth()).status_code == 200
+    assert closed.get("/health", headers=auth()).json()["anonymous"] is False
+
+    opened = TestClient(create_app(config(tmp_path, anonymous=True, tokens_file=tokens), backend=backend))
+    assert opened.get("/images").status_code == 200
+    assert opened.get("/health").json()["anonymous"] is True
+    # a token that is sent is still checked: a wrong one is refused, not served as anonymous
+    assert opened.get("/images", headers=auth(WRONG_TOKEN)).status_code == 401
+    assert opened.get("/images", headers=auth()).status_code == 200
+
+    anonymous_only = TestClient(create_app(config(tmp_path, anonymous=True), backend=backend))
+    assert anonymous_only.get("/images").status_code == 200
+    assert anonymous_only.get("/images", headers=auth()).status_code == 401
+
+
+def test_tokens_file_holds_hashes_and_is_reloaded(tmp_path: Path) -> None:
+    path = write_tokens(tmp_path / "tokens", (GOOD_TOKEN, "a"))
+    assert GOOD_TOKEN not in path.read_text()
+    store = TokenStore(path)
+    assert store.check(GOOD_TOKEN) == "a"
+    assert store.check(OTHER_TOKEN) is None
+    # revoke a, add b: no restart
+    time.sleep(0.01)
+    write_tokens(path, (OTHER_TOKEN, "b"), (WRONG_TOKEN, "c"))
+    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert store.check(GOOD_TOKEN) is None
+    assert store.check(OTHER_TOKEN) == "b"
+    assert len(store) == 2
+
+
+def test_tokens_file_errors_do_not_echo_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"{GOOD_TOKEN}\n")  # a token pasted instead of its hash
+    with pytest.raises(TokensFileError) as info:
+        TokenStore(path)
+    assert "line 1" in str(info.value) and GOOD_TOKEN not in str(info.value)
+    with pytest.raises(TokensFileError, match="missing"):
+        TokenStore(tmp_path / "missing")
+    assert parse_tokens_file("# only a comment\n\n", "f") == []
+
+
+def test_bearer_header_parsing() -> None:
+    assert bearer_token(f"Bearer {GOOD_TOKEN}") == GOOD_TOKEN
+    assert bearer_token(f"bearer {GOOD_TOKEN}") == GOOD_TOKEN
+    for bad in (None, "", "Bearer", "Bearer a b", f"Token {GOOD_TOKEN}", "Bearer \x00", "Bearer " + "a" * 600):
+        assert bearer_token(bad) is None, bad
+
+
+def test_wrong_tokens_are_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        assert client.get("/images", headers=auth(WRONG_TOKEN)).status_code == 401
+        assert client.get("/images", headers=auth()).status_code == 200
+    text = caplog.text
+    assert "invalid token" in text  # the refusal is logged ...
+    assert WRONG_TOKEN not in text and GOOD_TOKEN not in text  # ... the token is not
+
+
+def test_hash_and_generate_token_commands(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    assert api_main(["--generate-token", "alice"]) == 0
+    out = capsys.readouterr().out
+    token = re.search(r"token \(.*\): (\S+)", out).group(1)  # type: ignore[union-attr]
+    line = re.search(r"tokens file line: (.+)", out).group(1)  # type: ignore[union-attr]
+    assert line == f"{hash_token(token)} alice"
+    assert len(token) >= 40
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    assert api_main(["--hash-token", "--label", "alice"]) == 0
+    assert capsys.readouterr().out.strip() == line
+    assert parse_tokens_file(line, "f")[0].digest == hashlib.sha256(token.encode()).digest()
+    monkeypatch.setattr("sys.stdin", io.StringIO("not a token\n"))
+    assert api_main(["--hash-token"]) == 2
+
+
+def test_listen_parsing() -> None:
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ("8080", ":80", "host:http", "host:0", "host:70000"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+
+
+# -- inspection and mapping --------------------------------------------------------------------
+
+
+def test_images_and_snapshots(client: TestClient) -> None:
+    images = client.get("/images", headers=auth()).json()
+    assert [i["image"] for i in images] == [IMAGE]
+    detail = client.get(f"/images/{IMAGE}/snapshots", headers=auth()).json()
+    assert [s["name"] for s in detail["snapshots"]] == [SNAP_OLD, SNAP_NEW]
+    missing = client.get("/images/live;nope;None/snapshots", headers=auth())
+    assert missing.status_code == 404
+    assert missing.json()["image"] == "live;nope;None" and "nope" in missing.json()["message"]
+    # a name rbd could never address is bad input, not a server error
+    for bad in ("a@b", "a%00b"):
+        response = client.get(f"/images/{bad}/snapshots", headers=auth())
+        assert response.status_code == 422, (bad, response.text)
+
+
+def test_map_conflict_unmap(client: TestClient, backend: FakeBackend) -> None:
+    response = client.post(f"/images/{IMAGE}/snapshots/latest/map", headers=auth())
+    assert response.status_code == 201
+    assert response.json()["snapshot"] == SNAP_NEW
+    again = client.post(f"/images/{IMAGE}/snapshots/{SNAP_NEW}/map", headers=auth())
+    assert again.status_code == 409 and again.json()["snapshot"] == SNAP_NEW
+    listed = client.get("/mapped", headers=auth()).json()
+    assert [(m["image"], m["snapshot"]) for m in listed] == [(IMAGE, SNAP_NEW)]
+    assert client.get("/health", headers=auth()).json()["mapped"] == 1
+    unknown = client.post(f"/images/{IMAGE}/snapshots/backup;daily;1;2000-01-01T00:00:00/map", headers=auth())
+    assert unknown.status_code == 404
+    assert client.delete(f"/images/{IMAGE}/snapshots/{SNAP_NEW}/map", headers=auth()).json()["unmapped"] is True
+    gone = client.delete(f"/images/{IMAGE}/snapshots/{SNAP_NEW}/map", headers=auth())
+    assert gone.status_code == 404 and "not mapped" in gone.json()["message"]
+    assert client.get("/mapped", headers=auth()).json() == []
+
+
+# -- browsing and path safety --------------------------------------------------------------------
+
+
+@pytest.fixture
+def mapped(client: TestClient, backend: FakeBackend) -> str:
+    backend.map(IMAGE, SNAP_NEW)
+    return f"/mapped/{IMAGE}/{SNAP_NEW}"
+
+
+def test_browse_lists_filesystems_and_directories(client: TestClient, mapped: str) -> None:
+    top = client.get(f"{mapped}/files", headers=auth()).json()
+    assert [e["name"] for e in top["entries"]] == ["p1"]
+    listing = client.get(f"{mapped}/files", params={"path": "p1"}, headers=auth()).json()
+    by_name = {e["name"]: e for e in listing["entries"]}
+    assert by_name["etc"]["type"] == "directory"
+    assert by_name["escape-abs"]["type"] == "symlink"  # listed, with its text, never followed
+    assert by_name["escape-rel"]["target"] == "../../outside/secret.txt"
+    assert by_name["fifo"]["type"] == "other"
+    sub = client.get(f"{mapped}/files", params={"path": "p1/etc/"}, headers=auth()).json()
+    assert sub["path"] == "/p1/etc"
+    assert {e["name"] for e in sub["entries"]} == {"hostname", "hostname-link"}
+    limited = client.get(f"{mapped}/files", params={"path": "p1", "limit": 2}, headers=auth()).json()
+    assert len(limited["entries"]) == 2 and limited["truncated"] is True
+
+
+def test_download(client: TestClient, mapped: str) -> None:
+    response = client.get(f"{mapped}/download", params={"path": "p1/etc/hostname"}, headers=auth())
+    assert response.status_code == 200
+    assert response.content == HOSTNAME_CONTENT
+    assert response.headers["content-length"] == str(len(HOSTNAME_CONTENT))
+    assert 'filename="hostname"' in response.headers["content-disposition"]
+    # symlinks that stay inside are followed
+    for inside in ("p1/etc/hostname-link", "p1/data/up-and-back", "./p1//etc/./hostname"):
+        response = client.get(f"{mapped}/download", params={"path": inside}, headers=auth())
+        assert response.content == HOSTNAME_CONTENT, inside
+    odd = client.get(f"{mapped}/download", params={"path": "p1/file with spaces ü.txt"}, headers=auth())
+    assert odd.status_code == 200 and odd.content == b"spaces\n"
+    assert "filename*=UTF-8''file%20with%20spaces%20%C3%BC.txt" in odd.headers["content-disposition"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("p1/../../outside/secret.txt", 422),
+        ("p1/etc/../../../outside/secret.txt", 422),
+        ("..", 422),
+        ("p1/..", 422),
+        ("p1/etc/../hostname", 422),  # even when it would stay inside
+        ("/etc/passwd", 422),
+        ("/p1/etc/hostname", 422),
+        ("p1/etc/hostname\x00.txt", 422),
+        ("p1/escape-abs", 403),
+        ("p1/escape-rel", 403),
+        ("p1/escape-dir/secret.txt", 403),
+        ("p1/escape-root/etc/passwd", 403),
+        ("p1/loop", 404),
+        ("p1/dangling", 404),
+        ("p1/etc/nothing", 404),
+        ("p9/etc/hostname", 404),
+        ("p1/fifo", 422),
+        ("p1/etc", 422),
+        ("p1", 422),
+    ],
+)
+def test_download_refuses(client: TestClient, mapped: str, path: str, status: int) -> None:
+    response = client.get(f"{mapped}/download", params={"path": path}, headers=auth())
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert SECRET_CONTENT.decode() not in response.text
+    assert body["image"] == IMAGE and body["snapshot"] == SNAP_NEW
+    assert "/outside" not in body["message"] or path.endswith("outside/secret.txt")  # no host paths
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("p1/escape-dir", 403),
+        ("p1/escape-root", 403),
+        ("p1/..", 422),
+        ("/", 422),
+        ("/tmp", 422),
+        ("p1/etc/hostname", 422),
+    ],
+)
+def test_browse_refuses(client: TestClient, mapped: str, path: str, status: int) -> None:
+    response = client.get(f"{mapped}/files", params={"path": path}, headers=auth())
+    assert response.status_code == status, response.text
+
+
+def test_browse_of_an_unmapped_snapshot(client: TestClient) -> None:
+    response = client.get(f"/mapped/{IMAGE}/{SNAP_OLD}/files", params={"path": "p1"}, headers=auth())
+    assert response.status_code == 404
+    assert response.json()["snapshot"] == SNAP_OLD
+
+
+def test_snapshot_files_unit(tree: tuple[Path, Path]) -> None:
+    """The path checks without the web layer, on the same tree."""
+    mnt, secret = tree
+    snap = files.SnapshotFiles(str(mnt), "test fs")
+    fd, size, name = snap.open_file("etc/hostname")
+    assert b"".join(files.iter_fd(fd)) == HOSTNAME_CONTENT and size == len(HOSTNAME_CONTENT) and name == "hostname"
+    with pytest.raises(files.OutsideSnapshot):
+        snap.open_file("escape-abs")
+    with pytest.raises(files.OutsideSnapshot):
+        snap.list_dir("escape-dir")
+    with pytest.raises(files.BadPath):
+        snap.open_file("../outside/secret.txt")
+    with pytest.raises(files.BadPath):
+        snap.open_file(str(secret))
+    # a mount root that is itself reached through a symlink still works, and still confines
+    alias = mnt.parent / "alias"
+    alias.symlink_to(mnt)
+    via_alias = files.SnapshotFiles(str(alias), "aliased fs")
+    assert via_alias.list_dir("etc")[0] == "/etc"
+    with pytest.raises(files.OutsideSnapshot):
+        via_alias.open_file("escape-rel")
+    with pytest.raises(files.NotFound):
+        files.SnapshotFiles(str(mnt.parent / "not-mounted"), "gone fs")
+
+
+# -- restores and jobs ------------------------------------------------------------------------------
+
+
+def _wait_job(client: TestClient, job_id: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}", headers=auth()).json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def test_restore_job_runs_and_is_polled(client: TestClient, backend: FakeBackend) -> None:
+    backend.restore_gate.clear()
+    response = client.post("/restores", headers=auth(), json={"image": IMAGE, "snapshot": "latest", "cluster": "live"})
+    assert response.status_code == 202
+    job = response.json()
+    assert job["state"] in ("queued", "running") and job["params"]["snapshot"] == SNAP_NEW
+    assert job["submitted_by"] == "tester"
+    # a second restore to the same destination while the first runs: conflict
+    second = client.post("/restores", headers=auth(), json={"image": IMAGE, "snapshot": SNAP_OLD, "cluster": "live"})
+    assert second.status_code == 409 and "already running" in second.json()["message"]
+    assert client.get("/health", headers=auth()).json()["jobs_running"] == 1
+    backend.restore_gate.set()
+    done = _wait_job(client, job["id"])
+    assert done["state"] == "succeeded" and done["result"]["ok"] is True
+    assert done["progress"]["bytes"] == 8 << 20
+    assert [j["id"] for j in client.get("/jobs", headers=auth()).json()] == [job["id"]]
+    # the destination is free again
+    third = client.post("/restores", headers=auth(), json={"image": IMAGE, "snapshot": SNAP_OLD, "cluster": "live"})
+    assert third.status_code == 202
+    _wait_job(client, third.json()["id"])
+
+
+def test_restore_failure_is_a_failed_job(client: TestClient, backend: FakeBackend) -> None:
+    backend.fail_restore = True
+    job = client.post("/restores", headers=auth(), json={"image": IMAGE, "snapshot": "latest", "cluster": "live"})
+    done = _wait_job(client, job.json()["id"])
+    assert done["state"] == "failed" and "No space left" in done["error"]
+    assert done["result"] == {"ok": False}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"image": "live;nope;None", "snapshot": "latest", "cluster": "live"}, 404, "nope"),
+        ({"image": IMAGE, "snapshot": "backup;x;1;2000-01-01T00:00:00", "cluster": "live"}, 404, "2000-01-01"),
+        ({"image": IMAGE, "snapshot": "latest", "cluster": "mars"}, 422, "mars"),
+        ({"image": IMAGE, "snapshot": "latest", "cluster": "live", "dest_image": "taken"}, 409, "taken"),
+        ({"image": IMAGE, "snapshot": "latest"}, 422, "cluster"),
+        ({"image": IMAGE, "snapshot": "latest", "cluster": "live", "extra": 1}, 422, "extra"),
+        ({"image": IMAGE, "snapshot": "latest", "cluster": "live", "force": "maybe"}, 422, "force"),
+        ({"image": IMAGE, "snapshot": "latest", "cluster": "live", "dest_image": "a/b"}, 422, "a/b"),
+        ({"image": "", "snapshot": "latest", "cluster": "live"}, 422, "image"),
+    ],
+)
+def test_restore_bad_requests(
+    client: TestClient, backend: FakeBackend, body: dict[str, Any], status: int, needle: str
+) -> None:
+    backend.existing_targets.add("taken")
+    response = client.post("/restores", headers=auth(), json=body)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["message"]
+    assert backend.restores == []  # nothing started
+
+
+def test_restore_with_force_replaces(client: TestClient, backend: FakeBackend) -> None:
+    backend.existing_targets.add("taken")
+    body = {"image": IMAGE, "snapshot": "latest", "cluster": "live", "dest_image": "taken", "force": True}
+    response = client.post("/restores", headers=auth(), json=body)
+    assert response.status_code == 202
+    assert _wait_job(client, response.json()["id"])["state"] == "succeeded"
+    assert backend.restores[0].force is True
+
+
+def test_unknown_job_and_invalid_json(client: TestClient) -> None:
+    response = client.get("/jobs/nope", headers=auth())
+    assert response.status_code == 404 and "nope" in response.json()["message"]
+    broken = client.post("/restores", headers={**auth(), "Content-Type": "application/json"}, content=b"{not json")
+    assert broken.status_code == 422 and broken.json()["error"] == "invalid_input"
