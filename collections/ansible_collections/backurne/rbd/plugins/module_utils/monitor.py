@@ -7,9 +7,10 @@
 Pure: snapshot listings and creation times in, findings and one status line out. ``now``
 is naive UTC, as everywhere in the policy.
 
-No state is kept between runs: an image is "new" (not yet expected to have a backup) while
-Ceph's own creation time of the live image is younger than the shortest profile interval
-times the grace factor.
+An image is "new" (not yet expected to have a backup) while its age is below the shortest
+profile interval times the grace factor: Ceph's own creation time of the live image when known,
+else the first time the check saw it (history.py keeps that between runs). The history also
+says whether an image's last transfer failed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from ansible_collections.backurne.rbd.plugins.module_utils.history import TransferState
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, backup_image_name_for_plain
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Profile, Snap, newest_shared
 
@@ -105,12 +107,21 @@ def check_images(
     grace_factor: float = 1.25,
     expiry_grace: timedelta = timedelta(days=1),
     keep_min: int = 1,
+    backup_names: Mapping[str, str] | None = None,
+    first_seen: Mapping[str, datetime] | None = None,
+    transfers: Mapping[str, TransferState] | None = None,
 ) -> list[Finding]:
     """Findings for every live image of ``cluster``, in image order.
 
+    ``backup_names`` (live image -> backup image) replaces the plain naming ``CLUSTER;IMAGE;None``
+    (Proxmox guests); ``first_seen`` and ``transfers`` (keyed by backup image) come from the
+    history database.
+
+    - critical ``transfer-failed``: the image's latest transfer attempt failed (``transfers``).
     - critical ``no-backup``: no backup image, or none of our snapshots on it, unless the live
-      image was created (``live_created``) less than the shortest interval x ``grace_factor``
-      ago. An unknown creation time counts as old.
+      image is younger than the shortest interval x ``grace_factor``: its age is counted from
+      ``live_created`` (Ceph's create time), or when unknown from ``first_seen``; unknown in
+      both counts as old.
     - critical ``no-shared-snapshot``: no snapshot on both sides, the next backup is a full one.
     - critical ``too-old``: per profile, its newest backup snapshot is older than its interval x
       ``grace_factor``; a profile without any snapshot counts from the image's oldest backup.
@@ -128,25 +139,42 @@ def check_images(
     for image in sorted(live_snapshots):
         live_names = list(live_snapshots[image])
         try:
-            backup_image = backup_image_name_for_plain(cluster, image)
+            if backup_names is not None:
+                backup_image = backup_names[image]
+            else:
+                backup_image = backup_image_name_for_plain(cluster, image)
         except NamingError as exc:
             add(image, "critical", "no-backup", f"cannot be backed up: {exc}")
             continue
-        backup_names = list(backup_snapshots.get(backup_image, ()))
-        backup = _ours(backup_names, prefix)
+        state = (transfers or {}).get(backup_image)
+        if state is not None and state.failing and state.last_failure is not None and state.last_failure <= now:
+            error = " ".join(str(state.last_error or "unknown error").split())
+            if len(error) > 160:
+                error = error[:157] + "..."
+            in_row = f", {state.failures} in a row" if state.failures > 1 else ""
+            add(
+                image,
+                "critical",
+                "transfer-failed",
+                f"last transfer failed {format_age(now - state.last_failure)} ago{in_row}: {error}",
+            )
+        backup_snap_names = list(backup_snapshots.get(backup_image, ()))
+        backup = _ours(backup_snap_names, prefix)
 
         if not backup:
             created = live_created.get(image)
-            if created is not None and now - created < shortest:
+            seen = (first_seen or {}).get(image)
+            born, how = (created, "created") if created is not None else (seen, "first seen")
+            if born is not None and now - born < shortest:
                 continue  # its first backup window has not passed yet
-            age = f" (created {format_age(now - created)} ago)" if created is not None else ""
+            age = f" ({how} {format_age(now - born)} ago)" if born is not None else ""
             if backup_image in backup_snapshots:
                 add(image, "critical", "no-backup", f"no backup: {backup_image} has no {prefix} snapshot{age}")
             else:
                 add(image, "critical", "no-backup", f"no backup{age}")
             continue
 
-        shared = newest_shared(live_names, backup_names, prefix)
+        shared = newest_shared(live_names, backup_snap_names, prefix)
         if shared is None:
             add(image, "critical", "no-shared-snapshot", "no snapshot shared with backup: next backup is a full one")
 
@@ -194,6 +222,53 @@ def check_images(
                 "not-expired",
                 f"{len(late)} backup snapshot(s) not expired in time, oldest {snap.name} "
                 f"expired {format_age(now - expires)} ago",
+            )
+    return findings
+
+
+def check_faded(
+    gone: Mapping[str, Iterable[str]],
+    cluster: str,
+    profiles: Mapping[str, Profile],
+    prefix: str,
+    now: datetime,
+    extra_retention_time: timedelta = timedelta(0),
+    expiry_grace: timedelta = timedelta(days=1),
+) -> list[Finding]:
+    """Findings for the backup images whose live image is gone (``gone``: backup image -> snapshots).
+
+    Retention keeps such an image until its newest snapshot's expiry + ``extra_retention_time``
+    (then removes it): fine until then. Critical ``faded-out`` when it is still there
+    ``expiry_grace`` later, or when it holds none of our snapshots (nothing to restore, and
+    nothing retention would ever expire). An image whose newest snapshot never expires (its
+    profile is not configured) is kept on purpose: not reported.
+    """
+    findings: list[Finding] = []
+    for backup_image in sorted(gone):
+        ours = _ours(gone[backup_image], prefix)
+        if not ours:
+            findings.append(
+                Finding(backup_image, "critical", "faded-out", "source image gone and no backup snapshot left", cluster)
+            )
+            continue
+        expires = ours[-1].expires_at(profiles)
+        if expires is None:
+            continue
+        try:
+            fade_out_at = expires + extra_retention_time
+            overdue = now > fade_out_at + expiry_grace
+        except OverflowError:
+            continue
+        if overdue:
+            findings.append(
+                Finding(
+                    backup_image,
+                    "critical",
+                    "faded-out",
+                    f"source image gone, kept {format_age(now - fade_out_at)} past its removal time "
+                    f"(newest snapshot expiry + extra_retention_time)",
+                    cluster,
+                )
             )
     return findings
 

@@ -15,7 +15,14 @@ description:
   - Critical C(no-backup) when an image has no backup image or none of our snapshots on it, unless
     the live image is younger than the shortest profile interval times O(grace_factor) (its first
     backup window has not passed). The creation time comes from C(rbd info) on the live node,
-    asked only for the images without a backup; unknown or unparsable counts as old.
+    asked only for the images without a backup; when unknown, the first time the check saw the
+    image (history database) is used; unknown in both counts as old.
+  - Critical C(transfer-failed) when the latest transfer of an image failed, as recorded by
+    M(backurne.rbd.transfer) in the history database C(history.sqlite) of O(state_dir) on this
+    node (the backup and check playbooks both run on the first backup node).
+  - Critical C(faded-out) for a backup image whose live image is gone and that is still there
+    O(expiry_grace) past its removal time (newest snapshot's expiry plus
+    O(extra_retention_time)), or that holds none of our snapshots.
   - Critical C(no-shared-snapshot) when live and backup share no snapshot (the next backup would
     be a full one), critical C(too-old) when the newest backup snapshot of a profile is older than
     its interval times O(grace_factor), warning C(not-expired) when a backup snapshot is still
@@ -65,6 +72,49 @@ options:
     description: The backup retention's C(keep_min); that many newest snapshots are never overdue.
     type: int
     default: 1
+  extra_retention_time:
+    description:
+      - The backup retention's C(extra_retention_time) (a duration such as C(7d), or seconds):
+        how long a backup image whose source is gone is kept past its newest snapshot's expiry.
+    type: str
+    default: "0"
+  expected:
+    description:
+      - The live images to check, with their backup image names, instead of listing O(source_pool)
+        and naming backups C(CLUSTER;IMAGE;None). For Proxmox guests, from the discovery.
+      - Items whose C(live_cluster) is set and differs from O(live_cluster) are ignored, so one list
+        can serve every cluster. O(include) and O(exclude) still apply to C(image).
+      - Backup images seen earlier for this cluster (history) and no longer expected are checked
+        as faded out.
+    type: list
+    elements: dict
+    suboptions:
+      image:
+        description: Live RBD image name.
+        type: str
+        required: true
+      backup_image:
+        description: Its backup image name (C(IDENT;DISK;COMMENT)).
+        type: str
+        required: true
+      live_cluster:
+        description: Live cluster the image belongs to.
+        type: str
+      pool:
+        description: Live pool of the image (default O(source_pool)).
+        type: str
+      namespace:
+        description: Live namespace of the image (default O(source_namespace)).
+        type: str
+  history:
+    description:
+      - Keep the first time each live image was seen, and read the transfer results, in
+        C(history.sqlite) in O(state_dir). In check mode the history is read, not written.
+    type: bool
+    default: true
+  state_dir:
+    description: Directory of backurne's state on this node. Default C($BACKURNE_STATE_DIR), else C(/var/lib/backurne).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -99,7 +149,9 @@ findings:
       description: C(critical) or C(warning).
       type: str
     code:
-      description: C(no-backup), C(no-shared-snapshot), C(too-old) or C(not-expired).
+      description: >-
+        C(no-backup), C(no-shared-snapshot), C(too-old), C(not-expired), C(transfer-failed) or
+        C(faded-out) (then RV(findings[].image) is the backup image name).
       type: str
     message:
       description: What is wrong, for a human.
@@ -129,6 +181,7 @@ checked:
 """
 
 import fnmatch
+import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -141,18 +194,35 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     SSH_ARGS,
     ceph_access,
     live_ssh_target,
+    parse_duration_or_zero,
     parse_now,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.history import History, TransferState
 from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
+    check_faded,
     check_images,
     nagios_line,
     nagios_summary,
     parse_ctime,
     unknown_line,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, backup_image_name_for_plain
+from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
+    NO_COMMENT,
+    NamingError,
+    backup_image_name_for_plain,
+    parse_backup_image_name,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+
+EXPECTED_SPEC: dict[str, Any] = {
+    "image": {"type": "str", "required": True},
+    "backup_image": {"type": "str", "required": True},
+    "live_cluster": {"type": "str"},
+    "pool": {"type": "str"},
+    "namespace": {"type": "str"},
+}
 
 
 def selected(image: str, include: list[str], exclude: list[str]) -> bool:
@@ -187,6 +257,10 @@ def main() -> None:
             "grace_factor": {"type": "float", "default": 1.25},
             "expiry_grace": {"type": "str", "default": "1d"},
             "keep_min": {"type": "int", "default": 1},
+            "extra_retention_time": {"type": "str", "default": "0"},
+            "expected": {"type": "list", "elements": "dict", "options": EXPECTED_SPEC},
+            "history": {"type": "bool", "default": True},
+            "state_dir": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -195,6 +269,7 @@ def main() -> None:
         profiles = parse_profiles(p["profiles"])
         now = parse_now(p["now"])
         expiry_grace = parse_duration(p["expiry_grace"])
+        extra_retention = parse_duration_or_zero(p["extra_retention_time"])
     except (PolicyError, ValueError) as exc:
         module.fail_json(msg=f"check: {exc}")
     if not p["grace_factor"] >= 1:
@@ -206,6 +281,26 @@ def main() -> None:
     except NamingError as exc:
         module.fail_json(msg=f"check: live_cluster: {exc}")
 
+    # The expected images (Proxmox guests): live image -> (pool, namespace, backup image).
+    expected: dict[str, tuple[str, str | None, str]] | None = None
+    if p["expected"] is not None:
+        expected = {}
+        for index, item in enumerate(p["expected"]):
+            if item["live_cluster"] not in (None, p["live_cluster"]):
+                continue
+            if parse_backup_image_name(item["backup_image"]) is None:
+                module.fail_json(msg=f"check: expected[{index}]: {item['backup_image']!r} is not IDENT;DISK;COMMENT")
+            pool = item["pool"] or p["source_pool"]
+            namespace = item["namespace"] if item["pool"] else (item["namespace"] or p["source_namespace"])
+            try:
+                ImageSpec(pool, namespace, item["image"])
+            except ValueError as exc:
+                module.fail_json(msg=f"check: expected[{index}]: {exc}")
+            previous = expected.get(item["image"])
+            if previous is not None and previous != (pool, namespace, item["backup_image"]):
+                module.fail_json(msg=f"check: expected: image {item['image']!r} is listed twice, differently")
+            expected[item["image"]] = (pool, namespace, item["backup_image"])
+
     def unknown(error: str) -> None:
         status, line = unknown_line(f"{p['live_cluster']}: {error}")
         module.exit_json(
@@ -214,27 +309,70 @@ def main() -> None:
 
     backup = RbdRunner(ceph_access(p))
     live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
-    # One listing per side for the whole cluster.
-    live_listing: dict[str, list[str]] = {}
+    # One listing per live pool and one of the backup pool for the whole cluster.
+    pools = (
+        sorted({(pool, namespace or "") for pool, namespace, _ in expected.values()})
+        if expected is not None
+        else [(p["source_pool"], p["source_namespace"] or "")]
+    )
+    live_listings: dict[tuple[str, str], dict[str, list[str]]] = {}
     backup_listing: dict[str, list[str]] = {}
-    try:
-        live_listing = live.list_images(p["source_pool"], p["source_namespace"])
-    except (RbdError, ValueError) as exc:
-        unknown(f"cannot list the live images: {exc}")
+    for pool, namespace in pools:
+        try:
+            live_listings[(pool, namespace)] = live.list_images(pool, namespace or None)
+        except (RbdError, ValueError) as exc:
+            unknown(f"cannot list the live images: {exc}")
     try:
         backup_listing = backup.list_images(p["pool"], p["namespace"])
     except (RbdError, ValueError) as exc:
         unknown(f"cannot list the backup images: {exc}")
 
-    live_snapshots = {
-        image: snaps for image, snaps in live_listing.items() if selected(image, p["include"], p["exclude"])
-    }
+    if expected is not None:
+        where = {image: (pool, namespace) for image, (pool, namespace, _) in expected.items()}
+        backup_names: dict[str, str] | None = {image: names[2] for image, names in expected.items()}
+        live_snapshots = {
+            image: live_listings[(pool, namespace or "")].get(image, [])
+            for image, (pool, namespace, _) in expected.items()
+            if selected(image, p["include"], p["exclude"])
+        }
+    else:
+        listing = live_listings[pools[0]]
+        where = {image: (p["source_pool"], p["source_namespace"]) for image in listing}
+        backup_names = None
+        live_snapshots = {
+            image: snaps for image, snaps in listing.items() if selected(image, p["include"], p["exclude"])
+        }
+
+    def backup_name(image: str) -> str | None:
+        if backup_names is not None:
+            return backup_names[image]
+        try:
+            return backup_image_name_for_plain(p["live_cluster"], image)
+        except NamingError:
+            return None
+
+    # History: first sight of each image, last transfer outcomes (written by the transfer module).
+    first_seen: dict[str, datetime] = {}
+    transfers: dict[str, TransferState] = {}
+    known_backups: dict[str, str] = {}
+    if p["history"]:
+        try:
+            with History(state_dir(p["state_dir"])) as history:
+                first_seen = history.record_seen(
+                    p["live_cluster"],
+                    {image: backup_name(image) for image in live_snapshots},
+                    now,
+                    write=not module.check_mode,
+                )
+                transfers = history.transfer_states(filter(None, map(backup_name, live_snapshots)))
+                known_backups = history.known_backup_images(p["live_cluster"])
+        except (OSError, sqlite3.Error) as exc:
+            module.warn(f"check: history database unusable, checking without it: {exc}")
 
     # `rbd info` only for the images with no backup: the young-image exemption needs their age.
     def has_backup(image: str) -> bool:
-        try:
-            name = backup_image_name_for_plain(p["live_cluster"], image)
-        except NamingError:
+        name = backup_name(image)
+        if name is None:
             return True  # reported as not backupable; its age does not matter
         return any(snap.startswith(f"{p['snap_prefix']};") for snap in backup_listing.get(name, []))
 
@@ -242,8 +380,9 @@ def main() -> None:
     missing = [image for image in sorted(live_snapshots) if not has_backup(image)]
     offset = live_utc_offset(live) if missing else timedelta(0)
     for image in missing:
+        pool, namespace = where[image]
         try:
-            info: Any = live.image_info(ImageSpec(p["source_pool"], p["source_namespace"], image))
+            info: Any = live.image_info(ImageSpec(pool, namespace, image))
         except RbdError as exc:
             if exc.rc == 255:  # ssh itself failed: the live node is gone, not the image
                 unknown(f"cannot read the live images: {exc}")
@@ -251,6 +390,21 @@ def main() -> None:
             continue
         created = parse_ctime(info.get("create_timestamp") if isinstance(info, dict) else None)
         live_created[image] = None if created is None else created - offset
+
+    # Backup images of this cluster whose live image is gone.
+    if expected is None:
+        present = live_listings[pools[0]]
+        gone = {
+            name: snaps
+            for name, snaps in backup_listing.items()
+            if (parsed := parse_backup_image_name(name)) is not None
+            and parsed.ident == p["live_cluster"]
+            and parsed.comment == NO_COMMENT
+            and parsed.disk not in present
+        }
+    else:
+        still = {names[2] for names in expected.values()}
+        gone = {name: backup_listing[name] for name in known_backups if name not in still and name in backup_listing}
 
     try:
         findings = check_images(
@@ -264,7 +418,11 @@ def main() -> None:
             grace_factor=p["grace_factor"],
             expiry_grace=expiry_grace,
             keep_min=p["keep_min"],
+            backup_names=backup_names,
+            first_seen=first_seen,
+            transfers=transfers,
         )
+        findings += check_faded(gone, p["live_cluster"], profiles, p["snap_prefix"], now, extra_retention, expiry_grace)
     except (PolicyError, NamingError) as exc:
         module.fail_json(msg=f"check: {exc}")
     status, line = nagios_line(findings, len(live_snapshots))

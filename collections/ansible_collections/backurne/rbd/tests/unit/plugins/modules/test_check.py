@@ -3,10 +3,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
 
+from ansible_collections.backurne.rbd.plugins.module_utils.history import History
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.modules import check
 
@@ -16,8 +18,9 @@ NOW = "2026-11-29T12:00:00"
 
 
 @pytest.fixture
-def clusters(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Fake live (runner with ssh) and backup (local runner) pools."""
+def clusters(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> dict[str, Any]:
+    """Fake live (runner with ssh) and backup (local runner) pools; a fresh history database."""
+    monkeypatch.setenv("BACKURNE_STATE_DIR", str(tmp_path / "state"))
     state: dict[str, Any] = {
         "live": {},
         "backup": {},
@@ -102,16 +105,27 @@ def test_live_local_time_is_converted_to_utc(run_module, clusters) -> None:
     assert run_module(check.main, args())["status"] == 0
 
 
-def test_unparsable_creation_time_counts_as_old(run_module, clusters) -> None:
+def test_unparsable_creation_time_counts_as_old_without_history(run_module, clusters) -> None:
     clusters["live"] = {"mystery": []}
-    result = run_module(check.main, args())
+    result = run_module(check.main, args(history=False))
     assert [f["code"] for f in result["findings"]] == ["no-backup"]
+
+
+def test_unknown_creation_time_falls_back_to_first_seen(run_module, clusters) -> None:
+    clusters["live"] = {"mystery": []}
+    # Check mode reads the history but does not write it: never seen, so old.
+    assert run_module(check.main, args(_ansible_check_mode=True))["status"] == 2
+    assert run_module(check.main, args())["status"] == 0  # first seen now
+    assert run_module(check.main, args(now="2026-11-30T12:00:00"))["status"] == 0  # 24 h < 30 h
+    result = run_module(check.main, args(now="2026-12-01T12:00:00"))
+    assert result["status"] == 2
+    assert result["findings"][0]["message"] == "no backup (first seen 2d ago)"
 
 
 def test_image_gone_between_listing_and_info_counts_as_old(run_module, clusters) -> None:
     clusters["live"] = {"gone": []}
     clusters["fail"]["info"] = RbdError(["rbd", "info"], 2, "(2) No such file or directory", "node x")
-    assert run_module(check.main, args())["status"] == 2
+    assert run_module(check.main, args(history=False))["status"] == 2
 
 
 def test_include_exclude_and_warning(run_module, clusters) -> None:
@@ -178,4 +192,75 @@ def test_bad_input_fails(run_module, clusters, extra: dict[str, Any], message: s
     result = run_module(check.main, args(**extra))
     assert result["failed"] is True
     assert message in result["msg"]
+    assert clusters["listed"] == []
+
+
+def test_failed_transfer_recorded_between_runs_is_critical(run_module, clusters, tmp_path: Any) -> None:
+    clusters["live"] = {"web": [D2], "db": [D2]}
+    clusters["backup"] = {"prod;web;None": [D2], "prod;db;None": [D2]}
+    assert run_module(check.main, args())["status"] == 0
+    with History(str(tmp_path / "state")) as history:
+        history.record_transfer("prod;web;None", "web", True, datetime(2026, 11, 29, 10))
+        history.record_transfer("prod;web;None", "web", False, datetime(2026, 11, 29, 11), "import: (28) No space")
+        history.record_transfer("prod;db;None", "db", False, datetime(2026, 11, 29, 9), "ssh: refused")
+        history.record_transfer("prod;db;None", "db", True, datetime(2026, 11, 29, 10))
+    result = run_module(check.main, args())
+    assert result["status"] == 2
+    assert [(f["image"], f["code"]) for f in result["findings"]] == [("web", "transfer-failed")]
+    assert result["findings"][0]["message"] == "last transfer failed 1h ago: import: (28) No space"
+    with History(str(tmp_path / "state")) as history:
+        history.record_transfer("prod;web;None", "web", True, datetime(2026, 11, 29, 11, 30))
+    assert run_module(check.main, args())["status"] == 0
+
+
+def test_faded_out_backup_images(run_module, clusters) -> None:
+    # Sources gone: "old" expired 2026-11-25 + 3 d daily count -> kept until 11-28 (+1 d grace).
+    old = "backup;daily;3;2026-11-22T00:00:00.000000"
+    clusters["live"] = {"web": [D2]}
+    clusters["backup"] = {
+        "prod;web;None": [D2],
+        "prod;recent;None": [D2],  # expires 12-02: fine
+        "prod;old;None": [old],
+        "prod;empty;None": [],
+        "other;old;None": [old],  # another cluster's: not ours to judge
+        "prod;vm;web1": [old],  # not a plain name
+    }
+    result = run_module(check.main, args())
+    assert result["status"] == 2
+    found = {(f["image"], f["code"]): f["message"] for f in result["findings"]}
+    assert set(found) == {("prod;old;None", "faded-out"), ("prod;empty;None", "faded-out")}
+    assert found[("prod;old;None", "faded-out")].startswith("source image gone, kept 4d12h past its removal time")
+    assert found[("prod;empty;None", "faded-out")] == "source image gone and no backup snapshot left"
+    # Within extra_retention_time it is fine.
+    result = run_module(check.main, args(extra_retention_time="7d"))
+    assert [f["image"] for f in result["findings"]] == ["prod;empty;None"]
+
+
+def test_expected_images_with_their_backup_names(run_module, clusters) -> None:
+    clusters["live"] = {"vm-101-disk-0": [D2], "vm-102-disk-0": [], "unrelated": []}
+    clusters["backup"] = {"uuid1;scsi0;web1": [D2], "uuid2;scsi0;db1": [D1]}
+    clusters["created"] = {"vm-102-disk-0": "Wed Nov 25 11:00:00 2026"}
+    expected = [
+        {"live_cluster": "prod", "image": "vm-101-disk-0", "backup_image": "uuid1;scsi0;web1"},
+        {"live_cluster": "prod", "image": "vm-102-disk-0", "backup_image": "uuid2;scsi0;db1"},
+        {"live_cluster": "elsewhere", "image": "vm-200-disk-0", "backup_image": "uuid9;scsi0;x"},
+    ]
+    result = run_module(check.main, args(expected=expected))
+    assert result["checked"] == 2
+    # vm-102's only backup (D1, 36 h old) is not on live any more.
+    assert [(f["image"], f["code"]) for f in result["findings"]] == [
+        ("vm-102-disk-0", "no-shared-snapshot"),
+        ("vm-102-disk-0", "too-old"),
+    ]
+    assert clusters["info"] == []  # both have a backup
+
+    # vm-101 is removed from Proxmox: its backup image, seen before, is now checked as faded out.
+    result = run_module(check.main, args(expected=expected[1:], now="2026-12-09T00:00:00"))
+    assert ("uuid1;scsi0;web1", "faded-out") in [(f["image"], f["code"]) for f in result["findings"]]
+
+
+def test_expected_bad_backup_name_fails_naming_it(run_module, clusters) -> None:
+    result = run_module(check.main, args(expected=[{"image": "a", "backup_image": "nosemicolons"}]))
+    assert result["failed"] is True
+    assert result["msg"] == "check: expected[0]: 'nosemicolons' is not IDENT;DISK;COMMENT"
     assert clusters["listed"] == []

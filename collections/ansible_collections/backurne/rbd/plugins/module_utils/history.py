@@ -1,0 +1,170 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What monitoring remembers between runs: a small sqlite database in the state directory.
+
+``STATE_DIR/history.sqlite`` on the backup node that runs both the backup and the check
+(``backup_nodes[0]`` in the playbooks). Two tables:
+
+- ``seen``: the first and last time the check saw each live image (per live cluster) and the
+  backup image it expects for it. An image first seen an hour ago is not reported before its
+  first backup window, even where Ceph's ``create_timestamp`` is unknown.
+- ``transfers``: per backup image, the last successful and the last failed transfer (with its
+  error), written by the transfer module at the end of each image. The check reports an image
+  whose latest attempt failed, between backup runs, without waiting for it to age.
+
+Times are naive UTC datetimes (as in the policy), stored as ISO text. Plain ``sqlite3`` from
+the standard library; writers wait up to 30 s for a lock (two modules on one node).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+DB_NAME = "history.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (
+    live_cluster TEXT NOT NULL,
+    image TEXT NOT NULL,
+    backup_image TEXT,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (live_cluster, image)
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    backup_image TEXT PRIMARY KEY,
+    image TEXT,
+    last_success TEXT,
+    last_failure TEXT,
+    last_error TEXT,
+    failures INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class TransferState:
+    """The last outcomes of transfers into one backup image; ``failures`` counts those in a row."""
+
+    backup_image: str
+    last_success: datetime | None
+    last_failure: datetime | None
+    last_error: str | None
+    failures: int
+
+    @property
+    def failing(self) -> bool:
+        """The latest attempt failed."""
+        if self.last_failure is None:
+            return False
+        return self.last_success is None or self.last_failure >= self.last_success
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def db_path(state_dir: str) -> str:
+    return os.path.join(state_dir, DB_NAME)
+
+
+class History:
+    """One connection to the history database; use as a context manager."""
+
+    def __init__(self, state_dir: str) -> None:
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        self.path = db_path(state_dir)
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.executescript(_SCHEMA)
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record_seen(
+        self, live_cluster: str, images: Mapping[str, str | None], now: datetime, write: bool = True
+    ) -> dict[str, datetime]:
+        """Note that ``images`` (live image -> its backup image) exist now; their first-seen times.
+
+        With ``write=False`` (check mode) nothing is recorded: images never seen have no entry.
+        """
+        if write:
+            with self._db:
+                for image, backup_image in images.items():
+                    self._db.execute(
+                        "INSERT INTO seen (live_cluster, image, backup_image, first_seen, last_seen)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (live_cluster, image) DO UPDATE SET"
+                        " last_seen = excluded.last_seen, backup_image = excluded.backup_image",
+                        (live_cluster, image, backup_image, now.isoformat(), now.isoformat()),
+                    )
+        rows = self._db.execute("SELECT image, first_seen FROM seen WHERE live_cluster = ?", (live_cluster,))
+        return {image: datetime.fromisoformat(first) for image, first in rows if image in images}
+
+    def known_backup_images(self, live_cluster: str) -> dict[str, str]:
+        """Backup image -> live image, for every image of ``live_cluster`` ever seen with a backup name."""
+        rows = self._db.execute(
+            "SELECT backup_image, image FROM seen WHERE live_cluster = ? AND backup_image IS NOT NULL", (live_cluster,)
+        )
+        return {backup_image: image for backup_image, image in rows}
+
+    def record_transfer(
+        self, backup_image: str, image: str, ok: bool, when: datetime, error: str | None = None
+    ) -> None:
+        """The outcome of one image's transfer (the transfer module, once per image and run)."""
+        stamp = when.isoformat()
+        with self._db:
+            if ok:
+                self._db.execute(
+                    "INSERT INTO transfers (backup_image, image, last_success, failures) VALUES (?, ?, ?, 0)"
+                    " ON CONFLICT (backup_image) DO UPDATE SET last_success = excluded.last_success,"
+                    " image = excluded.image, failures = 0",
+                    (backup_image, image, stamp),
+                )
+            else:
+                self._db.execute(
+                    "INSERT INTO transfers (backup_image, image, last_failure, last_error, failures)"
+                    " VALUES (?, ?, ?, ?, 1)"
+                    " ON CONFLICT (backup_image) DO UPDATE SET last_failure = excluded.last_failure,"
+                    " last_error = excluded.last_error, image = excluded.image, failures = failures + 1",
+                    (backup_image, image, stamp, error),
+                )
+
+    def transfer_states(self, backup_images: Iterable[str]) -> dict[str, TransferState]:
+        wanted = set(backup_images)
+        states: dict[str, TransferState] = {}
+        rows = self._db.execute("SELECT backup_image, last_success, last_failure, last_error, failures FROM transfers")
+        for backup_image, success, failure, error, failures in rows:
+            if backup_image in wanted:
+                states[backup_image] = TransferState(backup_image, _time(success), _time(failure), error, failures)
+        return states
+
+
+def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, object]], when: datetime) -> str | None:
+    """Record the per-image results of a transfer module run; an error text instead of raising.
+
+    ``transferred`` counts as a success, ``failed`` as a failure; images with nothing to send,
+    planned or locked by another run are not attempts and change nothing.
+    """
+    try:
+        with History(state_dir) as history:
+            for result in results:
+                backup_image, image = result.get("backup_image"), result.get("image")
+                if not isinstance(backup_image, str) or not isinstance(image, str):
+                    continue
+                if result.get("status") == "transferred":
+                    history.record_transfer(backup_image, image, True, when)
+                elif result.get("status") == "failed":
+                    history.record_transfer(backup_image, image, False, when, str(result.get("error") or "failed"))
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot record the transfer history in {db_path(state_dir)}: {exc}"
+    return None

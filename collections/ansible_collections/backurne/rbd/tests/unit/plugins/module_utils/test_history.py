@@ -1,0 +1,54 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from ansible_collections.backurne.rbd.plugins.module_utils.history import History, record_transfer_results
+
+T1 = datetime(2026, 11, 29, 10)
+T2 = datetime(2026, 11, 29, 11)
+T3 = datetime(2026, 11, 29, 12)
+
+
+def test_first_seen_is_kept_across_runs(tmp_path: Path) -> None:
+    with History(str(tmp_path)) as history:
+        assert history.record_seen("prod", {"web": "prod;web;None"}, T1) == {"web": T1}
+    with History(str(tmp_path)) as history:
+        seen = history.record_seen("prod", {"web": "prod;web;None", "db": "prod;db;None"}, T2)
+        assert seen == {"web": T1, "db": T2}
+        assert history.record_seen("other", {"web": None}, T3) == {"web": T3}  # per live cluster
+        assert history.record_seen("prod", {"new": None}, T3, write=False) == {}
+        assert history.known_backup_images("prod") == {"prod;web;None": "web", "prod;db;None": "db"}
+
+
+def test_transfer_outcomes(tmp_path: Path) -> None:
+    results = [
+        {"image": "web", "backup_image": "p;web;None", "status": "transferred"},
+        {"image": "db", "backup_image": "p;db;None", "status": "failed", "error": "import: boom"},
+        {"image": "idle", "backup_image": "p;idle;None", "status": "up-to-date"},
+        {"image": "busy", "backup_image": "p;busy;None", "status": "locked"},
+        {"image": "noname", "status": "failed", "error": "bad name"},
+    ]
+    assert record_transfer_results(str(tmp_path), results, T1) is None
+    assert record_transfer_results(str(tmp_path), results[1:2], T2) is None
+    with History(str(tmp_path)) as history:
+        states = history.transfer_states(["p;web;None", "p;db;None", "p;idle;None", "p;busy;None"])
+    assert set(states) == {"p;web;None", "p;db;None"}
+    assert not states["p;web;None"].failing and states["p;web;None"].last_success == T1
+    db = states["p;db;None"]
+    assert db.failing and db.failures == 2 and db.last_failure == T2 and db.last_error == "import: boom"
+    record_transfer_results(str(tmp_path), [results[0] | {"image": "db", "backup_image": "p;db;None"}], T3)
+    with History(str(tmp_path)) as history:
+        db = history.transfer_states(["p;db;None"])["p;db;None"]
+    assert not db.failing and db.failures == 0 and db.last_error == "import: boom"
+
+
+def test_unusable_state_dir_is_reported_not_raised(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    failed = [{"image": "a", "backup_image": "x;a;None", "status": "failed"}]
+    problem = record_transfer_results(str(blocker), failed, T1)
+    assert problem is not None and problem.startswith(f"cannot record the transfer history in {blocker}/history.sqlite")
