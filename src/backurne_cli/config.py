@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from ansible_collections.backurne.rbd.plugins.module_utils.mapping import Mapper
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, validate_prefix
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
 
@@ -128,6 +129,10 @@ class Config:
     def backup_runner(self, timeout: float = 120) -> RbdRunner:
         """rbd on the backup cluster, from this host."""
         return RbdRunner(self.backup.ceph.access(), default_timeout=timeout, label="backup cluster")
+
+    def mapper(self, timeout: float = 120) -> Mapper:
+        """File-level access (map/unmap/list/extract) to the backup pool, state in state_dir."""
+        return Mapper(self.backup_runner(timeout), self.backup.pool, self.backup.namespace, self.state_dir, timeout=timeout)
 
     def live_cluster(self, name: str) -> LiveCluster:
         try:
