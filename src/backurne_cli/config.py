@@ -132,7 +132,8 @@ class Config:
 
     def mapper(self, timeout: float = 120) -> Mapper:
         """File-level access (map/unmap/list/extract) to the backup pool, state in state_dir."""
-        return Mapper(self.backup_runner(timeout), self.backup.pool, self.backup.namespace, self.state_dir, timeout=timeout)
+        backup = self.backup
+        return Mapper(self.backup_runner(timeout), backup.pool, backup.namespace, self.state_dir, timeout=timeout)
 
     def live_cluster(self, name: str) -> LiveCluster:
         try:
