@@ -38,6 +38,12 @@ MGR_INITIAL_MODULES=${BACKURNE_LAB_MGR_INITIAL_MODULES:-iostat}
 
 CLUSTERS=(live backup)
 SSH_DIR="$LAB_DIR/ssh"
+# stand-in Proxmox VE API (tests/pveapi), on the live address
+REPO_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+PVE_DIR="$LAB_DIR/pve"
+PVE_PORT=8006
+PVE_SERVER="$REPO_DIR/tests/pveapi/server.py"
+PVE_FIXTURE="$REPO_DIR/tests/pveapi/fixture.json"
 SSH_KEYS_CHANGED=0
 
 PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-nbd rbd-fuse python3-rbd
@@ -551,6 +557,81 @@ bring_up_ssh() {
 }
 
 # --------------------------------------------------------------------------
+# stand-in Proxmox VE API: tests/pveapi/server.py on $LIVE_IP:8006, serving
+# tests/pveapi/fixture.json; the fixture's RBD images live on the live cluster
+# --------------------------------------------------------------------------
+pve_pid() { # pid of this lab's stand-in, empty if not running
+    local pid
+    pid=$(pidfile_pid "$PVE_DIR/server.pid")
+    if [[ -n "$pid" ]] && pid_matches "$pid" "$PVE_SERVER" && pid_matches "$pid" "$LIVE_IP:$PVE_PORT"; then
+        printf '%s\n' "$pid"
+    fi
+}
+# shellcheck disable=SC2016  # expanded by the inner bash
+pve_answers() { timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$LIVE_IP" "$PVE_PORT" 2>/dev/null; }
+pve_running() { [[ -n "$(pve_pid)" ]] && pve_answers; }
+# what the running server was started from: restart when any of it changed
+pve_stamp() {
+    cat -- "$PVE_SERVER" "$PVE_FIXTURE" "$REPO_DIR/tests/pveapi/schema-subset.json" \
+        "$PVE_DIR/credentials.json" 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+
+stop_pve() {
+    local pid
+    pid=$(pve_pid)
+    [[ -n "$pid" ]] || return 0
+    log "stopping the PVE API stand-in (pid $pid)"
+    stop_pid "$pid" "PVE API stand-in"
+}
+
+pve_credentials() { # generated once; secrets never on a command line or in a log
+    local f="$PVE_DIR/credentials.json"
+    [[ -s "$f" ]] && return 0
+    (
+        umask 077
+        printf '{\n  "user": "root@pam",\n  "password": "%s",\n  "token_id": "backurne",\n  "token_secret": "%s",\n  "full_token_id": "root@pam!backurne"\n}\n' \
+            "$(tr -d '-' </proc/sys/kernel/random/uuid)" "$(cat /proc/sys/kernel/random/uuid)" >"$f.tmp"
+    )
+    mv -f "$f.tmp" "$f"
+}
+
+start_pve() {
+    stop_pve
+    require_free "$LIVE_IP" "$PVE_PORT" "PVE API stand-in" || die "cannot start the PVE API stand-in"
+    rm -f "$PVE_DIR/server.pid"
+    pve_stamp >"$PVE_DIR/server.stamp"
+    # stdlib only: a bare Debian 12 runs it; setsid: not in our process group
+    setsid /usr/bin/python3 "$PVE_SERVER" --listen "$LIVE_IP:$PVE_PORT" --fixture "$PVE_FIXTURE" \
+        --cert-dir "$PVE_DIR/tls" --record "$PVE_DIR/record.jsonl" \
+        --users "$PVE_DIR/credentials.json" --pid-file "$PVE_DIR/server.pid" \
+        </dev/null >>"$PVE_DIR/server.log" 2>&1 9>&- &
+    wait_for 20 "PVE API stand-in on $LIVE_IP:$PVE_PORT" pve_running \
+        || { tail -n 20 "$PVE_DIR/server.log" >&2; die "the PVE API stand-in did not start"; }
+}
+
+ensure_pve_images() { # every RBD image the fixture names, on the live cluster (idempotent)
+    # done once per live cluster (fsid) and fixture content: the check costs ~0.5 s
+    local stamp
+    stamp="$(sed -n 's/^fsid = //p' "$(cconf live)") $(sha256sum <"$PVE_FIXTURE" | cut -d' ' -f1)"
+    [[ "$(cat "$PVE_DIR/images.ok" 2>/dev/null)" == "$stamp" ]] && return 0
+    timeout 120 /usr/bin/python3 "$REPO_DIR/tests/pveapi/lab_images.py" --fixture "$PVE_FIXTURE" \
+        --conf "$(cconf live)" --id admin >"$PVE_DIR/images.log" 2>&1 \
+        || { cat "$PVE_DIR/images.log" >&2; die "creating the PVE fixture images on the live cluster failed"; }
+    printf '%s\n' "$stamp" >"$PVE_DIR/images.ok"
+    log "$(cat "$PVE_DIR/images.log")"
+}
+
+bring_up_pve() {
+    mkdir -p "$PVE_DIR"
+    pve_credentials
+    ensure_pve_images
+    if ! pve_running || [[ "$(cat "$PVE_DIR/server.stamp" 2>/dev/null)" != "$(pve_stamp)" ]]; then
+        start_pve
+        log "PVE API stand-in up on https://$LIVE_IP:$PVE_PORT (log: $PVE_DIR/server.log)"
+    fi
+}
+
+# --------------------------------------------------------------------------
 # env.sh / lab.json
 # --------------------------------------------------------------------------
 env_content() {
@@ -565,7 +646,13 @@ env_content() {
         BACKURNE_LAB_SSH_PORT "$SSH_PORT" \
         BACKURNE_LAB_SSH_KEY "$SSH_DIR/id_ed25519" \
         BACKURNE_LAB_SSH_CONFIG "$SSH_DIR/ssh_config" \
-        BACKURNE_LAB_KNOWN_HOSTS "$SSH_DIR/known_hosts"
+        BACKURNE_LAB_KNOWN_HOSTS "$SSH_DIR/known_hosts" \
+        BACKURNE_LAB_PVE_HOST "$LIVE_IP" \
+        BACKURNE_LAB_PVE_PORT "$PVE_PORT" \
+        BACKURNE_LAB_PVE_CA "$PVE_DIR/tls/pve-root-ca.pem" \
+        BACKURNE_LAB_PVE_CREDENTIALS "$PVE_DIR/credentials.json" \
+        BACKURNE_LAB_PVE_RECORD "$PVE_DIR/record.jsonl" \
+        BACKURNE_LAB_PVE_FIXTURE "$PVE_FIXTURE"
 }
 
 json_str() { # minimal JSON string escaping
@@ -589,6 +676,10 @@ write_outputs() {
         printf '  "ssh_key": %s,\n' "$(json_str "$SSH_DIR/id_ed25519")"
         printf '  "ssh_config": %s,\n' "$(json_str "$SSH_DIR/ssh_config")"
         printf '  "known_hosts": %s,\n' "$(json_str "$SSH_DIR/known_hosts")"
+        printf '  "pve": {"host": %s, "port": %s, "ca": %s, "credentials": %s, "record": %s, "fixture": %s, "log": %s},\n' \
+            "$(json_str "$LIVE_IP")" "$PVE_PORT" "$(json_str "$PVE_DIR/tls/pve-root-ca.pem")" \
+            "$(json_str "$PVE_DIR/credentials.json")" "$(json_str "$PVE_DIR/record.jsonl")" \
+            "$(json_str "$PVE_FIXTURE")" "$(json_str "$PVE_DIR/server.log")"
         printf '  "clusters": {\n'
         local c sep=','
         for c in "${CLUSTERS[@]}"; do
@@ -626,7 +717,10 @@ cmd_up() {
         cluster_running "$c" || rebuild+=("$c")
     done
     if ((${#rebuild[@]} == 0)) && ssh_running; then
-        [[ -f "$LAB_DIR/env.sh" && -f "$LAB_DIR/lab.json" ]] || write_outputs
+        if ! [[ -f "$LAB_DIR/lab.json" ]] || ! grep -q '^export BACKURNE_LAB_PVE_HOST=' "$LAB_DIR/env.sh" 2>/dev/null; then
+            write_outputs
+        fi
+        bring_up_pve
         log "lab already up ($LAB_DIR)"
         return 0
     fi
@@ -665,6 +759,7 @@ cmd_up() {
     done
     ((rc == 0)) || die "lab up failed (logs under $LAB_DIR/<cluster>/log/)"
     write_outputs
+    bring_up_pve
     log "lab up in $((SECONDS - start)) s: eval \"\$($0 env)\""
 }
 
@@ -679,9 +774,10 @@ cmd_down() {
         stop_cluster "$c" & pids+=($!)
     done
     for c in "${CLUSTERS[@]}"; do stop_sshd "$c"; done
+    stop_pve
     for c in "${pids[@]}"; do wait "$c" || true; done
     for c in "${CLUSTERS[@]}"; do rm -rf -- "$(cdir "$c")" "$LAB_DIR/$c.bootstrap.log"; done
-    rm -rf -- "$SSH_DIR" "$LAB_DIR/env.sh" "$LAB_DIR/lab.json" "$LAB_DIR/env.sh.tmp" \
+    rm -rf -- "$SSH_DIR" "$PVE_DIR" "$LAB_DIR/env.sh" "$LAB_DIR/lab.json" "$LAB_DIR/env.sh.tmp" \
         "$LAB_DIR/lab.json.tmp" "$LAB_DIR/.lock"
     rmdir -- "$LAB_DIR" 2>/dev/null || log "kept $LAB_DIR (holds files the lab did not create)"
     log "lab down"
@@ -720,6 +816,14 @@ cmd_status() {
             ok=1
         fi
     done
+    pid=$(pve_pid)
+    if [[ -n "$pid" ]] && pve_answers; then
+        printf 'pve api    pid %-7s RSS %s, https://%s:%s (stand-in, %s)\n' "$pid" "$(rss_of "$pid")" \
+            "$LIVE_IP" "$PVE_PORT" "$PVE_FIXTURE"
+    else
+        printf 'pve api    DOWN (%s:%s)\n' "$LIVE_IP" "$PVE_PORT"
+        ok=1
+    fi
     if ((ok == 0)); then echo "lab: UP"; else echo "lab: NOT (fully) UP"; fi
     return "$ok"
 }
