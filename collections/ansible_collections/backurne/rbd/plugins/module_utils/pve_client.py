@@ -1,0 +1,397 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The Proxmox VE side effects: the API (through proxmoxer), the profiles_api and hooks.
+
+proxmoxer is imported lazily: the modules report a missing library with ``missing_required_lib``
+(``PROXMOXER_IMPORT_ERROR``), and the unit tests drive everything with fake clients.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+try:
+    import proxmoxer
+
+    PROXMOXER_IMPORT_ERROR: str | None = None
+except ImportError as exc:  # pragma: no cover - depends on the node
+    proxmoxer = None
+    PROXMOXER_IMPORT_ERROR = str(exc)
+
+
+class PveError(RuntimeError):
+    """An API call failed; the message names the host and user, never a secret."""
+
+
+@dataclass(frozen=True)
+class PveAuth:
+    api_host: str
+    api_user: str
+    api_port: int | None = None
+    api_password: str | None = None
+    api_token_id: str | None = None
+    api_token_secret: str | None = None
+    validate_certs: bool = True
+    ca_path: str | None = None
+    api_timeout: int = 10
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> PveAuth:
+        return cls(
+            api_host=params["api_host"],
+            api_user=params["api_user"],
+            api_port=params.get("api_port"),
+            api_password=params.get("api_password"),
+            api_token_id=params.get("api_token_id"),
+            api_token_secret=params.get("api_token_secret"),
+            validate_certs=bool(params.get("validate_certs", True)),
+            ca_path=params.get("ca_path"),
+            api_timeout=int(params.get("api_timeout") or 10),
+        )
+
+    @property
+    def label(self) -> str:
+        how = f"token {self.api_user}!{self.api_token_id}" if self.api_token_id else f"user {self.api_user}"
+        return f"Proxmox VE API {self.api_host}:{self.api_port or 8006} ({how})"
+
+    def check(self) -> None:
+        if bool(self.api_token_id) != bool(self.api_token_secret):
+            raise PveError(f"{self.label}: api_token_id and api_token_secret go together")
+        if not self.api_token_id and not self.api_password:
+            raise PveError(f"{self.label}: give api_password, or api_token_id and api_token_secret")
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the secrets blotted out (an exception may echo a request body)."""
+        for secret in (self.api_password, self.api_token_secret):
+            if secret:
+                text = text.replace(secret, "********")
+        return text
+
+
+class PveApi(Protocol):
+    def get(self, path: str, **params: Any) -> Any: ...
+
+    def post(self, path: str, **params: Any) -> Any: ...
+
+
+class ProxmoxerApi:
+    """PveApi over a proxmoxer.ProxmoxAPI (path-style calls, so fakes need not mimic attributes)."""
+
+    def __init__(self, auth: PveAuth) -> None:
+        if proxmoxer is None:
+            raise PveError(f"{auth.label}: the Python library proxmoxer is missing ({PROXMOXER_IMPORT_ERROR})")
+        auth.check()
+        self.auth = auth
+        verify: bool | str = auth.validate_certs
+        if auth.validate_certs and auth.ca_path:
+            verify = auth.ca_path
+        if not auth.validate_certs:
+            # An explicit operator choice; urllib3 would print the warning into the module's output.
+            try:
+                import urllib3
+
+                urllib3.disable_warnings()
+            except ImportError:  # pragma: no cover
+                pass
+        kwargs: dict[str, Any] = {
+            "user": auth.api_user,
+            "verify_ssl": verify,
+            "timeout": auth.api_timeout,
+        }
+        if auth.api_port:
+            kwargs["port"] = auth.api_port
+        if auth.api_token_id:
+            kwargs.update(token_name=auth.api_token_id, token_value=auth.api_token_secret)
+        else:
+            kwargs["password"] = auth.api_password
+        try:
+            self.api = proxmoxer.ProxmoxAPI(auth.api_host, backend="https", **kwargs)
+            # As community.proxmox does: a cheap call that proves the credentials work.
+            self.api.version.get()
+        except Exception as exc:
+            raise PveError(f"{auth.label}: cannot connect: {describe(exc, auth)}") from None
+
+    def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
+        try:
+            return getattr(self.api(path.strip("/")), method)(**params)
+        except Exception as exc:
+            raise PveError(f"{self.auth.label}: {method.upper()} {path}: {describe(exc, self.auth)}") from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("get", path, params)
+
+    def post(self, path: str, **params: Any) -> Any:
+        return self._call("post", path, params)
+
+
+def describe(exc: BaseException, auth: PveAuth) -> str:
+    name = type(exc).__name__
+    text = str(exc) or name
+    if name == "AuthenticationError" or "401" in text:
+        text = f"authentication failed ({text})"
+    return auth.scrub(f"{text}")
+
+
+# -- discovery calls -------------------------------------------------------------------------
+
+
+def list_guests(api: PveApi) -> list[dict[str, Any]]:
+    return list(api.get("cluster/resources", type="vm") or [])
+
+
+def guest_config(api: PveApi, node: str, guest_type: str, vmid: int) -> dict[str, Any]:
+    return dict(api.get(f"nodes/{node}/{guest_type}/{vmid}/config") or {})
+
+
+def list_storages(api: PveApi) -> list[dict[str, Any]]:
+    return list(api.get("storage") or [])
+
+
+def cluster_name(api: PveApi) -> str | None:
+    """The PVE cluster name (None on a single node without a cluster)."""
+    try:
+        status = api.get("cluster/status") or []
+    except PveError:
+        return None
+    for item in status:
+        if item.get("type") == "cluster" and item.get("name"):
+            return str(item["name"])
+    return None
+
+
+# -- fsfreeze --------------------------------------------------------------------------------
+
+
+def agent_command(api: PveApi, node: str, vmid: int, command: str) -> Any:
+    """fsfreeze-freeze / -thaw / -status: all POST in PVE (Agent.pm)."""
+    result = api.post(f"nodes/{node}/qemu/{vmid}/agent/{command}")
+    return result.get("result") if isinstance(result, Mapping) else result
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """fn() in a daemon thread; TimeoutError when it has not returned after ``timeout`` seconds.
+
+    A guest agent that is enabled but dead can hold a PVE API call for a long time; the
+    backup must not hang on it (the thread is abandoned, the module exits anyway).
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="backurne-pve")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer after {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+@dataclass
+class FreezeState:
+    attempted: bool = False
+    frozen: bool = False
+    warnings: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def frozen(
+    api: PveApi,
+    node: str,
+    vmid: int,
+    where: str,
+    timeout: float,
+    thaw_attempts: int = 3,
+) -> Iterator[FreezeState]:
+    """Freeze the guest's filesystems for the block, thaw them whatever happens.
+
+    A freeze that fails or times out leaves a crash-consistent snapshot (with a warning), not a
+    skipped guest. The thaw runs on every path out of the block, including a freeze that timed
+    out (it may still land after we gave up) and an exception in the block, and is retried.
+    """
+    state = FreezeState()
+    try:
+        state.attempted = True
+        state.calls.append("fsfreeze-freeze")
+        try:
+            call_with_timeout(lambda: agent_command(api, node, vmid, "fsfreeze-freeze"), timeout)
+            state.frozen = True
+        except (PveError, TimeoutError, OSError) as exc:
+            state.warnings.append(f"{where}: fsfreeze-freeze failed ({exc}): snapshot is crash-consistent")
+        yield state
+    finally:
+        if state.attempted:
+            for attempt in range(1, thaw_attempts + 1):
+                state.calls.append("fsfreeze-thaw")
+                try:
+                    call_with_timeout(lambda: agent_command(api, node, vmid, "fsfreeze-thaw"), timeout)
+                    break
+                except (PveError, TimeoutError, OSError) as exc:
+                    if not state.frozen:
+                        # Nothing was frozen (the agent did not answer): one try is enough.
+                        break
+                    if attempt == thaw_attempts:
+                        state.warnings.append(f"{where}: fsfreeze-thaw failed {attempt} times ({exc}): check the guest")
+                    else:
+                        time.sleep(0.2 * attempt)
+
+
+# -- profiles_api ----------------------------------------------------------------------------
+
+
+def fetch_profiles(url: str, guest_info: Mapping[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str | None]:
+    """POST the guest's info as JSON; the answer is a JSON object of extra profiles, or
+    ``{"backup": false}``. Any failure: (None, why), and the defaults apply."""
+    body = json.dumps(guest_info, sort_keys=True).encode("utf-8")
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", "Accept": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        return None, f"profiles_api {url}: HTTP {exc.code} {exc.reason}: defaults apply"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, f"profiles_api {url}: {reason}: defaults apply"
+    try:
+        answer = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, f"profiles_api {url}: answer is not JSON ({exc}): defaults apply"
+    if not isinstance(answer, dict):
+        return None, f"profiles_api {url}: answer is not a JSON object: defaults apply"
+    if "backup" in answer and not isinstance(answer["backup"], bool):
+        return None, f"profiles_api {url}: 'backup' must be true or false, got {answer['backup']!r}: defaults apply"
+    profiles = answer.get("profiles", {k: v for k, v in answer.items() if k != "backup"})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        return None, f"profiles_api {url}: profiles must map names to profile definitions: defaults apply"
+    return answer, None
+
+
+# -- hooks -----------------------------------------------------------------------------------
+
+HOOK_KINDS = ("pre_vm", "pre_disk", "post_disk", "post_vm")
+
+
+@dataclass(frozen=True)
+class HookResult:
+    ok: bool
+    output: str
+
+
+def run_hook(path: str, kind: str, guest_name: str, disk: str, timeout: float) -> HookResult:
+    """``PATH KIND GUEST_NAME DISK`` as an argument list (no shell); non-zero or timeout = failure."""
+    argv = [path, kind, guest_name, disk]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"") + (exc.stderr or b"")
+        return HookResult(False, f"timed out after {timeout:g} s; output: {out.decode('utf-8', 'replace').strip()}")
+    except OSError as exc:
+        return HookResult(False, f"cannot run: {exc}")
+    output = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        return HookResult(False, f"exit status {done.returncode}; output: {output}")
+    return HookResult(True, output)
+
+
+# -- one guest's snapshot step ---------------------------------------------------------------
+
+
+def cancel(plan: dict[str, Any], note: str) -> None:
+    """A pre hook said no: nothing is created for this disk, nothing new is sent; not a failure."""
+    plan.update(new_snapshots=[], due=[], transfers=[], kind="none", note=note)
+
+
+def snapshot_guest(
+    guest: Mapping[str, Any],
+    plans: list[dict[str, Any]],
+    create: Callable[[dict[str, Any]], None],
+    api: PveApi | None,
+    hooks: Mapping[str, str | None],
+    hook_timeout: float,
+    freeze: bool,
+    freeze_timeout: float,
+) -> tuple[list[str], list[str]]:
+    """Snapshot one guest's disks that have snapshots due: returns (warnings, agent calls).
+
+    Order: pre_vm hook; pre_disk hook per disk; fsfreeze-freeze (running qemu guests whose agent
+    allows it); every disk's snapshots; fsfreeze-thaw (on every path: try/finally); post_disk
+    hooks; post_vm hook. Pre-disk hooks run before the freeze so the guest stays frozen only for
+    the snapshots themselves. A failing pre hook cancels its guest or disk with a warning that
+    carries its output, and its post hook does not run. ``create(plan)`` creates one disk's
+    snapshots and records its own failure in the plan; the other disks go on.
+    """
+    warnings: list[str] = []
+    calls: list[str] = []
+    where = f"guest {guest.get('vmid')} ({guest.get('name')})"
+    todo = [plan for plan in plans if plan.get("ok", True) and plan.get("new_snapshots")]
+    if not todo:
+        return warnings, calls
+    name = str(guest.get("name", ""))
+
+    def hook(kind: str, disk: str) -> bool:
+        path = hooks.get(kind)
+        if not path:
+            return True
+        result = run_hook(path, kind, name, disk, hook_timeout)
+        if not result.ok:
+            target = where + (f" disk {disk}" if disk else "")
+            warnings.append(f"{target}: hook {kind} {path} failed: {result.output}")
+        return result.ok
+
+    def guarded(plan: dict[str, Any]) -> None:
+        try:
+            create(plan)
+        except Exception as exc:
+            # One disk failing must neither skip the others nor the thaw.
+            made = set(plan.get("created", []))
+            plan.update(ok=False, error=f"{where} disk {plan.get('disk')}: {exc}")
+            plan["transfers"] = [
+                t
+                for t in plan.get("transfers", [])
+                if t["to_snap"] not in plan["new_snapshots"] or t["to_snap"] in made
+            ]
+
+    if not hook("pre_vm", ""):
+        for plan in todo:
+            cancel(plan, f"{where}: cancelled by the pre_vm hook")
+        return warnings, calls
+    ready = []
+    for plan in todo:
+        if hook("pre_disk", plan.get("disk", plan["image"])):
+            ready.append(plan)
+        else:
+            cancel(plan, f"{where} disk {plan.get('disk')}: cancelled by the pre_disk hook")
+    if ready:
+        if freeze and api is not None and guest.get("freeze"):
+            with frozen(api, str(guest["node"]), int(guest["vmid"]), where, freeze_timeout) as state:
+                for plan in ready:
+                    guarded(plan)
+            warnings.extend(state.warnings)
+            calls.extend(state.calls)
+        else:
+            for plan in ready:
+                guarded(plan)
+        for plan in ready:
+            if plan.get("ok", True):
+                hook("post_disk", plan.get("disk", plan["image"]))
+    hook("post_vm", "")
+    return warnings, calls

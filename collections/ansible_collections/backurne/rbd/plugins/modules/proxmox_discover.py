@@ -1,0 +1,326 @@
+#!/usr/bin/python
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: proxmox_discover
+short_description: Find the RBD disks of a Proxmox VE cluster's guests, grouped per live Ceph endpoint
+version_added: 0.1.0
+description:
+  - Runs where the Proxmox VE API is reachable (usually the controller). Reads C(/cluster/resources)
+    (qemu and lxc guests), each guest's config and C(/storage), and returns the disks to back up,
+    grouped per live Ceph endpoint, with their pool, namespace, RBD image, backup image name,
+    guest, profiles and the guest's config.
+  - "qemu: C(ide), C(sata), C(scsi), C(virtio), C(efidisk0), C(tpmstate0) on RBD storages; cdroms
+    (cloud-init disks too), C(backup=0) disks, C(unusedN) volumes and non-RBD storages are skipped.
+    A linked clone C(base-X-disk-N/vm-Y-disk-M) is the RBD image after the slash."
+  - "lxc: C(rootfs) always, C(mpN) only with C(backup=1), never bind mounts."
+  - "Tags: C(<tag_prefix>-off) switches a guest's backups off; C(<tag_prefix>-<profile>) adds the
+    profile of that name from O(profile_catalogue) to the guest's profiles."
+  - Reads only; changes nothing.
+author:
+  - backurne developers (@backurne)
+extends_documentation_fragment:
+  - backurne.rbd.proxmox
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; the same result in check mode.
+  diff_mode:
+    support: none
+options:
+  live_cluster:
+    description:
+      - Name of this live cluster in backurne (the first level of O(ceph_endpoint)).
+    type: str
+    required: true
+  ceph_endpoint:
+    description:
+      - Which live Ceph node serves a Proxmox storage, as in backurne 2.x, a dict of dicts.
+        C(ceph_endpoint[live_cluster][storage]) first, then C(ceph_endpoint[default][storage]),
+        else the storage name itself. Values are inventory host names.
+    type: dict
+    default: {}
+  use_smbios:
+    description:
+      - Name qemu backups after the guest's smbios1 uuid and disk adapter (C(UUID;scsi0;VMNAME)),
+        which survive renames and storage moves. Otherwise C(STORAGE;IMAGE;VMNAME).
+    type: bool
+    default: true
+  uuid_fallback:
+    description:
+      - With O(use_smbios), a qemu guest without smbios1 uuid is named as if O(use_smbios) were
+        off. With V(false) such a guest is skipped with a warning.
+    type: bool
+    default: true
+  include_templates:
+    description: Back up templates too.
+    type: bool
+    default: false
+  tag_prefix:
+    description: Prefix of the Proxmox tags backurne reads (C(backurne-off), C(backurne-hourly)).
+    type: str
+    default: backurne
+  profiles:
+    description: Profiles every guest gets (as in M(backurne.rbd.snapshot)).
+    type: dict
+    default: {daily: {count: 30}}
+  profile_catalogue:
+    description: Profiles a guest gets only when a C(<tag_prefix>-<name>) tag names them.
+    type: dict
+    default: {}
+  profiles_api:
+    description:
+      - URL to POST each guest's info to (JSON). The answer is a JSON object of extra profiles
+        (C({"hourly": {"count": 24}}), or under a C(profiles) key) or C({"backup": false}).
+        On any failure the guest keeps its other profiles and a warning says why.
+    type: str
+  profiles_api_timeout:
+    description: Seconds the O(profiles_api) may take per guest.
+    type: int
+    default: 10
+  only_guests:
+    description: Shell patterns on guest names or vmids narrowing this run. All when empty.
+    type: list
+    elements: str
+    default: []
+  exclude_guests:
+    description: Shell patterns on guest names or vmids never backed up.
+    type: list
+    elements: str
+    default: []
+  workers:
+    description: Guest configs read at once.
+    type: int
+    default: 4
+"""
+
+EXAMPLES = r"""
+- name: Find the disks of the Proxmox cluster
+  backurne.rbd.proxmox_discover:
+    api_host: pve1.example.org
+    api_user: backurne@pve
+    api_token_id: backup
+    api_token_secret: "{{ vault_pve_token_secret }}"
+    ca_path: /etc/backurne/pve-root-ca.pem
+    live_cluster: pve-a
+    ceph_endpoint:
+      default: {ceph-vm: ceph-a-client, ceph-ct: ceph-a-client}
+    profiles: {daily: {count: 30}}
+    profile_catalogue: {hourly: {count: 24}}
+  register: pve
+"""
+
+RETURN = r"""
+disks:
+  description: One item per disk to back up.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    endpoint:
+      description: Inventory host of the live Ceph node serving the disk's storage.
+      type: str
+    storage:
+      description: Proxmox storage name.
+      type: str
+    pool:
+      description: RBD pool of the storage.
+      type: str
+    namespace:
+      description: RBD namespace of the storage, or null.
+      type: str
+    image:
+      description: RBD image.
+      type: str
+    disk:
+      description: Config key of the disk (C(scsi0), C(rootfs), C(mp1)...).
+      type: str
+    backup_image:
+      description: Backup image name C(IDENT;DISK;VMNAME).
+      type: str
+    guest:
+      description: vmid, name, node, type, running, status, template, tags, agent, freeze.
+      type: dict
+    profiles:
+      description: The guest's profiles (defaults, tags, profiles_api).
+      type: dict
+    config:
+      description: The guest's Proxmox config as the API returned it.
+      type: dict
+endpoints:
+  description: The disks per endpoint.
+  returned: success
+  type: dict
+groups:
+  description:
+    - Each distinct (endpoint, pool, namespace) with disks, for per-pool live expiry, with its
+      C(image_map) (RBD image to backup image, input of M(backurne.rbd.retention)).
+  returned: success
+  type: list
+  elements: dict
+guests:
+  description: The guests with disks to back up.
+  returned: success
+  type: list
+  elements: dict
+skipped:
+  description: Guests and disks not backed up, with the reason.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{vmid: 100, name: web1, disk: scsi1, reason: "backup=0"}]
+profiles:
+  description: Every profile definition any guest uses (for expiry).
+  returned: success
+  type: dict
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
+    DiscoveryOptions,
+    discover,
+    group_by_endpoint,
+    guests_to_read,
+    tag_policy,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
+from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
+    PROXMOXER_IMPORT_ERROR,
+    ProxmoxerApi,
+    PveAuth,
+    PveError,
+    fetch_profiles,
+    guest_config,
+    list_guests,
+    list_storages,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **PVE_AUTH_ARGS,
+            "live_cluster": {"type": "str", "required": True},
+            "ceph_endpoint": {"type": "dict", "default": {}},
+            "use_smbios": {"type": "bool", "default": True},
+            "uuid_fallback": {"type": "bool", "default": True},
+            "include_templates": {"type": "bool", "default": False},
+            "tag_prefix": {"type": "str", "default": "backurne"},
+            "profiles": {"type": "dict", "default": {"daily": {"count": 30}}},
+            "profile_catalogue": {"type": "dict", "default": {}},
+            "profiles_api": {"type": "str"},
+            "profiles_api_timeout": {"type": "int", "default": 10},
+            "only_guests": {"type": "list", "elements": "str", "default": []},
+            "exclude_guests": {"type": "list", "elements": "str", "default": []},
+            "workers": {"type": "int", "default": 4},
+        },
+        required_together=PVE_AUTH_TOGETHER,
+        supports_check_mode=True,
+    )
+    p = module.params
+    if PROXMOXER_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("proxmoxer"), exception=PROXMOXER_IMPORT_ERROR)
+    for key in ("api_host", "api_user"):
+        if not p[key]:
+            module.fail_json(msg=f"proxmox_discover: {key} is required (or PROXMOX_{key[4:].upper()})")
+    try:
+        parse_profiles(p["profiles"])
+        if p["profile_catalogue"]:
+            parse_profiles(p["profile_catalogue"])
+    except PolicyError as exc:
+        module.fail_json(msg=f"proxmox_discover: bad profiles: {exc}")
+    if p["workers"] < 1:
+        module.fail_json(msg=f"proxmox_discover: workers must be at least 1, got {p['workers']}")
+
+    auth = PveAuth.from_params(p)
+    try:
+        api = ProxmoxerApi(auth)
+        resources = list_guests(api)
+        storage_cfg = list_storages(api)
+    except PveError as exc:
+        module.fail_json(msg=f"live cluster {p['live_cluster']}: {exc}")
+
+    options = DiscoveryOptions(
+        pve_cluster=p["live_cluster"],
+        endpoint_map=p["ceph_endpoint"],
+        use_smbios=p["use_smbios"],
+        uuid_fallback=p["uuid_fallback"],
+        include_templates=p["include_templates"],
+        tag_prefix=p["tag_prefix"],
+        defaults=p["profiles"],
+        catalogue=p["profile_catalogue"],
+        only_guests=p["only_guests"],
+        exclude_guests=p["exclude_guests"],
+    )
+    guests = guests_to_read(resources, options)
+    warnings: list[str] = []
+
+    def read(guest: Any) -> tuple[int, dict[str, Any] | None]:
+        try:
+            return guest.vmid, guest_config(api, guest.node, guest.type, guest.vmid)
+        except PveError as exc:
+            warnings.append(f"guest {guest.vmid} ({guest.name}): {exc}")
+            return guest.vmid, None
+
+    configs = {vmid: config for vmid, config in run_batch(guests, read, p["workers"]) if config is not None}
+
+    answers: dict[int, dict[str, Any] | None] = {}
+    if p["profiles_api"]:
+
+        def ask(guest: Any) -> tuple[int, dict[str, Any] | None]:
+            if tag_policy(guest.tags, p["tag_prefix"]).off or guest.vmid not in configs:
+                return guest.vmid, None
+            payload = {"cluster": p["live_cluster"], **guest.to_dict(), "config": configs[guest.vmid]}
+            answer, why = fetch_profiles(p["profiles_api"], payload, p["profiles_api_timeout"])
+            if why:
+                warnings.append(f"guest {guest.vmid} ({guest.name}): {why}")
+                return guest.vmid, None
+            extra = (answer or {}).get("profiles", {k: v for k, v in (answer or {}).items() if k != "backup"})
+            try:
+                if extra:
+                    parse_profiles(extra)
+            except PolicyError as exc:
+                warnings.append(f"guest {guest.vmid} ({guest.name}): profiles_api answer: {exc}: defaults apply")
+                return guest.vmid, None
+            return guest.vmid, answer
+
+        answers = dict(run_batch(guests, ask, p["workers"]))
+
+    found = discover(resources, configs, storage_cfg, options, answers)
+    warnings.extend(found["warnings"])
+    catalogue: dict[str, Any] = {**p["profile_catalogue"], **p["profiles"]}
+    for disk in found["disks"]:
+        for name, spec in disk["profiles"].items():
+            catalogue.setdefault(name, spec)
+    endpoints = group_by_endpoint(found["disks"])
+    groups: dict[tuple[str, str, str], dict[str, str]] = {}
+    for disk in found["disks"]:
+        groups.setdefault((disk["endpoint"], disk["pool"], disk["namespace"] or ""), {})[disk["image"]] = disk[
+            "backup_image"
+        ]
+    for warning in warnings:
+        module.warn(warning)
+    module.exit_json(
+        changed=False,
+        disks=found["disks"],
+        endpoints=endpoints,
+        groups=[
+            {"endpoint": e, "pool": pool, "namespace": ns or None, "image_map": image_map}
+            for (e, pool, ns), image_map in sorted(groups.items())
+        ],
+        guests=found["guests"],
+        skipped=found["skipped"],
+        profiles=catalogue,
+    )
+
+
+if __name__ == "__main__":
+    main()
