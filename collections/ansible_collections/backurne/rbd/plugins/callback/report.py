@@ -12,7 +12,10 @@ description:
   - Collects the per-image records the backup playbook builds (the C(backurne_records) fact, see
     P(backurne.rbd.image_records#filter)) and, at the end of the run, prints a table and a summary
     line, and optionally writes a JSON report and a Prometheus textfile-collector file.
-  - Makes no terminal assumptions (works under AWX); prints no secret (records hold names and counts only).
+  - Makes no terminal assumptions (works under AWX). Prints no secret - records are cut down to
+    their known fields (names, counts, times, errors), and every value of a secret-looking module
+    argument (password, token secret, key...) seen during the run is masked in them. Keyrings are
+    paths: their contents are never read.
 requirements:
   - Enabled in C(callbacks_enabled) (ansible.cfg) or C(ANSIBLE_CALLBACKS_ENABLED).
 options:
@@ -43,17 +46,54 @@ options:
     ini:
       - section: callback_backurne_report
         key: prometheus_path
+  syslog:
+    description:
+      - Also send one line per image to syslog (backurne 2.x's C(report_time)), at priority
+        C(info), or C(err) for a failed image.
+    type: bool
+    default: false
+    env:
+      - name: BACKURNE_REPORT_SYSLOG
+    ini:
+      - section: callback_backurne_report
+        key: syslog
+  syslog_ident:
+    description: The syslog identifier (program name) of those lines.
+    type: str
+    default: backurne
+    env:
+      - name: BACKURNE_REPORT_SYSLOG_IDENT
+    ini:
+      - section: callback_backurne_report
+        key: syslog_ident
+  syslog_facility:
+    description: The syslog facility, such as C(user), C(daemon) or C(local0).
+    type: str
+    default: user
+    env:
+      - name: BACKURNE_REPORT_SYSLOG_FACILITY
+    ini:
+      - section: callback_backurne_report
+        key: syslog_facility
 """
 
 import json
 import os
+import syslog
 import tempfile
 import time
 from typing import Any
 
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.backurne.rbd.plugins.module_utils.report import prometheus_lines, report_lines, run_summary
+from ansible_collections.backurne.rbd.plugins.module_utils.report import (
+    prometheus_lines,
+    report_lines,
+    run_summary,
+    sanitize_record,
+    secret_values,
+    syslog_line,
+)
 
 
 class CallbackModule(CallbackBase):
@@ -65,12 +105,24 @@ class CallbackModule(CallbackBase):
     def __init__(self) -> None:
         super().__init__()
         self._records: list[dict[str, Any]] | None = None  # None: not a backup run
+        self._secrets: set[str] = set()
         self._started = time.time()
 
     def v2_playbook_on_start(self, playbook: Any) -> None:
         self._started = time.time()
 
+    def _note_secrets(self, result: Any) -> None:
+        # Values of secret-looking arguments, as the task had them and as the module saw them
+        # (no_log ones are already censored there): masked wherever they would appear.
+        task = getattr(result, "task", None)
+        self._secrets |= secret_values(getattr(task, "args", None) or {})
+        self._secrets |= secret_values((result.result.get("invocation") or {}).get("module_args") or {})
+
+    def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
+        self._note_secrets(result)
+
     def v2_runner_on_ok(self, result: Any) -> None:
+        self._note_secrets(result)
         # The playbook accumulates the records in one fact: the latest value holds them all.
         facts = result.result.get("ansible_facts") or {}
         records = facts.get("backurne_records")
@@ -80,6 +132,7 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_stats(self, stats: Any) -> None:
         if self._records is None:
             return
+        self._records = [sanitize_record(record, self._secrets) for record in self._records]
         finished = time.time()
         summary = run_summary(self._records, self._started, finished)
         if self.get_option("show_table"):
@@ -91,6 +144,22 @@ class CallbackModule(CallbackBase):
             self._write(self.get_option("json_path"), json.dumps(document, indent=2, sort_keys=True) + "\n")
         if self.get_option("prometheus_path"):
             self._write(self.get_option("prometheus_path"), "\n".join(prometheus_lines(self._records, summary)) + "\n")
+        if self.get_option("syslog"):
+            self._syslog()
+
+    def _syslog(self) -> None:
+        name = str(self.get_option("syslog_facility") or "user").upper()
+        facility = getattr(syslog, f"LOG_{name}", None)
+        if not isinstance(facility, int):
+            self._display.warning(f"backurne report: unknown syslog facility {name.lower()!r}, using user")
+            facility = syslog.LOG_USER
+        syslog.openlog(str(self.get_option("syslog_ident") or "backurne"), syslog.LOG_PID, facility)
+        try:
+            for record in self._records or []:
+                priority = syslog.LOG_ERR if record["status"] == "failed" else syslog.LOG_INFO
+                syslog.syslog(priority, syslog_line(record))
+        finally:
+            syslog.closelog()
 
     def _write(self, path: str, text: str) -> None:
         # Atomic replace: a textfile collector must never read a half-written file.

@@ -5,8 +5,34 @@ from __future__ import annotations
 
 # Per-image reporting records, merged from the results of one cluster's backup tasks. The filter
 # plugin exposes them to playbooks; the CLI and a reporting callback can use the same records.
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+# The fields of a record (image_records, checksum_records): the callback keeps only these, so no
+# other value (a module argument such as a password or a token) can reach its outputs.
+RECORD_FIELDS = (
+    "cluster",
+    "image",
+    "backup_image",
+    "profiles",
+    "kind",
+    "status",
+    "snapshots",
+    "bytes_logical",
+    "bytes_wire",
+    "duration",
+    "verified",
+    "expired_live",
+    "expired_backup",
+    "error",
+    "note",
+)
+REDACTED = "********"
+_SECRET_KEY = re.compile(r"password|secret|token(?!_id)|passphrase|(^|_)key$", re.IGNORECASE)
+# Ansible's own placeholder for a no_log value.
+_NO_LOG_PLACEHOLDER = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+_MIN_SECRET_LENGTH = 4
 
 
 def _by_image(result: Mapping[str, Any] | None, key: str = "images") -> dict[str, Mapping[str, Any]]:
@@ -70,6 +96,54 @@ def image_records(
             }
         )
     return records
+
+
+def secret_values(args: Any) -> set[str]:
+    """Every string value under a secret-looking key (password, token secret, keyring...), at any depth."""
+    found: set[str] = set()
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, secret or bool(_SECRET_KEY.search(str(key))))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item, secret)
+        elif secret and isinstance(value, str) and len(value) >= _MIN_SECRET_LENGTH and value != _NO_LOG_PLACEHOLDER:
+            found.add(value)
+
+    walk(args, False)
+    return found
+
+
+def sanitize_record(record: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """The record's known fields only, with every occurrence of a secret value replaced."""
+    ordered = sorted(set(secrets), key=len, reverse=True)  # a longer secret may contain a shorter one
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in ordered:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, list):
+            return [scrub(item) for item in value]
+        return value
+
+    return {key: scrub(record.get(key)) for key in RECORD_FIELDS}
+
+
+def syslog_line(record: Mapping[str, Any]) -> str:
+    """One line per image for syslog (backurne 2.x's report_time): what happened, how big, how long."""
+    verified = {None: "-", True: "yes", False: "NO"}.get(record.get("verified"), "-")
+    line = (
+        f"cluster={record.get('cluster')} image={record.get('image')} status={record.get('status')} "
+        f"kind={record.get('kind')} profiles={','.join(record.get('profiles') or []) or '-'} "
+        f"bytes_logical={int(record.get('bytes_logical') or 0)} bytes_wire={int(record.get('bytes_wire') or 0)} "
+        f"duration={float(record.get('duration') or 0.0):.3f}s verified={verified}"
+    )
+    if record.get("error"):
+        line += f" error={' '.join(str(record['error']).split())}"
+    return line
 
 
 def checksum_records(cluster: str, checksum: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -81,31 +81,20 @@ options:
   expected:
     description:
       - The live images to check, with their backup image names, instead of listing O(source_pool)
-        and naming backups C(CLUSTER;IMAGE;None). For Proxmox guests, from the discovery.
-      - Items whose C(live_cluster) is set and differs from O(live_cluster) are ignored, so one list
-        can serve every cluster. O(include) and O(exclude) still apply to C(image).
+        and naming backups C(CLUSTER;IMAGE;None). For Proxmox guests: the C(disks) of
+        M(backurne.rbd.proxmox_discover) fit as they are.
+      - Keys used per item are C(image) and C(backup_image) (required), C(pool) and C(namespace)
+        (the live pool, default O(source_pool) and O(source_namespace)), C(live_cluster) and
+        C(endpoint); other keys are ignored.
+      - Items of another live cluster (C(live_cluster)) or, when O(endpoint) is set, of another
+        endpoint are not checked here, but still count as expected.
       - Backup images seen earlier for this cluster (history) and no longer expected are checked
         as faded out.
     type: list
     elements: dict
-    suboptions:
-      image:
-        description: Live RBD image name.
-        type: str
-        required: true
-      backup_image:
-        description: Its backup image name (C(IDENT;DISK;COMMENT)).
-        type: str
-        required: true
-      live_cluster:
-        description: Live cluster the image belongs to.
-        type: str
-      pool:
-        description: Live pool of the image (default O(source_pool)).
-        type: str
-      namespace:
-        description: Live namespace of the image (default O(source_namespace)).
-        type: str
+  endpoint:
+    description: With O(expected), check only the items whose C(endpoint) is this (the live node reached).
+    type: str
   history:
     description:
       - Keep the first time each live image was seen, and read the transfer results, in
@@ -216,14 +205,6 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyE
 from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 
-EXPECTED_SPEC: dict[str, Any] = {
-    "image": {"type": "str", "required": True},
-    "backup_image": {"type": "str", "required": True},
-    "live_cluster": {"type": "str"},
-    "pool": {"type": "str"},
-    "namespace": {"type": "str"},
-}
-
 
 def selected(image: str, include: list[str], exclude: list[str]) -> bool:
     if include and not any(fnmatch.fnmatchcase(image, pattern) for pattern in include):
@@ -258,7 +239,8 @@ def main() -> None:
             "expiry_grace": {"type": "str", "default": "1d"},
             "keep_min": {"type": "int", "default": 1},
             "extra_retention_time": {"type": "str", "default": "0"},
-            "expected": {"type": "list", "elements": "dict", "options": EXPECTED_SPEC},
+            "expected": {"type": "list", "elements": "dict"},
+            "endpoint": {"type": "str"},
             "history": {"type": "bool", "default": True},
             "state_dir": {"type": "path"},
         },
@@ -283,23 +265,29 @@ def main() -> None:
 
     # The expected images (Proxmox guests): live image -> (pool, namespace, backup image).
     expected: dict[str, tuple[str, str | None, str]] | None = None
+    elsewhere: set[str] = set()  # backup images expected on another cluster or endpoint
     if p["expected"] is not None:
         expected = {}
         for index, item in enumerate(p["expected"]):
-            if item["live_cluster"] not in (None, p["live_cluster"]):
+            image, name = item.get("image"), item.get("backup_image")
+            if not isinstance(image, str) or not isinstance(name, str) or parse_backup_image_name(name) is None:
+                module.fail_json(
+                    msg=f"check: expected[{index}]: needs an image and a backup_image IDENT;DISK;COMMENT, got {item!r}"
+                )
+            if item.get("live_cluster") not in (None, p["live_cluster"]) or (
+                p["endpoint"] is not None and item.get("endpoint") != p["endpoint"]
+            ):
+                elsewhere.add(name)
                 continue
-            if parse_backup_image_name(item["backup_image"]) is None:
-                module.fail_json(msg=f"check: expected[{index}]: {item['backup_image']!r} is not IDENT;DISK;COMMENT")
-            pool = item["pool"] or p["source_pool"]
-            namespace = item["namespace"] if item["pool"] else (item["namespace"] or p["source_namespace"])
+            pool = item.get("pool") or p["source_pool"]
+            namespace = item.get("namespace") if item.get("pool") else (item.get("namespace") or p["source_namespace"])
             try:
-                ImageSpec(pool, namespace, item["image"])
+                ImageSpec(pool, namespace, image)
             except ValueError as exc:
                 module.fail_json(msg=f"check: expected[{index}]: {exc}")
-            previous = expected.get(item["image"])
-            if previous is not None and previous != (pool, namespace, item["backup_image"]):
-                module.fail_json(msg=f"check: expected: image {item['image']!r} is listed twice, differently")
-            expected[item["image"]] = (pool, namespace, item["backup_image"])
+            if expected.get(image, (pool, namespace, name)) != (pool, namespace, name):
+                module.fail_json(msg=f"check: expected: image {image!r} is listed twice, differently")
+            expected[image] = (pool, namespace, name)
 
     def unknown(error: str) -> None:
         status, line = unknown_line(f"{p['live_cluster']}: {error}")
@@ -403,7 +391,7 @@ def main() -> None:
             and parsed.disk not in present
         }
     else:
-        still = {names[2] for names in expected.values()}
+        still = {names[2] for names in expected.values()} | elsewhere
         gone = {name: backup_listing[name] for name in known_backups if name not in still and name in backup_listing}
 
     try:

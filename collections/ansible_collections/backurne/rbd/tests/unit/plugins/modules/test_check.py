@@ -262,5 +262,21 @@ def test_expected_images_with_their_backup_names(run_module, clusters) -> None:
 def test_expected_bad_backup_name_fails_naming_it(run_module, clusters) -> None:
     result = run_module(check.main, args(expected=[{"image": "a", "backup_image": "nosemicolons"}]))
     assert result["failed"] is True
-    assert result["msg"] == "check: expected[0]: 'nosemicolons' is not IDENT;DISK;COMMENT"
+    assert result["msg"].startswith("check: expected[0]: needs an image and a backup_image IDENT;DISK;COMMENT, got ")
     assert clusters["listed"] == []
+
+
+def test_expected_discovery_disks_per_endpoint(run_module, clusters) -> None:
+    # proxmox_discover's disks as they are (extra keys), two endpoints: only ours is checked here,
+    # the other's backup image is still expected (not faded out).
+    clusters["live"] = {"vm-101-disk-0": [D2]}
+    clusters["backup"] = {"uuid1;scsi0;web1": [D2], "uuid2;scsi0;db1": []}
+    disks = [
+        {"endpoint": "ceph-a", "storage": "rbd1", "pool": "rbd", "namespace": None, "image": "vm-101-disk-0",
+         "disk": "scsi0", "backup_image": "uuid1;scsi0;web1", "guest": {"vmid": 101}},
+        {"endpoint": "ceph-b", "storage": "rbd2", "pool": "rbd", "namespace": None, "image": "vm-102-disk-0",
+         "disk": "scsi0", "backup_image": "uuid2;scsi0;db1", "guest": {"vmid": 102}},
+    ]  # fmt: skip
+    assert run_module(check.main, args(expected=disks))["checked"] == 2  # records both as seen
+    result = run_module(check.main, args(expected=disks, endpoint="ceph-a"))
+    assert (result["status"], result["checked"], result["findings"]) == (0, 1, [])
