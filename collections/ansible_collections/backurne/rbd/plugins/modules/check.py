@@ -74,14 +74,14 @@ options:
     default: 1
   extra_retention_time:
     description:
-      - The backup retention's C(extra_retention_time) (a duration such as C(7d), or seconds):
+      - The backup retention's C(extra_retention_time) (a duration such as C(7d), or seconds),
         how long a backup image whose source is gone is kept past its newest snapshot's expiry.
     type: str
     default: "0"
   expected:
     description:
       - The live images to check, with their backup image names, instead of listing O(source_pool)
-        and naming backups C(CLUSTER;IMAGE;None). For Proxmox guests: the C(disks) of
+        and naming backups C(CLUSTER;IMAGE;None). For Proxmox guests, the C(disks) of
         M(backurne.rbd.proxmox_discover) fit as they are.
       - Keys used per item are C(image) and C(backup_image) (required), C(pool) and C(namespace)
         (the live pool, default O(source_pool) and O(source_namespace)), C(live_cluster) and
