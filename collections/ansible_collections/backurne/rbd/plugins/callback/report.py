@@ -15,7 +15,7 @@ description:
   - Makes no terminal assumptions (works under AWX). Prints no secret - records are cut down to
     their known fields (names, counts, times, errors), and every value of a secret-looking module
     argument (password, token secret, key...) seen during the run is masked in them. Keyrings are
-    paths: their contents are never read.
+    paths, their contents are never read.
 requirements:
   - Enabled in C(callbacks_enabled) (ansible.cfg) or C(ANSIBLE_CALLBACKS_ENABLED).
 options:
