@@ -31,10 +31,10 @@ print_summary() {
 }
 
 run_unit() {
-  pytest -q -p no:cacheprovider "$COLLECTION/tests/unit"
+  pytest -q -p no:cacheprovider "$COLLECTION/tests/unit" tests/cli
 }
 run_ruff() {
-  ruff check "$COLLECTION" tests bench scripts && ruff format --check "$COLLECTION" tests bench scripts
+  ruff check "$COLLECTION" src tests bench scripts && ruff format --check "$COLLECTION" src tests bench scripts
 }
 run_sanity() {
   bash scripts/offline-get-pip.sh "$ROOT/.venv/bin/python"
