@@ -611,6 +611,7 @@ start_pve() {
 
 ensure_pve_images() { # every RBD image the fixture names, on the live cluster (idempotent)
     # done once per live cluster (fsid) and fixture content: the check costs ~0.5 s
+    mkdir -p "$PVE_DIR"
     local stamp
     stamp="$(sed -n 's/^fsid = //p' "$(cconf live)") $(sha256sum <"$PVE_FIXTURE" | cut -d' ' -f1)"
     [[ "$(cat "$PVE_DIR/images.ok" 2>/dev/null)" == "$stamp" ]] && return 0
@@ -621,10 +622,9 @@ ensure_pve_images() { # every RBD image the fixture names, on the live cluster (
     log "$(cat "$PVE_DIR/images.log")"
 }
 
-bring_up_pve() {
+bring_up_pve_server() { # needs no Ceph: runs while the clusters boot
     mkdir -p "$PVE_DIR"
     pve_credentials
-    ensure_pve_images
     if ! pve_running || [[ "$(cat "$PVE_DIR/server.stamp" 2>/dev/null)" != "$(pve_stamp)" ]]; then
         start_pve
         log "PVE API stand-in up on https://$LIVE_IP:$PVE_PORT (log: $PVE_DIR/server.log)"
@@ -720,7 +720,8 @@ cmd_up() {
         if ! [[ -f "$LAB_DIR/lab.json" ]] || ! grep -q '^export BACKURNE_LAB_PVE_HOST=' "$LAB_DIR/env.sh" 2>/dev/null; then
             write_outputs
         fi
-        bring_up_pve
+        bring_up_pve_server
+        ensure_pve_images
         log "lab already up ($LAB_DIR)"
         return 0
     fi
@@ -743,6 +744,10 @@ cmd_up() {
         rc=1
         printf '\n[lab] ERROR: sshd setup failed (logs: %s/sshd-*.log)\n' "$SSH_DIR" >&2
     fi
+    if ! (set -euo pipefail; bring_up_pve_server); then
+        rc=1
+        printf '\n[lab] ERROR: the PVE API stand-in failed (log: %s/server.log)\n' "$PVE_DIR" >&2
+    fi
     for i in "${!pids[@]}"; do
         c=${rebuild[$i]}
         if wait "${pids[$i]}"; then
@@ -759,7 +764,7 @@ cmd_up() {
     done
     ((rc == 0)) || die "lab up failed (logs under $LAB_DIR/<cluster>/log/)"
     write_outputs
-    bring_up_pve
+    ensure_pve_images
     log "lab up in $((SECONDS - start)) s: eval \"\$($0 env)\""
 }
 
