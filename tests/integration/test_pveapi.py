@@ -578,7 +578,15 @@ def test_pending_and_snapshot_config(cert_dir: Path) -> None:
         assert names[-1] == "current" and "s1" in names
         with pytest.raises(ResourceException) as exc:
             vm.snapshot.post(snapname="current")
-        assert exc.value.status_code == 400
+        assert (exc.value.status_code, exc.value.content) == (
+            500,
+            "unable to use snapshot name 'current' (reserved name)",
+        )
+        with pytest.raises(ResourceException) as exc:
+            vm.snapshot.post(snapname="9lives")
+        assert exc.value.status_code == 400 and "invalid configuration ID" in exc.value.errors["snapname"]
+        upid = vm.snapshot.post(snapname="s1")  # exists: the task fails, as PVE's worker does
+        assert px_token(s).nodes("pve1").tasks(upid).status.get()["exitstatus"] == "snapshot name 's1' already used"
 
 
 # --------------------------------------------------------------------------

@@ -268,7 +268,7 @@ def check_value(value: str, schema: dict[str, Any]) -> str | None:
             return "invalid format - format error\n" + "\n".join(problems)
     elif isinstance(fmt, str) and fmt in NAMED_FORMATS:
         regex, message = NAMED_FORMATS[fmt]
-        if not regex.match(value) or (fmt == "pve-configid" and value in ("current", "pending")):
+        if not regex.match(value):
             return "invalid format - " + message.format(v=value)
     return None
 
@@ -989,12 +989,14 @@ def agent_command(command: str) -> Handler:
                     raise die("No QEMU guest agent configured")
                 if g["status"] != "running":
                     raise die(f"VM {vmid} is not running")
-                if not agent.get("running", True):
-                    raise die("QEMU guest agent is not running")
                 delay = float(agent.get("delay", 0))
             if delay:
-                time.sleep(delay)  # a slow guest (freeze timeouts); outside the lock
+                # a slow guest (freeze timeouts), or PVE's guest-ping timeout before it
+                # decides the agent is not running; outside the lock
+                time.sleep(delay)
             with s.lock:
+                if not agent.get("running", True):
+                    raise die("QEMU guest agent is not running")
                 injected = agent.get("errors", {}).get(command)
                 if injected:
                     raise die(f"VM {vmid} qmp command 'guest-{command}' failed - {injected}")
@@ -1066,6 +1068,8 @@ def list_snapshots(s: State, p: dict[str, str], user: str) -> Any:
 def create_snapshot(s: State, p: dict[str, str], user: str) -> Any:
     g = s.guest(p["node"], "qemu", int(p["vmid"]))
     name = p["snapname"]
+    if name == "current" or name.lower() == "pending":  # API2/Qemu.pm snapshot
+        raise die(f"unable to use snapshot name '{name}' (reserved name)")
     if name in g["snapshots"]:
         return s.new_task(p["node"], "qmsnapshot", str(g["vmid"]), user, f"snapshot name '{name}' already used")
     conf = {k: v for k, v in g["config"].items() if k != "parent"}
@@ -1196,13 +1200,8 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         self.server.log(f'{self.client_address[0]} - {user} [{stamp}] "{self.command} {path}" {code} {length}')
 
     def _send(self, status: int, reason: str, body: bytes | None, extra: dict[str, str] | None = None) -> None:
-        reason = (
-            reason.splitlines()[0]
-            if reason
-            else http.HTTPStatus(status).phrase
-            if status in http.HTTPStatus._value2member_map_
-            else ""
-        )
+        # the first line only, as pve-http-server's response() does
+        reason = reason.splitlines()[0] if reason else ""
         reason = reason.encode("latin-1", "replace").decode("latin-1")
         self.send_response_only(status, reason)
         now = formatdate(usegmt=True)
