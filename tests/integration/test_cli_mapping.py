@@ -24,7 +24,12 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.mapping import CLONE_PREFIX, mounted_paths
+from ansible_collections.backurne.rbd.plugins.module_utils.mapping import (
+    CLONE_PREFIX,
+    Mapper,
+    MappingError,
+    mounted_paths,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, ImageSpec, RbdRunner, SshTarget
 from ansible_collections.backurne.rbd.plugins.module_utils.transfer import transfer_snapshot
 
@@ -335,3 +340,12 @@ def test_map_errors_name_image_and_snapshot(setup: Setup) -> None:
     unknown = cli(setup, "map", "nosuchdisk", "latest", ok=False)
     assert unknown.returncode == 1 and "no backup image matches 'nosuchdisk'" in unknown.stderr
     assert shutil.which("rbd-fuse"), "rbd-fuse is needed by these tests (scripts/install-deps.sh)"
+
+
+def test_a_failed_map_undoes_itself(lab: Any, setup: Setup) -> None:
+    """rbd-nbd cannot map on the lab kernel (no NBD): the clone made before must go again."""
+    backup = RbdRunner(CephAccess(ceph_client="backurne", ceph_conf=str(lab.backup_conf)))
+    mapper = Mapper(backup, POOL, setup.ns, str(setup.state_dir), timeout=60, method="nbd")
+    with pytest.raises(MappingError, match=r"snapshot '.*' of 'lab;web;None': rbd-nbd map failed"):
+        mapper.map(f"{CLUSTER};web;None", SNAP)
+    assert_nothing_left(lab, setup)
