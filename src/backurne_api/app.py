@@ -153,7 +153,8 @@ class ImageDetailOut(ImageOut):
 class FilesystemOut(BaseModel):
     name: str
     fstype: str | None
-    mountpoint: str
+    mountpoint: str | None
+    error: str | None = None
 
 
 class MappedOut(BaseModel):
@@ -225,7 +226,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "the path leads outside the snapshot",
         404: "unknown image, snapshot, job, or not mapped",
         409: "conflict",
-        502: "a Ceph command failed",
+        502: "a Ceph or system command failed",
     }
     out = dict(ERRORS)
     for code in codes:
@@ -369,8 +370,13 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # Starlette's "error parsing the body" (not JSON, not UTF-8): bad input like any other.
+            return _error(422, "invalid_input", f"request body: {exc.detail}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail))
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405 (RFC 9110)
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -388,9 +394,9 @@ def create_app(
         parts = files.split_relative(path)
         if not parts:
             return None, "", mapping
-        by_name = {fs.name: fs for fs in mapping.filesystems}
+        by_name = {fs.name: fs for fs in mapping.filesystems if fs.mountpoint}
         fs = by_name.get(parts[0])
-        if fs is None:
+        if fs is None or fs.mountpoint is None:
             known = ", ".join(sorted(by_name)) or "none"
             raise ApiError(
                 404,
@@ -498,6 +504,7 @@ def create_app(
             entries = [
                 files.Entry(name=fs.name, type="directory", size=0, mode="0555", mtime=0.0)
                 for fs in mapping.filesystems
+                if fs.mountpoint
             ]
             shown = "/"
         else:

@@ -45,7 +45,7 @@ class InvalidInput(BackendError):
 
 
 class CephFailure(BackendError):
-    """A Ceph/system command failed on a valid request (cluster down, disk full, ...)."""
+    """A Ceph or system command failed on a valid request (cluster down, mount refused, ...)."""
 
     status = 502
     code = "backend_failure"
@@ -56,8 +56,9 @@ class Filesystem:
     """One mounted filesystem of a mapped snapshot (a partition, or the whole disk)."""
 
     name: str  # how the API names it: the first component of a browse path
-    mountpoint: str
+    mountpoint: str | None  # None: not mounted (see error)
     fstype: str | None = None
+    error: str | None = None  # why it is not mounted (unknown type, no filesystem, ...)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,10 @@ class Mapped:
         return {
             "image": self.image,
             "snapshot": self.snapshot,
-            "filesystems": [{"name": f.name, "fstype": f.fstype, "mountpoint": f.mountpoint} for f in self.filesystems],
+            "filesystems": [
+                {"name": f.name, "fstype": f.fstype, "mountpoint": f.mountpoint, "error": f.error}
+                for f in self.filesystems
+            ],
             "details": dict(self.details),
         }
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils import catalog, restore
+from ansible_collections.backurne.rbd.plugins.module_utils import catalog, mapping, restore
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
 from backurne_api.backend import (
     CephFailure,
     Conflict,
+    Filesystem,
     InvalidInput,
     Mapped,
     NotFound,
@@ -170,14 +171,62 @@ class CoreBackend:
 
     # -- file-level access (mapping) ----------------------------------------------------------------
 
+    def _mapper(self) -> mapping.Mapper:
+        return mapping.Mapper(self._backup(), self.pool, self.namespace, self.config.state_dir)
+
+    @staticmethod
+    def _public(record: mapping.Mapping) -> Mapped:
+        details = {
+            "id": record.id,
+            "clone": record.clone,
+            "method": record.method,
+            "status": record.status,
+            "created": record.created,
+            "devices": list(record.loop_devices) or ([record.base_device] if record.base_device else []),
+        }
+        filesystems = tuple(
+            Filesystem(name=fs.name, mountpoint=fs.mountpoint, fstype=fs.fstype, error=fs.error)
+            for fs in record.filesystems
+        )
+        return Mapped(record.image, record.snapshot, filesystems, details)
+
     def map(self, image: str, snapshot: str) -> Mapped:
-        raise NotImplementedError
+        try:
+            record = self._mapper().map(image, snapshot)
+        except mapping.AlreadyMapped as exc:
+            raise Conflict(str(exc), image=image, snapshot=snapshot) from None
+        except mapping.MappingError as exc:
+            if "no such snapshot" in str(exc) or "not a backup image" in str(exc):
+                raise NotFound(str(exc), image=image, snapshot=snapshot) from None
+            raise CephFailure(str(exc), image=image, snapshot=snapshot) from None
+        except RbdError as exc:
+            raise _ceph_failure(exc, image, snapshot) from None
+        return self._public(record)
 
     def unmap(self, image: str, snapshot: str) -> None:
-        raise NotImplementedError
+        try:
+            undone = self._mapper().unmap(image, snapshot)
+        except (mapping.MappingError, RbdError) as exc:
+            raise CephFailure(str(exc), image=image, snapshot=snapshot) from None
+        if undone is None:
+            raise NotFound(f"snapshot {snapshot!r} of {image!r} is not mapped", image=image, snapshot=snapshot)
 
     def list_mapped(self) -> list[Mapped]:
-        raise NotImplementedError
+        try:
+            records = self._mapper().list_mapped()
+        except mapping.MappingError as exc:
+            raise CephFailure(str(exc)) from None
+        # The state directory may hold mappings of another pool (another configuration): only
+        # this pool's can be addressed by /mapped/{image}/{snapshot}.
+        ours = [r for r in records if r.pool == self.pool and (r.namespace or None) == (self.namespace or None)]
+        return [self._public(r) for r in ours]
 
     def mapped(self, image: str, snapshot: str) -> Mapped:
-        raise NotImplementedError
+        try:
+            record = self._mapper().get(image, snapshot)
+        except mapping.MappingError as exc:
+            raise CephFailure(str(exc), image=image, snapshot=snapshot) from None
+        if record is None or record.status != "mapped":
+            state = "is being mapped" if record is not None else "is not mapped"
+            raise NotFound(f"snapshot {snapshot!r} of {image!r} {state}", image=image, snapshot=snapshot)
+        return self._public(record)

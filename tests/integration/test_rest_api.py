@@ -6,15 +6,21 @@ a real directory tree with real symlinks. test_rest_api_lab.py does the same aga
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_api_helpers import (
     GOOD_TOKEN,
     HOSTNAME_CONTENT,
@@ -31,6 +37,7 @@ from rest_api_helpers import (
     token_store,
     write_tokens,
 )
+from starlette.routing import Route
 
 from backurne_api import files
 from backurne_api.app import create_app
@@ -40,9 +47,9 @@ from backurne_api.main import parse_listen
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
-from starlette.routing import Route
+# One tree for the property test (hypothesis calls it many times within one test).
+_PROPERTY_TREE = build_snapshot_tree(Path(tempfile.mkdtemp(prefix="backurne-api-paths-")))
+_PROPERTY_FILES = files.SnapshotFiles(str(_PROPERTY_TREE[0]), "property fs")
 
 
 @pytest.fixture
@@ -368,6 +375,40 @@ def test_snapshot_files_unit(tree: tuple[Path, Path]) -> None:
         files.SnapshotFiles(str(mnt.parent / "not-mounted"), "gone fs")
 
 
+_NAMES = ["etc", "hostname", "hostname-link", "data", "up-and-back", "escape-abs", "escape-rel", "escape-dir"]
+_NAMES += ["escape-root", "loop", "dangling", "fifo", "..", ".", "", "/", "secret.txt", "outside", "\x00", "tmp"]
+
+
+@given(
+    st.one_of(
+        st.lists(st.sampled_from(_NAMES), max_size=6).map("/".join),
+        st.text(max_size=40),
+    )
+)
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_path_leaves_the_snapshot(path: str) -> None:
+    """Whatever the path: a refusal (FileAccessError), or a file/directory inside the tree."""
+    snap = _PROPERTY_FILES
+    root = os.path.realpath(_PROPERTY_TREE[0])
+    try:
+        fd, _size, _name = snap.open_file(path)
+    except files.FileAccessError:
+        pass
+    else:
+        try:
+            assert os.path.commonpath([root, os.readlink(f"/proc/self/fd/{fd}")]) == root
+            assert b"".join(files.iter_fd(fd)) != SECRET_CONTENT
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    try:
+        shown, entries = snap.list_dir(path)
+    except files.FileAccessError:
+        return
+    assert os.path.realpath(os.path.join(root, shown.lstrip("/"))).startswith(root)
+    assert "secret.txt" not in {e.name for e in entries}
+
+
 # -- restores and jobs ------------------------------------------------------------------------------
 
 
@@ -449,3 +490,5 @@ def test_unknown_job_and_invalid_json(client: TestClient) -> None:
     assert response.status_code == 404 and "nope" in response.json()["message"]
     broken = client.post("/restores", headers={**auth(), "Content-Type": "application/json"}, content=b"{not json")
     assert broken.status_code == 422 and broken.json()["error"] == "invalid_input"
+    not_utf8 = client.post("/restores", headers={**auth(), "Content-Type": "application/json"}, content=b"]x\xff")
+    assert not_utf8.status_code == 422 and not_utf8.json()["error"] == "invalid_input"
