@@ -205,8 +205,14 @@ def cmd_map(args: argparse.Namespace, config: Config, out: Output) -> int:
     try:
         mapping = mapper.map(disk.image, snapshot)
     except AlreadyMapped as exc:
-        print(f"backurne: {exc}", file=sys.stderr)
         mapping = exc.mapping
+        if mapping.status != "mapped":
+            # Left half-made by an interrupted map (a running one holds the lock until done).
+            raise CliError(
+                f"{exc}, but not completely (status {mapping.status!r}): if no other backurne is "
+                f"mapping it, run: backurne unmap '{mapping.image}' '{mapping.snapshot}'"
+            ) from None
+        print(f"backurne: {exc}", file=sys.stderr)
     out.emit(_mapping_dict(mapping), lambda: _mapping_text(mapping))
     if not mapping.mounted:
         print(f"backurne: warning: no filesystem of {mapping.label} could be mounted", file=sys.stderr)

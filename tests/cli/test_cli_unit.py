@@ -299,3 +299,34 @@ class TestMatchMapped:
 def test_table_and_sizes() -> None:
     assert cli.table(("a", "long header"), [("xxxx", None), (1, "y")]) == "a     long header\nxxxx\n1     y"
     assert [cli.human_size(n) for n in (None, 0, 1023, 1024, 5 << 30)] == ["?", "0 B", "1023 B", "1.0 KiB", "5.0 GiB"]
+
+
+class TestMapAlreadyMapped:
+    @pytest.mark.parametrize(("status", "code"), [("mapped", 0), ("mapping", 1)])
+    def test_existing_mapping(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        status: str,
+        code: int,
+    ) -> None:
+        from ansible_collections.backurne.rbd.plugins.module_utils.mapping import AlreadyMapped
+
+        existing = mapping("prod;web1;None", S2)
+        existing.status = status
+
+        class FakeMapper:
+            def map(self, image: str, snapshot: str) -> Mapping:
+                raise AlreadyMapped(existing)
+
+        monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
+        monkeypatch.setattr(cli, "_resolve", lambda config, image, snap, timeout: (DISKS[0], S2))
+        monkeypatch.setattr(cli, "_mapper", lambda config, timeout: FakeMapper())
+        result, out, err = run(capsys, "--config", write(tmp_path, "{}"), "map", "web1", "latest")
+        assert result == code
+        assert "already mapped" in err
+        if code == 0:
+            assert "/r/mnt/disk" in out
+        else:
+            assert out == "" and "backurne unmap 'prod;web1;None'" in err
