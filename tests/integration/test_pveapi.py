@@ -557,6 +557,18 @@ def test_config_put_changes_what_get_returns(srv: Any) -> None:
     assert vm.config.get()["name"] == "web1-renamed"
 
 
+def test_standalone_node(cert_dir: Path) -> None:
+    """Without "cluster" in the fixture: a node outside a cluster, as PVE answers it."""
+    fixture = {k: v for k, v in FIXTURE.items() if k != "cluster"}
+    with pveapi.start_server(fixture, cert_dir=cert_dir) as s:
+        assert "clustername" not in login(s)
+        status = px_token(s).cluster.status.get()
+        validate_returns("/cluster/status", "GET", status)
+        assert {i["type"] for i in status} == {"node"}
+    with pveapi.start_server(cert_dir=cert_dir) as s:
+        assert [i["name"] for i in px_token(s).cluster.status.get() if i["type"] == "cluster"] == ["lab-pve"]
+
+
 def test_pending_and_snapshot_config(cert_dir: Path) -> None:
     fixture = json.loads(json.dumps(FIXTURE))
     g = next(g for g in fixture["guests"] if g["vmid"] == 100)
