@@ -15,8 +15,11 @@ import functools
 import importlib.util
 import json
 import os
+import socket
 import stat
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -494,8 +497,6 @@ def test_agent_fixture_knobs(cert_dir: Path) -> None:
     g100["agent"] = {"delay": 0.3, "errors": {"fsfreeze-thaw": "guest-fsfreeze-thaw timed out"}}
     with pveapi.start_server(fixture, cert_dir=cert_dir) as s:
         px = px_token(s)
-        import time
-
         t0 = time.monotonic()
         assert px.nodes("pve1").qemu(100).agent("fsfreeze-freeze").post() == {"result": 2}
         assert time.monotonic() - t0 >= 0.3
@@ -537,7 +538,7 @@ def test_config_put_changes_what_get_returns(srv: Any) -> None:
     assert exc.value.status_code == 400 and "name" in exc.value.errors
     with pytest.raises(ResourceException) as exc:
         vm.config.put(scsi0="ceph-vm:vm-100-disk-0,bogus=1")
-    assert "bogus: property is not defined in schema" in exc.value.errors["scsi0"]
+    assert "scsi0.bogus: property is not defined in schema" in exc.value.errors["scsi0"]
     with pytest.raises(ResourceException) as exc:
         vm.config.put(agent="enabled=maybe")
     assert "type check ('boolean') failed" in exc.value.errors["agent"]
@@ -614,6 +615,55 @@ def test_fixture_images_cover_every_shape() -> None:
     # never a non-RBD volume, a bind mount or an empty cdrom
     assert not [k for k in images if k.split(":")[0] not in ("ceph-vm", "ceph-ct", "ceph-ext")]
     assert all(i["size"] <= 64 * 1024 * 1024 for i in images.values())
+
+
+def test_cli_daemon(tmp_path: Path) -> None:
+    """The command line the lab uses: pid file once listening, generated credentials, clean stop."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pid_file, log_file = tmp_path / "server.pid", tmp_path / "server.log"
+    argv = [
+        "/usr/bin/python3",
+        str(PVEAPI / "server.py"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--cert-dir",
+        str(tmp_path / "tls"),
+        "--record",
+        str(tmp_path / "record.jsonl"),
+        "--pid-file",
+        str(pid_file),
+    ]
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists():
+            assert proc.poll() is None, log_file.read_text()
+            assert time.monotonic() < deadline, "no pid file after 30 s"
+            time.sleep(0.05)
+        assert pid_file.read_text().strip() == str(proc.pid)
+        creds_path = tmp_path / "tls" / "credentials.json"  # generated beside the certificates
+        assert stat.S_IMODE(creds_path.stat().st_mode) == 0o600
+        creds = json.loads(creds_path.read_text())
+        px = ProxmoxAPI(
+            "127.0.0.1",
+            port=port,
+            user=creds["user"],
+            password=creds["password"],
+            verify_ssl=str(tmp_path / "tls" / "pve-root-ca.pem"),
+            timeout=10,
+        )
+        assert px.nodes("pve1").qemu(100).agent("fsfreeze-freeze").post() == {"result": 2}
+        assert json.loads((tmp_path / "record.jsonl").read_text())["command"] == "fsfreeze-freeze"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    assert not pid_file.exists()
+    log = log_file.read_text()
+    assert "listening on https://127.0.0.1" in log and "stopped" in log
+    assert creds["password"] not in log and creds["token_secret"] not in log
 
 
 def test_lab_instance_and_images(lab: Any) -> None:

@@ -194,6 +194,9 @@ NAMED_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
 }
 
 
+NOT_IN_SCHEMA = "property is not defined in schema and the schema does not allow additional properties"
+
+
 def index_max(key: str, schema: dict[str, Any]) -> int:
     m = re.search(r"n is 0 to (\d+)", schema.get("description", ""))
     if m:
@@ -214,7 +217,7 @@ def expand_indexed(props: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_value(value: str, schema: dict[str, Any]) -> str | None:
+def check_value(value: str, schema: dict[str, Any], path: str = "") -> str | None:
     """Check one string parameter like PVE's check_type/check_format; message or None."""
     typ = schema.get("type", "string")
     if typ == "boolean":
@@ -246,16 +249,15 @@ def check_value(value: str, schema: dict[str, Any]) -> str | None:
         except ValueError as e:
             return f"invalid format - {e}"
         problems = []
+        where = f"{path}." if path else ""  # PVE names a sub-key as PARAM.KEY
         for key, sub in parts.items():
             sub_schema = fmt.get(key)
             if not isinstance(sub_schema, dict):
-                problems.append(
-                    f"{key}: property is not defined in schema and the schema does not allow additional properties"
-                )
+                problems.append(f"{where}{key}: {NOT_IN_SCHEMA}")
                 continue
             msg = check_value(sub, sub_schema)
             if msg:
-                problems.append(f"{key}: {msg}")
+                problems.append(f"{where}{key}: {msg}")
         for key, sub_schema in fmt.items():
             if (
                 isinstance(sub_schema, dict)
@@ -264,7 +266,7 @@ def check_value(value: str, schema: dict[str, Any]) -> str | None:
                 and "default" not in sub_schema
                 and key not in parts
             ):
-                problems.append(f"{key}: property is missing and it is not optional")
+                problems.append(f"{where}{key}: property is missing and it is not optional")
         if problems:
             return "invalid format - format error\n" + "\n".join(problems)
     elif isinstance(fmt, str) and fmt in NAMED_FORMATS:
@@ -282,9 +284,9 @@ def verify_parameters(params: dict[str, str], schema: dict[str, Any]) -> None:
         prop = props.get(key)
         if prop is None:
             if not schema.get("additionalProperties"):
-                errors[key] = "property is not defined in schema and the schema does not allow additional properties"
+                errors[key] = NOT_IN_SCHEMA
             continue
-        msg = check_value(value, prop)
+        msg = check_value(value, prop, key)
         if msg:
             errors[key] = msg
     for key, prop in schema.get("properties", {}).items():
