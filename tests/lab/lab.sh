@@ -48,7 +48,8 @@ SSH_KEYS_CHANGED=0
 
 PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-nbd rbd-fuse python3-rbd
           python3-rados xxhash openssh-server openssh-client zstd e2fsprogs
-          fuse2fs e2tools procps python3-venv iproute2)
+          fuse2fs e2tools procps python3-venv iproute2
+          openssl)  # openssl: the PVE stand-in's certificates
 
 log() { printf '[lab %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf '[lab] ERROR: %s\n' "$*" >&2; exit 1; }
