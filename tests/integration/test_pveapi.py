@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -526,6 +527,8 @@ def test_config_put_changes_what_get_returns(srv: Any) -> None:
     assert px.nodes("pve1").tasks(upid).status.get()["exitstatus"] == "OK"
     assert "tags" not in vm.config.get()
     # LXC: mp1 now with backup=1
+    vm.config.put(net1="virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=20")  # model=MAC shorthand (keyAlias)
+    assert vm.config.get()["net1"] == "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=20"
     ct = px.nodes("pve2").lxc(104)
     ct.config.put(mp1="ceph-ct:vm-104-disk-2,mp=/srv/cache,backup=1,size=32M")
     assert "backup=1" in ct.config.get()["mp1"]
@@ -556,6 +559,18 @@ def test_config_put_changes_what_get_returns(srv: Any) -> None:
     px.nodes("pve1").qemu(101).config.put(tags="x", skiplock=1)
     assert px.nodes("pve1").qemu(101).config.get()["tags"] == "x"
     assert vm.config.get()["name"] == "web1-renamed"
+
+
+def test_fixture_typos_fail_loudly(cert_dir: Path) -> None:
+    for key, value, message in (
+        ("scsi0x", "ceph-vm:vm-100-disk-0", "qemu config has no option 'scsi0x'"),
+        ("scsi0", "ceph-vm:vm-100-disk-0,sise=3G", "scsi0.sise: property is not defined"),
+        ("onboot", "perhaps", "type check ('boolean') failed"),
+    ):
+        fixture = json.loads(json.dumps(FIXTURE))
+        fixture["guests"][0]["config"][key] = value
+        with pytest.raises(ValueError, match=re.escape(message)):
+            pveapi.start_server(fixture, cert_dir=cert_dir)
 
 
 def test_standalone_node(cert_dir: Path) -> None:

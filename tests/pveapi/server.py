@@ -132,8 +132,13 @@ def parse_property_string(
         m = re.match(r"^([^=]+)=(.+)$", part, re.S)
         if m:
             key, value = m.group(1), m.group(2)
-            if fmt is not None and isinstance(fmt.get(key), dict) and fmt[key].get("alias"):
-                key = fmt[key]["alias"]
+            schema = fmt.get(key) if fmt is not None else None
+            if isinstance(schema, dict) and schema.get("alias"):
+                if schema.get("keyAlias"):  # net0: virtio=MAC -> model=virtio, macaddr=MAC
+                    if schema["keyAlias"] in res:
+                        raise ValueError(f"duplicate key in comma-separated list property: {schema['keyAlias']}")
+                    res[schema["keyAlias"]] = key
+                key = schema["alias"]
             if key in res:
                 raise ValueError(f"duplicate key in comma-separated list property: {key}")
             res[key] = value
@@ -197,6 +202,11 @@ NAMED_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
 NOT_IN_SCHEMA = "property is not defined in schema and the schema does not allow additional properties"
 
 
+def perl_regex(pattern: str) -> str:
+    """Perl's stringified `(?^:...)` groups (as apidata.js has them) -> Python `(?:...)`."""
+    return pattern.replace("(?^i:", "(?i:").replace("(?^:", "(?:")
+
+
 def index_max(key: str, schema: dict[str, Any]) -> int:
     m = re.search(r"n is 0 to (\d+)", schema.get("description", ""))
     if m:
@@ -240,7 +250,7 @@ def check_value(value: str, schema: dict[str, Any], path: str = "") -> str | Non
             return f"value may only be {schema['maxLength']} characters long"
         if "minLength" in schema and len(value) < int(schema["minLength"]):
             return f"value must be at least {schema['minLength']} characters long"
-        if "pattern" in schema and not re.fullmatch(schema["pattern"], value):
+        if "pattern" in schema and not re.fullmatch(perl_regex(schema["pattern"]), value):
             return "value does not match the regex pattern"
     fmt = schema.get("format")
     if isinstance(fmt, dict):
@@ -319,7 +329,7 @@ def typed_config(config: dict[str, Any], returns_props: dict[str, Any]) -> dict[
             out[key] = int(value)
         else:
             # `number` too (cpulimit): PVE leaves it a string
-            out[key] = value if isinstance(value, str) else json.dumps(value) if isinstance(value, bool) else str(value)
+            out[key] = str(int(value)) if isinstance(value, bool) else str(value)
     return out
 
 
@@ -479,7 +489,10 @@ class State:
                 raise ValueError(f"fixture: guest {vmid}: unknown node {guest['node']!r}")
             guest["vmid"] = vmid
             guest.setdefault("status", "stopped")
+            self._check_config(f"guest {vmid}", guest["type"], guest.get("config", {}))
             guest["config"] = self.typed(guest["type"], guest.get("config", {}))
+            for name, snap in guest.get("snapshots", {}).items():
+                self._check_config(f"guest {vmid} snapshot {name}", guest["type"], snap.get("config", {}))
             guest["snapshots"] = {
                 name: dict(snap, config=self.typed(guest["type"], snap.get("config", {})))
                 for name, snap in guest.get("snapshots", {}).items()
@@ -488,6 +501,16 @@ class State:
             self.guests[vmid] = guest
 
     # -- helpers ----------------------------------------------------------
+    def _check_config(self, where: str, kind: str, config: dict[str, Any]) -> None:
+        """A fixture typo must fail loudly, not serve a config PVE could never hold."""
+        props = expand_indexed(self.config_props(kind))
+        for key, value in config.items():
+            if key not in props:
+                raise ValueError(f"fixture: {where}: {kind} config has no option {key!r}")
+            msg = check_value(str(int(value)) if isinstance(value, bool) else str(value), props[key], key)
+            if msg:
+                raise ValueError(f"fixture: {where}: {key}: {msg}")
+
     def config_props(self, kind: str) -> dict[str, Any]:
         return self.schema[f"/nodes/{{node}}/{kind}/{{vmid}}/config"]["info"]["GET"]["returns"]["properties"]
 
@@ -1588,6 +1611,7 @@ def start_server(
     by stop() when not given).  CERT_DIR may point at a shared directory to
     reuse one CA across instances.
     """
+    state = State(load_fixture(fixture), load_schema(), None)  # a bad fixture fails before any file exists
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="pveapi-")
@@ -1605,7 +1629,7 @@ def start_server(
     if not (isinstance(credentials, (str, Path)) and Path(credentials) == creds_path):
         creds.write(creds_path)
     record_path = Path(record) if record else work / "record.jsonl"
-    state = State(load_fixture(fixture), load_schema(), record_path)
+    state.record_path = record_path
     log_path = work / "server.log"
     log = open(log_path, "a")  # noqa: SIM115 - closed by stop()
     server = ApiServer((host, port), state, Auth(creds), tls_context(pem, key), log)
