@@ -8,9 +8,10 @@ sends may reach a file outside that filesystem:
 
 * the text is checked first: NUL, an absolute path and any ``..`` component are refused
   before the filesystem is touched (:class:`BadPath`);
-* the path is then resolved with ``realpath(strict=True)`` and must still lie under the
-  mount's own real path — a symlink inside the snapshot pointing at ``/etc/shadow`` of the
-  host, or ``../../..`` out of it, is refused (:class:`OutsideSnapshot`);
+* the path is then resolved with ``realpath`` and must still lie under the mount's own real
+  path — a symlink inside the snapshot pointing at ``/etc/shadow`` of the host, or
+  ``../../..`` out of it, is refused (:class:`OutsideSnapshot`), whether its target exists
+  on the host or not (the answer must not tell);
 * the resolved file is opened with ``O_PATH | O_NOFOLLOW`` (no side effect on a device or
   FIFO, no symlink followed at the last step) and its ``st_dev`` must be the mount's: even if
   a symlink changed between the check and the open, the descriptor handed out is on the
@@ -113,15 +114,23 @@ class SnapshotFiles:
         """The real host path for ``path``, checked to lie inside the mount."""
         parts = split_relative(path)
         candidate = os.path.join(self.root, *parts) if parts else self.root
+        # Containment first, on the lax resolution (symlinks followed as far as they exist):
+        # a symlink out of the snapshot is refused whether or not its target exists on the
+        # host, so answers say nothing about the host's files.
+        if not self._inside(os.path.realpath(candidate)):
+            raise OutsideSnapshot(f"{self._describe(parts)} leads outside {self.label} (through a symlink)")
         try:
             real = os.path.realpath(candidate, strict=True)
         except FileNotFoundError as exc:
             raise NotFound(f"{self._describe(parts)} does not exist in {self.label}") from exc
         except OSError as exc:  # ELOOP (symlink loop), ENOTDIR, EACCES
             raise NotFound(f"{self._describe(parts)} cannot be resolved in {self.label}: {exc.strerror}") from exc
-        if real != self.root and os.path.commonpath([self.root, real]) != self.root:
+        if not self._inside(real):
             raise OutsideSnapshot(f"{self._describe(parts)} leads outside {self.label} (through a symlink)")
         return real, parts
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root or os.path.commonpath([self.root, real]) == self.root
 
     def _open_path(self, real: str, parts: list[str]) -> tuple[int, os.stat_result]:
         """O_PATH descriptor of an already resolved path, on the snapshot's filesystem."""

@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """``backurne-api``: serve the REST API with uvicorn, or manage tokens.
 
-    backurne-api [--config PATH] [--listen HOST:PORT]      serve (one process: jobs live in it)
+    backurne-api [--config PATH] [--listen HOST:PORT] [--tls-cert PEM --tls-key PEM]
+                                                             serve (one process: jobs live in it)
     backurne-api --generate-token LABEL                      print a new token and its tokens-file line
     echo -n TOKEN | backurne-api --hash-token [--label L]    the tokens-file line of an existing token
 
@@ -42,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="configuration file (default: $BACKURNE_CONFIG or /etc/backurne/backurne.yml)")
     parser.add_argument("--listen", help="HOST:PORT to listen on (default: api.listen of the configuration)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument(
         "--generate-token", metavar="LABEL", help="print a new random token and the line to add to the tokens file"
@@ -57,7 +60,10 @@ def _line(token: str, label: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     if args.generate_token is not None:
         token = generate_token()
         print(f"token (give it to the client; it is not stored anywhere): {token}")
@@ -88,7 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     if config.api.anonymous:
         logging.getLogger("backurne_api").warning("api.anonymous is true: requests without a token are served")
     # One process: restore jobs and the in-progress guards live in it (no --workers).
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, server_header=False, proxy_headers=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        server_header=False,
+        proxy_headers=False,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+    )
     return 0
 
 

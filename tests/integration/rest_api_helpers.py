@@ -73,6 +73,7 @@ def build_snapshot_tree(base: Path) -> tuple[Path, Path]:
     (mnt / "escape-rel").symlink_to("../../outside/secret.txt")
     (mnt / "escape-dir").symlink_to("../../outside")
     (mnt / "escape-root").symlink_to("/")
+    (mnt / "escape-nowhere").symlink_to("../../outside/no-such-file")
     (mnt / "loop").symlink_to("loop")
     (mnt / "dangling").symlink_to("nothing-here")
     (mnt / "file with spaces ü.txt").write_bytes(b"spaces\n")

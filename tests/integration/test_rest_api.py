@@ -310,6 +310,8 @@ def test_download(client: TestClient, mapped: str) -> None:
         ("p1/escape-rel", 403),
         ("p1/escape-dir/secret.txt", 403),
         ("p1/escape-root/etc/passwd", 403),
+        ("p1/escape-nowhere", 403),  # refused like the others: the answer says nothing of the host
+        ("p1/escape-root/no/such/host/path", 403),
         ("p1/loop", 404),
         ("p1/dangling", 404),
         ("p1/etc/nothing", 404),
@@ -376,7 +378,21 @@ def test_snapshot_files_unit(tree: tuple[Path, Path]) -> None:
 
 
 _NAMES = ["etc", "hostname", "hostname-link", "data", "up-and-back", "escape-abs", "escape-rel", "escape-dir"]
-_NAMES += ["escape-root", "loop", "dangling", "fifo", "..", ".", "", "/", "secret.txt", "outside", "\x00", "tmp"]
+_NAMES += [
+    "escape-root",
+    "escape-nowhere",
+    "loop",
+    "dangling",
+    "fifo",
+    "..",
+    ".",
+    "",
+    "/",
+    "secret.txt",
+    "outside",
+    "\x00",
+    "tmp",
+]
 
 
 @given(
