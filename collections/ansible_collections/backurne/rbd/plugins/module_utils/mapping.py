@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner, stderr_cause
@@ -232,8 +232,9 @@ class Mapping:
         return f"snapshot {self.snapshot!r} of {self.image!r}"
 
 
-CommandResult = tuple[int | None, str, str]
-CommandRunner = Callable[[Sequence[str], float], CommandResult]
+# (exit status or None on timeout, stdout, stderr); strings, so that no `X | None` is evaluated.
+CommandResult: TypeAlias = "tuple[int | None, str, str]"
+CommandRunner: TypeAlias = Callable[[Sequence[str], float], CommandResult]
 
 
 def run_command(argv: Sequence[str], timeout: float) -> CommandResult:
