@@ -321,9 +321,22 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
         out.emit(document, plan_text)
         return EXIT_OK
     compression = Compression(enabled=not args.no_compression, level=args.compression_level)
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        # Called from a relay thread with the bytes read so far; a terminal gets one live line.
+        def progress(done: int) -> None:
+            print(f"\rrestoring {disk.disk}: {human_size(done)} read", end="", file=sys.stderr, flush=True)
+
     result = restore_snapshot(
-        *common, **target, compression=compression, timeout=args.restore_timeout, verify=not args.no_verify
+        *common,
+        **target,
+        compression=compression,
+        timeout=args.restore_timeout,
+        verify=not args.no_verify,
+        progress=progress,
     )
+    if progress is not None:
+        print(file=sys.stderr)
     document = result.to_dict()
 
     def result_text() -> str:
