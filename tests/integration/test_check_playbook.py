@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -11,9 +12,11 @@ import yaml
 from playbook_helpers import (
     ANSIBLE_PLAYBOOK,
     REPO,
+    T_TRANSFER,
     assert_ok,
     backup_image,
     cluster_name,
+    images,
     iso,
     make_inventory,
     run_backup,
@@ -124,3 +127,51 @@ def test_unreachable_live_node_is_unknown(lab, ns, tmp_path: Path) -> None:
     rc, stdout = run_script(inv, tmp_path)
     assert rc == 3, stdout
     assert stdout.startswith("BACKURNE UNKNOWN - "), stdout
+
+
+def test_failed_transfer_is_reported_between_runs(lab, ns, tmp_path: Path) -> None:
+    lab.write_image("live", spec(ns, "web"), 4, seed=80, admin=True)
+    inv = make_inventory(lab, ns, profiles=PROFILES)
+    name = cluster_name(inv)
+    assert_ok(run_backup(inv, tmp_path))
+    assert run_script(inv, tmp_path) == (0, "BACKURNE OK - 1 image checked\n")
+
+    # The backup node cannot reach the live node: the forced snapshot is taken, its transfer fails.
+    broken = copy.deepcopy(inv)
+    broken["all"]["children"]["backup_nodes"]["hosts"]["lab-backup"]["backurne_backup"]["ssh"]["port"] = 1
+    run = run_backup(broken, tmp_path, extra_vars={"backurne_force": True})
+    assert run.rc != 0 and run.image(T_TRANSFER, "web")["status"] == "failed", run.describe()
+
+    # The backups are still recent: only the history tells.
+    rc, stdout = run_script(inv, tmp_path)
+    assert rc == 2, stdout
+    assert stdout.startswith(f"BACKURNE CRITICAL - 1 critical, 0 warning of 1 image: {name}/web last transfer failed ")
+    assert "ssh" in stdout
+
+    # The next run sends the pending snapshot: healthy again.
+    assert_ok(run_backup(inv, tmp_path))
+    assert run_script(inv, tmp_path) == (0, "BACKURNE OK - 1 image checked\n")
+
+
+def test_faded_out_backup_kept_past_its_time(lab, ns, tmp_path: Path) -> None:
+    # "gone" was backed up 10 days ago (daily x 7: expired 3 days ago), then removed on live.
+    lab.write_image("live", spec(ns, "gone"), 4, seed=81, admin=True)
+    inv = make_inventory(lab, ns, profiles=PROFILES)
+    name = cluster_name(inv)
+    ten_days_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=10)
+    assert_ok(run_backup(inv, tmp_path, now=ten_days_ago))
+    lab.rbd("live", "snap", "purge", "--no-progress", spec(ns, "gone"), admin=True)
+    lab.rbd("live", "rm", "--no-progress", spec(ns, "gone"), admin=True)
+    # A healthy image, backed up now, without the cleanup that would remove "gone".
+    lab.write_image("live", spec(ns, "web"), 4, seed=82, admin=True)
+    assert_ok(run_backup(inv, tmp_path, extra_vars={"backurne_skip_cleanup": True}))
+    assert backup_image(name, "gone") in images(lab, "backup", ns)
+
+    rc, output, status, line = run_check(inv, tmp_path)
+    assert (rc != 0, status) == (True, 2), output
+    assert line.startswith(
+        f"BACKURNE CRITICAL - 1 critical, 0 warning of 1 image: {name}/{name};gone;None source image gone, kept 3d past"
+    ), line
+    # Within extra_retention_time it is fine.
+    rc, output, status, line = run_check(inv, tmp_path, "-e", "backurne_extra_retention_time=7d")
+    assert (rc, status, line) == (0, 0, "BACKURNE OK - 1 image checked"), output
