@@ -50,6 +50,9 @@ class Lock:
     header_object: str
     # Set when a stale lock had to be broken first: say so in the report.
     broke_stale: str | None = None
+    # The image's size when the lock was taken (from the same `rbd info` that found the header
+    # object): lets a caller tell an untouched placeholder without another rbd call.
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,13 @@ def stale_reason(lock_id: str, ttl: timedelta, now: datetime) -> str | None:
     return None
 
 
-def _header_object(runner: RbdRunner, spec: ImageSpec) -> str:
-    image_id = runner.image_info(spec).get("id")
+def _header_object(runner: RbdRunner, spec: ImageSpec) -> tuple[str, int | None]:
+    info = runner.image_info(spec)
+    image_id = info.get("id")
     if not image_id:
         raise RbdError([], 0, "", runner.label, action="lock", subject=str(spec), cause="image has no id (format 1?)")
-    return f"rbd_header.{image_id}"
+    size = info.get("size")
+    return f"rbd_header.{image_id}", int(size) if isinstance(size, int) else None
 
 
 def _object_args(spec: ImageSpec) -> list[str]:
@@ -169,7 +174,12 @@ def try_acquire(
     """
     now = datetime.now(UTC) if now is None else now
     spec = ImageSpec(pool, namespace, image)
-    header = _header_object(runner, spec)
+    header, size = _header_object(runner, spec)
+    lock_id = make_lock_id(now)
+    # Take first, look second: the lock is free in nearly every case, and the holders are read
+    # only when it is not (one rados call per image saved, see docs/performance.md).
+    if _get(runner, spec, header, lock_id):
+        return _confirm(runner, spec, header, lock_id, None, size)
     broken: list[str] = []
     for holder in holders(runner, spec, header):
         reason = stale_reason(holder.lock_id, ttl, now)
@@ -181,7 +191,16 @@ def try_acquire(
             if not exc.is_not_found:  # someone else broke or released it meanwhile: fine
                 raise
         broken.append(f"broke stale lock {holder.lock_id} of {holder.locker}: {reason}")
-    lock_id = make_lock_id(now)
+    if not _get(runner, spec, header, lock_id):
+        # Lost a race with another node between our look and our take.
+        current = holders(runner, spec, header)
+        holder = current[0] if current else Holder("unknown", "")
+        return LockBusy(pool, namespace, image, holder.lock_id, holder.locker)
+    return _confirm(runner, spec, header, lock_id, "; ".join(broken) or None, size)
+
+
+def _get(runner: RbdRunner, spec: ImageSpec, header: str, lock_id: str) -> bool:
+    """Take the exclusive lock; False when somebody holds it."""
     try:
         runner.run_rados(
             [
@@ -195,16 +214,21 @@ def try_acquire(
             ]
         )
     except RbdError as exc:
-        if not (exc.is_busy or exc.is_exists):
-            raise
-        # Lost a race with another node between our look and our take.
-        current = holders(runner, spec, header)
-        holder = current[0] if current else Holder("unknown", "")
-        return LockBusy(pool, namespace, image, holder.lock_id, holder.locker)
+        if exc.is_busy or exc.is_exists:
+            return False
+        raise
+    return True
+
+
+def _confirm(
+    runner: RbdRunner, spec: ImageSpec, header: str, lock_id: str, broke_stale: str | None, size: int | None
+) -> Lock:
+    # Our locker name (the rados CLI's client id) is needed to release the lock from another
+    # client later; `lock get` does not print it.
     mine = [holder for holder in holders(runner, spec, header) if holder.lock_id == lock_id]
     if not mine:
         raise RbdError([], 0, "", runner.label, action="lock", subject=str(spec), cause="lock taken but not listed")
-    return Lock(pool, namespace, image, lock_id, mine[0].locker, header, "; ".join(broken) or None)
+    return Lock(spec.pool, spec.namespace, spec.image, lock_id, mine[0].locker, header, broke_stale, size)
 
 
 def release(runner: RbdRunner, lock: Lock) -> None:

@@ -415,6 +415,7 @@ def transfer_snapshot(
     timeout: float | None = None,
     progress: Callable[[int], None] | None = None,
     lock_ttl: timedelta | None = None,
+    fresh_destination: bool = False,
 ) -> TransferResult:
     """Stream SRC@snapshot (the diff from `base`, or everything when base is None) into DEST.
 
@@ -423,6 +424,8 @@ def transfer_snapshot(
     bounds the streaming (None: no limit; ssh keep-alives catch a dead peer). `progress` gets
     the cumulative logical (decompressed) byte count. With `lock_ttl`, the destination's
     backup lock is held during the transfer (see lock.py); otherwise the caller holds it.
+    `fresh_destination`: the caller has just created DEST as an empty placeholder (a full into
+    it needs no creating or emptying, and a failed one removes it again) — two rbd calls saved.
     """
     compression = compression or Compression()
     result = TransferResult(
@@ -441,7 +444,8 @@ def transfer_snapshot(
             dest = ImageSpec(dst_pool, dst_namespace, dst_image)
             if backup.is_remote:
                 raise ValueError("the import side runs on this node: the backup runner must be local")
-            created = _prepare_destination(backup, dest, base is None)
+            full = base is None
+            created = full if fresh_destination else _prepare_destination(backup, dest, full)
             if lock_ttl is not None:
                 outcome = try_acquire(backup, dst_pool, dst_namespace, dst_image, lock_ttl)
                 if isinstance(outcome, LockBusy):

@@ -79,6 +79,24 @@ options:
         source exists, so failing backups cannot erase an image's history.
     type: int
     default: 1
+  snapshots:
+    description:
+      - Snapshot names per image of this side, as the run already knows them (the snapshot
+        module's RV(backurne.rbd.snapshot#module:live_snapshots) for O(side=live), the backup
+        listing merged with the transfer module's RV(backurne.rbd.transfer#module:backup_snapshots)
+        for O(side=backup)). When given, the pool is not listed again (C(rbd ls -l) opens every
+        image). A snapshot already gone when it is deleted counts as deleted.
+    type: dict
+  shard_index:
+    description:
+      - With O(shard_count) > 1, expire only the images of this shard (keyed by backup image
+        name, as the transfer module's O(backurne.rbd.transfer#module:shard_index)).
+    type: int
+    default: 0
+  shard_count:
+    description: Number of backup nodes splitting the images (1 = all images).
+    type: int
+    default: 1
   workers:
     description: Images handled at once.
     type: int
@@ -158,6 +176,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy import (
     parse_profiles,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.shard import in_shard
 
 
 def main() -> None:
@@ -174,6 +193,9 @@ def main() -> None:
             "assume_present_other": {"type": "dict", "default": {}},
             "extra_retention_time": {"type": "str", "default": "0"},
             "keep_min": {"type": "int", "default": 1},
+            "snapshots": {"type": "dict"},
+            "shard_index": {"type": "int", "default": 0},
+            "shard_count": {"type": "int", "default": 1},
             "workers": {"type": "int", "default": 4},
             "fail_on_error": {"type": "bool", "default": True},
         },
@@ -191,13 +213,22 @@ def main() -> None:
         module.fail_json(msg=f"retention: keep_min must be >= 0, got {p['keep_min']}")
     if p["workers"] < 1:
         module.fail_json(msg=f"retention: workers must be at least 1, got {p['workers']}")
+    if p["shard_count"] < 1 or not 0 <= p["shard_index"] < p["shard_count"]:
+        module.fail_json(
+            msg=f"retention: shard_index must be in 0..shard_count-1 and shard_count >= 1, "
+            f"got shard_index={p['shard_index']} shard_count={p['shard_count']}"
+        )
 
     runner = RbdRunner(ceph_access(p))
     where = f"{p['side']} pool {p['pool']}" + (f"/{p['namespace']}" if p["namespace"] else "")
-    try:
-        listing = runner.list_images(p["pool"], p["namespace"])
-    except RbdError as exc:
-        module.fail_json(msg=f"retention on {where}: cannot list images: {exc}")
+    listing: dict[str, list[str]]
+    if p["snapshots"] is not None:
+        listing = {str(image): [str(name) for name in snaps or []] for image, snaps in p["snapshots"].items()}
+    else:
+        try:
+            listing = runner.list_images(p["pool"], p["namespace"])
+        except RbdError as exc:
+            module.fail_json(msg=f"retention on {where}: cannot list images: {exc}")
 
     other: dict[str, list[str]] = p["other_snapshots"]
     assumed: dict[str, list[str]] = p["assume_present"]
@@ -211,6 +242,8 @@ def main() -> None:
                 backup_image = backup_image_name_for_plain(p["live_cluster"], image)
             except NamingError:
                 continue  # never backed up (the snapshot module reports why)
+            if not in_shard(backup_image, p["shard_index"], p["shard_count"]):
+                continue
             other_names = [*other.get(backup_image, []), *assumed_other.get(backup_image, [])]
             delete = live_expiry(own, other_names, profiles, prefix)
             remove, kept = False, {}
@@ -218,6 +251,8 @@ def main() -> None:
             parsed = parse_backup_image_name(image)
             if parsed is None or parsed.ident != p["live_cluster"]:
                 continue  # not a backup of this live cluster: not ours to expire
+            if not in_shard(image, p["shard_index"], p["shard_count"]):
+                continue  # another backup node's share
             source_exists = parsed.disk in other or parsed.disk in assumed_other
             live_names = [*other.get(parsed.disk, []), *assumed_other.get(parsed.disk, [])]
             expiry = backup_expiry(
@@ -242,7 +277,12 @@ def main() -> None:
         done: list[str] = []
         try:
             for snap in plan["deleted"]:
-                runner.snap_remove(ImageSpec(p["pool"], p["namespace"], plan["image"], snap))
+                try:
+                    runner.snap_remove(ImageSpec(p["pool"], p["namespace"], plan["image"], snap))
+                except RbdError as exc:
+                    # From a listing taken earlier in the run: already gone is what we wanted.
+                    if not (p["snapshots"] is not None and exc.is_not_found):
+                        raise
                 done.append(snap)
             if plan["removed"]:
                 runner.remove(ImageSpec(p["pool"], p["namespace"], plan["image"]))

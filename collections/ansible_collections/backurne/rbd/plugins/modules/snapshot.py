@@ -137,6 +137,11 @@ images:
       description: Transfers the backup node has to run, in order (C(from_snap) null means full).
       type: list
       elements: dict
+    priority:
+      description:
+        - C(high) when a due profile, or the profile of a snapshot to transfer, has C(priority=high);
+          else C(normal). Such images get their snapshots first, and the transfer module starts them first.
+      type: str
     ok:
       description: Whether the image's snapshots were created.
       type: bool
@@ -197,6 +202,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy import (
     plan_image,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.shard import plan_priority, priority_order
 
 
 def matches(image: str, patterns: list[str]) -> bool:
@@ -274,7 +280,7 @@ def main() -> None:
         if not p["create"]:
             # Cleanup-only: nothing is created, so only pending transfers would remain; none run.
             plan.update(due=[], new_snapshots=[], transfers=[], kind="none")
-        plan.update(ok=True, error=None)
+        plan.update(ok=True, error=None, priority=plan_priority(plan, profiles, prefix))
         plans.append(plan)
 
     def create_snapshots(plan: dict[str, Any]) -> dict[str, Any]:
@@ -297,7 +303,7 @@ def main() -> None:
     to_create = [plan for plan in plans if plan.get("new_snapshots")]
     before = {plan["image"]: sorted(live[plan["image"]]) for plan in to_create}
     if not module.check_mode:
-        run_batch(to_create, create_snapshots, p["workers"], on_error=on_error)
+        run_batch(priority_order(to_create), create_snapshots, p["workers"], on_error=on_error)
 
     changed = bool(to_create)
     planned_live = {plan["image"]: plan["new_snapshots"] for plan in to_create}

@@ -72,6 +72,24 @@ options:
     description: Fail the task when an image failed (the others are still handled).
     type: bool
     default: true
+  backup_snapshots:
+    description:
+      - The backup pool's listing taken earlier in the run (RV(backurne.rbd.info#module:snapshots)),
+        backup image name to its snapshot names. When given, an image it lists is taken to exist
+        and one it does not list is created at once, instead of one C(rbd info) per image to find
+        out; the snapshots are still read again under the lock.
+    type: dict
+  shard_index:
+    description:
+      - This backup node's share when O(shard_count) nodes split the batch. An image belongs to
+        shard C(sha256(backup_image)[:8] mod shard_count) (see C(docs/performance.md)); the
+        others are left out of RV(images) (another node does them).
+    type: int
+    default: 0
+  shard_count:
+    description: Number of backup nodes splitting this batch (1 = this node does every image).
+    type: int
+    default: 1
 """
 
 EXAMPLES = r"""
@@ -154,6 +172,13 @@ failed_images:
   returned: always
   type: list
   elements: dict
+backup_snapshots:
+  description:
+    - Backup image name to its snapshot names after this run, for every backup image this node
+      locked (read under the lock, plus what was sent). Merged over the run's listing, it is the
+      backup pool's state after the transfers without listing the pool again.
+  returned: success
+  type: dict
 """
 
 import time
@@ -173,7 +198,12 @@ from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batc
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression, transfer_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.shard import in_shard, priority_order
+from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
+    PLACEHOLDER_BYTES,
+    Compression,
+    transfer_snapshot,
+)
 
 
 def empty_result(plan: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +239,9 @@ def main() -> None:
             "lock_ttl": {"type": "str", "default": "6h"},
             "timeout": {"type": "int", "default": 21600},
             "fail_on_error": {"type": "bool", "default": True},
+            "backup_snapshots": {"type": "dict"},
+            "shard_index": {"type": "int", "default": 0},
+            "shard_count": {"type": "int", "default": 1},
         },
         supports_check_mode=True,
     )
@@ -219,9 +252,21 @@ def main() -> None:
         module.fail_json(msg=f"transfer: lock_ttl: {exc}")
     if p["workers"] < 1:
         module.fail_json(msg=f"transfer: workers must be at least 1, got {p['workers']}")
+    if p["shard_count"] < 1 or not 0 <= p["shard_index"] < p["shard_count"]:
+        module.fail_json(
+            msg=f"transfer: shard_index must be in 0..shard_count-1 and shard_count >= 1, "
+            f"got shard_index={p['shard_index']} shard_count={p['shard_count']}"
+        )
     for index, plan in enumerate(p["plans"]):
         if not isinstance(plan.get("image"), str) or not isinstance(plan.get("backup_image", ""), str):
             module.fail_json(msg=f"transfer: plans[{index}] has no image name")
+    # This node's share of the batch.
+    plans = [
+        plan
+        for plan in p["plans"]
+        if in_shard(str(plan.get("backup_image") or plan["image"]), p["shard_index"], p["shard_count"])
+    ]
+    listed: dict[str, list[str]] | None = p["backup_snapshots"]
 
     backup = RbdRunner(ceph_access(p))
     live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
@@ -229,6 +274,7 @@ def main() -> None:
     dst_pool, dst_ns = p["pool"], p["namespace"]
     prefix = p["snap_prefix"] + ";"
     before: dict[str, list[str]] = {}
+    after: dict[str, list[str]] = {}
 
     def transfer_image(plan: dict[str, Any]) -> dict[str, Any]:
         result = empty_result(plan)
@@ -243,14 +289,32 @@ def main() -> None:
         where = f"image {plan['image']!r} -> backup image {dest!r}"
         started = time.monotonic()
         dest_spec = ImageSpec(dst_pool, dst_ns, dest)
-        if not backup.exists(dest_spec):
+        created = False
+
+        def create_placeholder() -> bool:
             # The lock lives in the image header: a placeholder (resized by import-diff) comes first.
             try:
-                backup.create(dest_spec, 1 << 20)
+                backup.create(dest_spec, PLACEHOLDER_BYTES)
             except RbdError as exc:
                 if not exc.is_exists:  # another run or backup node created it just now: fine
                     raise
-        lock = try_acquire(backup, dst_pool, dst_ns, dest, ttl=lock_ttl, now=parse_now(None))
+                return False
+            return True
+
+        if listed is not None:
+            # The run's listing says whether it exists: no `rbd info` per image to find out.
+            if dest not in listed:
+                created = create_placeholder()
+        elif not backup.exists(dest_spec):
+            created = create_placeholder()
+        try:
+            lock = try_acquire(backup, dst_pool, dst_ns, dest, ttl=lock_ttl, now=parse_now(None))
+        except RbdError as exc:
+            if not (exc.is_not_found and listed is not None and dest in listed):
+                raise
+            # Removed since the listing (e.g. expired by a concurrent run): start it again.
+            created = create_placeholder()
+            lock = try_acquire(backup, dst_pool, dst_ns, dest, ttl=lock_ttl, now=parse_now(None))
         if isinstance(lock, LockBusy):
             result.update(status="locked", error=None, note=f"{where}: skipped, locked by {lock.holder}")
             return result
@@ -259,6 +323,10 @@ def main() -> None:
         try:
             present = {snap["name"] for snap in backup.json(["snap", "ls", *dest_spec.options()])}
             before[dest] = sorted(present)
+            after[dest] = sorted(present)
+            # Still the empty placeholder this call created (nobody wrote into it between its
+            # creation and the lock: same size, no snapshot): a full needs no emptying first.
+            fresh = created and not present and lock.size == PLACEHOLDER_BYTES
             todo = [t for t in transfers if t["to_snap"] not in present]
             if not todo:
                 return result  # another run delivered them while we waited
@@ -287,10 +355,13 @@ def main() -> None:
                     dest,
                     compression,
                     timeout=p["timeout"],
+                    fresh_destination=fresh and step["from_snap"] is None,
                 )
                 result["bytes_logical"] += sent.bytes_logical
                 result["bytes_wire"] += sent.bytes_wire
                 if not sent.ok:
+                    if fresh and step["from_snap"] is None:
+                        after.pop(dest, None)  # the failed full removed its placeholder
                     result.update(
                         status="failed",
                         ok=False,
@@ -299,6 +370,7 @@ def main() -> None:
                     break
                 result["snapshots"].append(step["to_snap"])
                 result["snapshot"] = step["to_snap"]
+                after[dest] = sorted([*after[dest], step["to_snap"]])
             else:
                 result["status"] = "transferred"
         finally:
@@ -312,13 +384,18 @@ def main() -> None:
         return result
 
     # An exception (an rbd call failing outside a transfer) fails only its own image.
-    results = run_batch(p["plans"], transfer_image, p["workers"], on_error=on_error)
+    # Images with a high-priority profile (the snapshot module marks them) start first; the
+    # results stay in input order.
+    ordered = priority_order(plans)
+    done = dict(zip(map(id, ordered), run_batch(ordered, transfer_image, p["workers"], on_error=on_error), strict=True))
+    results = [done[id(plan)] for plan in plans]
 
     moved = [r for r in results if r["snapshots"]]
     output: dict[str, Any] = {
         "changed": bool(moved),
         "images": results,
         "failed_images": [{"image": r["image"], "error": r["error"]} for r in results if not r["ok"]],
+        "backup_snapshots": after,
     }
     if module._diff:
         output["diff"] = {

@@ -99,3 +99,50 @@ def test_foreign_snapshot_pins_a_faded_image(run_module, pool) -> None:
     run_module(retention.main, args("backup", {}, now="2027-01-01T00:00:00"))
     assert pool["removed_images"] == []
     assert pool["images"]["prod;gone;None"] == [FOREIGN]
+
+
+def test_given_listing_is_used_instead_of_listing(run_module, pool, monkeypatch) -> None:
+    def no_listing(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("the pool must not be listed when snapshots are given")
+
+    monkeypatch.setattr(RbdRunner, "list_images", no_listing)
+    pool["images"] = {"web": [D1, D2, D3]}
+    result = run_module(retention.main, args("live", {"prod;web;None": [D2]}, snapshots={"web": [D1, D2, D3]}))
+    assert pool["removed_snaps"] == [f"web@{D1}"]
+    assert result["changed"] is True
+
+
+def test_snapshot_already_gone_counts_as_deleted_with_a_given_listing(run_module, pool, monkeypatch) -> None:
+    from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError
+
+    def gone(self: RbdRunner, spec: Any) -> None:
+        raise RbdError(["rbd"], 2, "rbd: failed to remove snapshot: (2) No such file or directory", "local")
+
+    monkeypatch.setattr(RbdRunner, "snap_remove", gone)
+    given = run_module(retention.main, args("live", {"prod;web;None": [D2]}, snapshots={"web": [D1, D2]}))
+    assert given["failed_images"] == [] and given["images"][0]["deleted"] == [D1]
+    # Listed by the module itself, the same error is a real failure.
+    pool["images"] = {"web": [D1, D2]}
+    listed = run_module(retention.main, args("live", {"prod;web;None": [D2]}))
+    assert listed["failed_images"] and "No such file" in listed["failed_images"][0]["error"]
+
+
+def test_backup_side_expires_only_its_shard(run_module, pool) -> None:
+    from ansible_collections.backurne.rbd.plugins.module_utils.shard import shard_of
+
+    names = [f"prod;img{index};None" for index in range(12)]
+    pool["images"] = {name: [D1, D2, D3, D4] for name in names}
+    other = {name.split(";")[1]: [D4] for name in names}
+    for index in range(2):
+        run_module(retention.main, args("backup", other, shard_index=index, shard_count=2))
+    touched = {entry.split("@")[0] for entry in pool["removed_snaps"]}
+    assert touched == set(names)  # both shards together: every image, each once
+    assert len(pool["removed_snaps"]) == 2 * len(names)
+    assert {shard_of(name, 2) for name in names} == {0, 1}
+
+
+def test_bad_shard_is_refused(run_module, pool) -> None:
+    pool["images"] = {"prod;web;None": [D1, D2, D3, D4]}
+    result = run_module(retention.main, args("backup", {"web": [D4]}, shard_index=2, shard_count=2))
+    assert result["failed"] is True and "shard_index" in result["msg"]
+    assert pool["removed_snaps"] == []
