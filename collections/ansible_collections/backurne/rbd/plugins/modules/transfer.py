@@ -90,6 +90,21 @@ options:
     description: Number of backup nodes splitting this batch (1 = this node does every image).
     type: int
     default: 1
+  progress:
+    description:
+      - While transferring, keep a status file C(progress-PID.json) in O(state_dir) (per worker
+        image, snapshot, bytes done and expected, percentage, rate; rewritten at most once a
+        second, removed at the end) and show the same in the process title (C(ps), C(top)).
+      - The expected size comes from one C(rbd diff) on the live node per snapshot, run beside
+        the transfer. Read it with C(backurne status). See C(docs/monitoring.md).
+    type: bool
+    default: true
+  state_dir:
+    description:
+      - Directory of backurne's state on this node (progress files, and C(history.sqlite) where
+        each image's last successful and failed transfer is recorded for
+        M(backurne.rbd.check)). Default C($BACKURNE_STATE_DIR), else C(/var/lib/backurne).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -195,8 +210,14 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.history import record_transfer_results
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration
+from ansible_collections.backurne.rbd.plugins.module_utils.progress import (
+    ProgressBoard,
+    estimate_transfer_bytes,
+    state_dir,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.shard import in_shard, priority_order
 from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
@@ -239,6 +260,8 @@ def main() -> None:
             "lock_ttl": {"type": "str", "default": "6h"},
             "timeout": {"type": "int", "default": 21600},
             "fail_on_error": {"type": "bool", "default": True},
+            "progress": {"type": "bool", "default": True},
+            "state_dir": {"type": "path"},
             "backup_snapshots": {"type": "dict"},
             "shard_index": {"type": "int", "default": 0},
             "shard_count": {"type": "int", "default": 1},
@@ -275,6 +298,7 @@ def main() -> None:
     prefix = p["snap_prefix"] + ";"
     before: dict[str, list[str]] = {}
     after: dict[str, list[str]] = {}
+    board = ProgressBoard(state_dir(p["state_dir"])) if p["progress"] and not module.check_mode else None
 
     def transfer_image(plan: dict[str, Any]) -> dict[str, Any]:
         result = empty_result(plan)
@@ -342,6 +366,13 @@ def main() -> None:
                 base=todo[0]["from_snap"],
             )
             for step in todo:
+                tracker = None
+                if board is not None:
+                    tracker = board.start(plan["image"], plan["image"], step["to_snap"], dest, result["kind"])
+                    src_spec = ImageSpec(p["source_pool"], p["source_namespace"], plan["image"])
+                    tracker.estimate_in_background(
+                        lambda s=src_spec, t=step: estimate_transfer_bytes(live, s, t["to_snap"], t["from_snap"])
+                    )
                 sent = transfer_snapshot(
                     live,
                     backup,
@@ -355,8 +386,11 @@ def main() -> None:
                     dest,
                     compression,
                     timeout=p["timeout"],
+                    progress=tracker.update if tracker is not None else None,
                     fresh_destination=fresh and step["from_snap"] is None,
                 )
+                if board is not None:
+                    board.finish(plan["image"])
                 result["bytes_logical"] += sent.bytes_logical
                 result["bytes_wire"] += sent.bytes_wire
                 if not sent.ok:
@@ -387,8 +421,22 @@ def main() -> None:
     # Images with a high-priority profile (the snapshot module marks them) start first; the
     # results stay in input order.
     ordered = priority_order(plans)
-    done = dict(zip(map(id, ordered), run_batch(ordered, transfer_image, p["workers"], on_error=on_error), strict=True))
+    try:
+        batch = run_batch(ordered, transfer_image, p["workers"], on_error=on_error)
+    finally:
+        if board is not None:
+            board.close()
+    done = dict(zip(map(id, ordered), batch, strict=True))
     results = [done[id(plan)] for plan in plans]
+    if not module.check_mode:
+        # The check (same node) reports an image whose last attempt failed, between runs. A plan
+        # that failed on the live side (snapshot) is a failed attempt too.
+        plan_failures = [
+            {**plan, "status": "failed"} for plan in plans if not plan.get("ok", True) and plan.get("error")
+        ]
+        problem = record_transfer_results(state_dir(p["state_dir"]), [*results, *plan_failures], parse_now(None))
+        if problem:
+            module.warn(problem)
 
     moved = [r for r in results if r["snapshots"]]
     output: dict[str, Any] = {
