@@ -233,6 +233,11 @@ def test_ls_json_matches_the_backup_pool(lab: Any, setup: Setup) -> None:
     assert web["snapshots"][0]["size"] == heads[f"{CLUSTER};web;None"]
     human = cli(setup, "ls").stdout
     assert "not-a-backup" not in human and "web" in human
+    # stats (rbd du) and status (no transfer running here) through the same configuration.
+    usage = cli_json(setup, "stats")
+    assert [image["name"] for image in usage["images"]] == backups
+    assert {image["name"]: image["provisioned"] for image in usage["images"]} == {name: heads[name] for name in backups}
+    assert cli_json(setup, "status") == []
 
 
 def test_map_reads_files_back_and_unmap_leaves_nothing(lab: Any, setup: Setup) -> None:
