@@ -20,7 +20,7 @@ Schema (every key optional unless marked)::
         pool: rbd
         namespace: null
     api:
-      tokens_file: PATH            # one token per line (see docs/api.md)
+      tokens_file: PATH            # SHA-256 hashes of the clients' tokens (docs/rest-api.md)
       anonymous: false
       listen: 127.0.0.1:8080
 
