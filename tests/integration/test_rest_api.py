@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -26,6 +31,7 @@ from rest_api_helpers import (
     HOSTNAME_CONTENT,
     IMAGE,
     OTHER_TOKEN,
+    REPO,
     SECRET_CONTENT,
     SNAP_NEW,
     SNAP_OLD,
@@ -211,6 +217,73 @@ def test_hash_and_generate_token_commands(capsys: pytest.CaptureFixture[str], mo
     assert parse_tokens_file(line, "f")[0].digest == hashlib.sha256(token.encode()).digest()
     monkeypatch.setattr("sys.stdin", io.StringIO("not a token\n"))
     assert api_main(["--hash-token"]) == 2
+
+
+def _serve(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'collections'}:{REPO / 'src'}")
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "backurne_api.main", *argv],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+
+
+def test_serve_refuses_a_bad_configuration(tmp_path: Path) -> None:
+    no_tokens = tmp_path / "open.yml"
+    no_tokens.write_text(json.dumps({"state_dir": str(tmp_path / "state")}))
+    missing = tmp_path / "missing.yml"
+    missing.write_text(json.dumps({"api": {"tokens_file": str(tmp_path / "nope")}}))
+    for config_file, needle in ((no_tokens, "anonymous"), (missing, "nope")):
+        proc = _serve(["--config", str(config_file)], tmp_path / "log")
+        assert proc.wait(timeout=60) == 2
+        assert needle in (tmp_path / "log").read_text()
+
+
+def test_serve_over_tls(tmp_path: Path) -> None:
+    """`backurne-api --tls-cert/--tls-key` serves HTTPS (no Ceph call: /health)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config_file = tmp_path / "backurne.yml"
+    tokens = write_tokens(tmp_path / "tokens", (GOOD_TOKEN, "tls"))
+    config_file.write_text(json.dumps({"state_dir": str(tmp_path / "state"), "api": {"tokens_file": str(tokens)}}))
+    log = tmp_path / "log"
+    proc = _serve(
+        ["--config", str(config_file), "--listen", f"127.0.0.1:{port}", "--tls-cert", str(cert), "--tls-key", str(key)],
+        log,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"https://127.0.0.1:{port}/health", headers=auth(), verify=str(cert), timeout=5)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"backurne-api did not start:\n{log.read_text()}") from None
+                time.sleep(0.2)
+        assert response.status_code == 200 and response.json()["status"] == "ok"
+        assert httpx.get(f"https://127.0.0.1:{port}/health", verify=str(cert), timeout=5).status_code == 401
+        with pytest.raises(httpx.TransportError):  # no plain HTTP on that port
+            httpx.get(f"http://127.0.0.1:{port}/health", headers=auth(), timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert GOOD_TOKEN not in log.read_text()
 
 
 def test_listen_parsing() -> None:
