@@ -308,3 +308,60 @@ def test_failed_restore_removes_its_target_and_puts_the_replaced_image_back(back
     assert backed.live_images() == live_before
     assert checksum(lab, "live", ns, "victim") == old
     assert backed.backup_images() == backup_before
+
+
+def test_force_refuses_an_image_in_use(backed: Backed) -> None:
+    lab, ns = backed.lab, backed.ns
+    backup, live = _runners(lab)
+    lab.write_image("live", f"{POOL}/{ns}/busy", 1, seed=9)
+    old = checksum(lab, "live", ns, "busy")
+    live_before = backed.live_images()
+    # `rbd watch` holds a watch (as a running VM does) until its stdin says enter or closes.
+    watcher = subprocess.Popen(
+        lab.rbd_argv("live", "watch", f"{POOL}/{ns}/busy", admin=True),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not lab.rbd_json("live", "status", f"{POOL}/{ns}/busy", admin=True)["watchers"]:
+            assert time.monotonic() < deadline, "rbd watch did not register"
+            time.sleep(0.2)
+        result = core.restore_snapshot(
+            backup, live, POOL, ns, backed.bimage("disk1"), "latest", POOL, ns, "busy", force=True
+        )
+    finally:
+        watcher.communicate(b"\n", timeout=30)
+    assert not result.ok and result.failed_stage == "validate", result
+    assert f"target image {POOL}/{ns}/busy is in use (1 watcher(s)" in (result.error or "")
+    assert backed.live_images() == live_before
+    assert checksum(lab, "live", ns, "busy") == old
+
+
+def test_snapshot_removed_by_retention_mid_restore_is_still_restored(
+    backed: Backed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab, ns = backed.lab, backed.ns
+    backup, live = _runners(lab)
+    bimage = backed.bimage("gone")
+    snap = snap_name("daily", 7, day(0))
+    lab.write_image("backup", f"{POOL}/{ns}/{bimage}", 4, seed=11)
+    lab.rbd("backup", "snap", "create", f"{POOL}/{ns}/{bimage}@{snap}", admin=True)
+    expected = checksum(lab, "backup", ns, bimage, snap)
+    real_stream = core._stream
+
+    def retention_strikes_first(*args: Any, **kwargs: Any) -> None:
+        # What backup retention does, between the clone and the export.
+        lab.rbd("backup", "snap", "rm", "--no-progress", f"{POOL}/{ns}/{bimage}@{snap}", admin=True)
+        real_stream(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_stream", retention_strikes_first)
+    result = core.restore_snapshot(backup, live, POOL, ns, bimage, snap, POOL, ns, "gone-restored")
+    assert result.ok, result
+    assert any("was removed during the restore" in note for note in result.notes), result.notes
+    assert checksum(lab, "live", ns, "gone-restored") == expected == result.checksum_target
+    # The clone is gone, and with it the trashed snapshot.
+    assert snaps(lab, "backup", ns, bimage) == []
+    assert lab.rbd_json("backup", "snap", "ls", "--all", f"{POOL}/{ns}/{bimage}", admin=True) == []
+    assert not [name for name in backed.backup_images() if name.startswith(core.CLONE_PREFIX)]

@@ -223,6 +223,18 @@ def _snapshots(backup: RbdRunner, spec: ImageSpec) -> dict[str, int]:
     return {str(e["name"]): int(e.get("size", 0)) for e in entries if isinstance(e, dict) and "name" in e}
 
 
+def _refuse_in_use(live: RbdRunner, spec: ImageSpec) -> None:
+    # A watcher is a running VM or a mapping: renaming the image under it would leave it
+    # writing to the kept copy while the restored one waits for its next start.
+    status = live.json(["status", *spec.options(with_snap=False)])
+    users = [str(w.get("address", "?")) for w in status.get("watchers", []) if isinstance(w, dict)]
+    if users:
+        raise RestoreError(
+            f"target image {spec} is in use ({len(users)} watcher(s): {', '.join(users)}): "
+            "stop what uses it before replacing it"
+        )
+
+
 def _free_kept_name(live: RbdRunner, pool: str, namespace: str | None, image: str, now: datetime) -> str:
     base = kept_name(image, now)
     candidate = base
@@ -278,6 +290,7 @@ def plan_restore(
                 f"target image {target} already exists on {live.label}: not overwritten "
                 "(choose another target image, or force to replace it; the current image is kept, renamed)"
             )
+        _refuse_in_use(live, target)
         kept_as = _free_kept_name(live, target_pool, target_namespace, target_image, now or datetime.now(UTC))
     snap = Snap.from_name(chosen, snap_prefix)
     return RestorePlan(
@@ -321,11 +334,6 @@ def _make_clone(backup: RbdRunner, plan: RestorePlan) -> ImageSpec:
 
 def _rename(live: RbdRunner, source: ImageSpec, dest: ImageSpec) -> None:
     live.run(["rename", *source.options(with_snap=False), *_image_options("dest-", dest)])
-
-
-def _watchers(live: RbdRunner, spec: ImageSpec) -> list[str]:
-    status = live.json(["status", *spec.options(with_snap=False)])
-    return [str(w.get("address", "?")) for w in status.get("watchers", []) if isinstance(w, dict)]
 
 
 def _remove_created(live: RbdRunner, spec: ImageSpec) -> None:
@@ -537,12 +545,7 @@ def _run(
     try:
         clone = _make_clone(backup, plan)
         if kept is not None:
-            users = _watchers(live, target)
-            if users:
-                raise RestoreError(
-                    f"target image {target} is in use ({len(users)} watcher(s): {', '.join(users)}): "
-                    "stop what uses it before replacing it"
-                )
+            _refuse_in_use(live, target)  # again: it may have started since the plan
             _rename(live, target, kept)
             renamed = True
             result.kept_as = plan.kept_as

@@ -45,10 +45,12 @@ class FakeRunner:
 
     def json(self, args: Sequence[str], *, timeout: float | None = None) -> Any:
         self.calls.append(list(args))
-        assert args[:2] == ["snap", "ls"], f"unexpected call {args}"
         spec = _spec(args)
         if str(spec) not in self.images:
             raise self._missing(spec)
+        if args[0] == "status":
+            return {"watchers": [{"address": a} for a in self.images[str(spec)].get("watchers", [])]}
+        assert args[:2] == ["snap", "ls"], f"unexpected call {args}"
         return [{"id": i, "name": n, "size": s} for i, (n, s) in enumerate(self.images[str(spec)]["snaps"].items())]
 
     def image_info(self, spec: ImageSpec | str) -> dict[str, Any]:
@@ -182,6 +184,11 @@ class TestPlan:
         assert result.action == "replace" and result.target_exists and result.target_size_bytes == 7
         assert result.kept_as == "web1.backurne-replaced-20261130T010203Z"
 
+    def test_force_refuses_an_image_in_use(self) -> None:
+        backup, live = runners({"rbd/web1": {"size": 7, "snaps": {}, "watchers": ["10.0.0.9:0/123"]}})
+        with pytest.raises(RestoreError, match=r"rbd/web1 is in use \(1 watcher\(s\): 10.0.0.9:0/123\)"):
+            plan(runners=(backup, live), target_image="web1", force=True)
+
     def test_force_finds_a_free_kept_name(self) -> None:
         taken = "rbd/web1.backurne-replaced-20261130T010203Z"
         backup, live = runners({"rbd/web1": {"size": 7, "snaps": {}}, taken: {"size": 7, "snaps": {}}})
@@ -218,7 +225,7 @@ class TestPlan:
         backup, live = runners({"rbd/web1": {"size": 7, "snaps": {}}})
         plan(runners=(backup, live), target_image="web1", force=True)
         # FakeRunner.run raises on any write; only reads were made.
-        assert all(call[0] in ("snap", "info") for call in backup.calls + live.calls)
+        assert all(call[0] in ("snap", "info", "status") for call in backup.calls + live.calls)
 
 
 class TestRestoreValidation:
