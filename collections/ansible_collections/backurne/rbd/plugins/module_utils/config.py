@@ -18,7 +18,33 @@ class ConfigError(ValueError):
 
 CEPH_KEYS = {"cluster", "ceph_client", "keyring", "ceph_conf"}
 SSH_KEYS = {"user", "port", "identity_file", "known_hosts_file", "cipher", "control_master"}
-LIVE_KEYS = {"name", "type", "pool", "namespace", "include", "exclude", "ceph", "workers"}
+LIVE_KEYS = {"name", "type", "pool", "namespace", "include", "exclude", "ceph", "workers", "proxmox", "ceph_endpoint"}
+# Options of a `type: proxmox` live cluster (API access named as community.proxmox names it).
+PROXMOX_KEYS = {
+    "api_host",
+    "api_port",
+    "api_user",
+    "api_password",
+    "api_token_id",
+    "api_token_secret",
+    "validate_certs",
+    "ca_path",
+    "api_timeout",
+    "use_smbios",
+    "uuid_fallback",
+    "include_templates",
+    "tag_prefix",
+    "profile_catalogue",
+    "profiles_api",
+    "profiles_api_timeout",
+    "freeze",
+    "freeze_timeout",
+    "hooks",
+    "hook_timeout",
+    "api_delegate",
+}
+PROXMOX_SECRETS = ("api_password", "api_token_secret")
+HOOK_KINDS = {"pre_vm", "pre_disk", "post_disk", "post_vm"}
 BACKUP_KEYS = {"pool", "namespace", "ceph", "ssh", "workers"}
 CLUSTER_TYPES = ("plain", "proxmox")
 # Characters that cannot appear in an RBD pool/namespace name or would break the backup names.
@@ -81,6 +107,57 @@ def _ssh(where: str, value: Any) -> dict[str, Any]:
     return ssh
 
 
+def _proxmox(where: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    pve = dict(_check_keys(f"{where}: proxmox", spec.get("proxmox"), PROXMOX_KEYS))
+    for key in ("api_host", "api_user"):
+        if not isinstance(pve.get(key), str) or not pve[key]:
+            raise ConfigError(f"{where}: proxmox.{key} is required")
+    if bool(pve.get("api_token_id")) != bool(pve.get("api_token_secret")):
+        raise ConfigError(f"{where}: proxmox.api_token_id and proxmox.api_token_secret go together")
+    if not pve.get("api_token_id") and not pve.get("api_password"):
+        raise ConfigError(f"{where}: proxmox needs api_password, or api_token_id and api_token_secret")
+    hooks = _check_keys(f"{where}: proxmox.hooks", pve.get("hooks") or {}, HOOK_KINDS)
+    for kind, path in hooks.items():
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            raise ConfigError(f"{where}: proxmox.hooks.{kind} must be an absolute path, got {path!r}")
+    if pve.get("profile_catalogue"):
+        try:
+            parse_profiles(pve["profile_catalogue"])
+        except PolicyError as exc:
+            raise ConfigError(f"{where}: proxmox.profile_catalogue: {exc}") from exc
+    for key in ("api_port", "api_timeout", "profiles_api_timeout", "freeze_timeout", "hook_timeout"):
+        if key in pve and pve[key] is not None:
+            _positive_int(where, f"proxmox.{key}", pve[key], 1)
+    # The secrets stay in the inventory: this normalised copy may be printed.
+    for key in PROXMOX_SECRETS:
+        if pve.pop(key, None):
+            pve[f"has_{key}"] = True
+    return pve
+
+
+def secret_values(live_clusters: Any) -> set[str]:
+    """The Proxmox API secrets found in the live clusters' definitions (to mask in any output)."""
+    found: set[str] = set()
+    for spec in (live_clusters or {}).values() if isinstance(live_clusters, Mapping) else ():
+        pve = spec.get("proxmox") if isinstance(spec, Mapping) else None
+        if isinstance(pve, Mapping):
+            found.update(str(pve[key]) for key in PROXMOX_SECRETS if pve.get(key))
+    return found
+
+
+def _endpoints(where: str, value: Any) -> dict[str, dict[str, str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: ceph_endpoint must map a Proxmox cluster name (or 'default') to storages")
+    mapping: dict[str, dict[str, str]] = {}
+    for scope, entries in value.items():
+        if not isinstance(entries, Mapping) or not all(isinstance(v, str) and v for v in entries.values()):
+            raise ConfigError(f"{where}: ceph_endpoint.{scope} must map storage names to inventory hosts")
+        mapping[str(scope)] = {str(k): v for k, v in entries.items()}
+    return mapping
+
+
 def validate_live_cluster(host: str, spec: Any) -> dict[str, Any]:
     where = f"live cluster {host!r}"
     if spec is None:
@@ -89,7 +166,15 @@ def validate_live_cluster(host: str, spec: Any) -> dict[str, Any]:
     cluster_type = spec.get("type", "plain")
     if cluster_type not in CLUSTER_TYPES:
         raise ConfigError(f"{where}: type {cluster_type!r} is not one of {', '.join(CLUSTER_TYPES)}")
+    extra: dict[str, Any] = {}
+    if cluster_type == "proxmox":
+        extra = {"proxmox": _proxmox(where, spec), "ceph_endpoint": _endpoints(where, spec.get("ceph_endpoint"))}
+    else:
+        for key in ("proxmox", "ceph_endpoint"):
+            if key in spec:
+                raise ConfigError(f"{where}: {key!r} is only for a live cluster of type proxmox")
     return {
+        **extra,
         "host": host,
         "name": _name(where, "name", spec.get("name", host)),
         "type": cluster_type,

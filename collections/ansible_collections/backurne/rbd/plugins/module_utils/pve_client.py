@@ -74,7 +74,8 @@ class PveAuth:
     def scrub(self, text: str) -> str:
         """``text`` with the secrets blotted out (an exception may echo a request body)."""
         for secret in (self.api_password, self.api_token_secret):
-            if secret:
+            # A secret of a few characters would blot out every occurrence of them in the text.
+            if secret and len(secret) >= 4:
                 text = text.replace(secret, "********")
         return text
 
@@ -120,7 +121,29 @@ class ProxmoxerApi:
             # As community.proxmox does: a cheap call that proves the credentials work.
             self.api.version.get()
         except Exception as exc:
-            raise PveError(f"{auth.label}: cannot connect: {describe(exc, auth)}") from None
+            why = describe(exc, auth)
+            if not auth.api_token_id and isinstance(exc, ValueError):
+                # proxmoxer 1.x parses the ticket answer as JSON before looking at the status;
+                # PVE answers a refused login with 401 and no body: ask again for the status.
+                why = self._login_status(verify) or why
+            raise PveError(f"{auth.label}: cannot connect: {why}") from None
+
+    def _login_status(self, verify: bool | str) -> str | None:
+        try:
+            import requests
+
+            port = self.auth.api_port or 8006
+            answer = requests.post(
+                f"https://{self.auth.api_host}:{port}/api2/json/access/ticket",
+                data={"username": self.auth.api_user, "password": self.auth.api_password},
+                verify=verify,
+                timeout=self.auth.api_timeout,
+            )
+        except Exception:
+            return None
+        if answer.status_code == 401:
+            return f"authentication failed (HTTP 401 {answer.reason})"
+        return f"HTTP {answer.status_code} {answer.reason}"
 
     def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
         try:

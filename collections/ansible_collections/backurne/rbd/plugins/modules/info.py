@@ -46,6 +46,12 @@ options:
     type: list
     elements: str
     default: []
+  with_meta:
+    description:
+      - Also read each listed image's backurne metadata (C(backurne.*) RBD image-meta keys, such
+        as the Proxmox guest config saved beside its disks). One more C(rbd) call per image.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -105,6 +111,12 @@ images:
       description: Snapshots that are not backurne's (never touched).
       type: list
       elements: str
+    meta:
+      description:
+        - With O(with_meta), the image's C(backurne.*) metadata, e.g. C(backurne.pve.config) (the
+          guest's Proxmox config as JSON), C(backurne.pve.vmid), C(backurne.pve.name), C(backurne.pve.type).
+      type: dict
+      returned: when O(with_meta=true)
   sample:
     - name: "live;web1;None"
       ident: live
@@ -127,7 +139,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, ceph_access
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Snap, parse_profiles
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 
 
 def describe_image(name: str, snap_names: list[str], prefix: str, profiles: dict[str, Any] | None) -> dict[str, Any]:
@@ -172,6 +184,7 @@ def main() -> None:
             "snap_prefix": {"type": "str", "default": "backup"},
             "profiles": {"type": "dict"},
             "images": {"type": "list", "elements": "str", "default": []},
+            "with_meta": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -192,6 +205,16 @@ def main() -> None:
     if wanted:
         listing = {name: snaps for name, snaps in listing.items() if name in wanted}
     images = [describe_image(name, snaps, params["snap_prefix"], profiles) for name, snaps in sorted(listing.items())]
+    if params["with_meta"]:
+        for image in images:
+            spec = ImageSpec(params["pool"], params["namespace"], image["name"])
+            try:
+                out = runner.run(["image-meta", "list", *spec.options(), "--format=json"])
+                # rbd prints nothing at all (not {}) for an image without metadata.
+                meta = runner.parse_json(out, ["image-meta", "list"]) if out.strip() else {}
+            except RbdError as exc:
+                module.fail_json(msg=f"image {image['name']!r} in pool {where}: reading its metadata: {exc}")
+            image["meta"] = {k: v for k, v in (meta or {}).items() if k.startswith("backurne.")}
     module.exit_json(changed=False, images=images, snapshots=listing)
 
 

@@ -102,6 +102,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.backurne.rbd.plugins.module_utils.config import (
     ConfigError,
+    secret_values,
     validate_run_config,
 )
 
@@ -119,6 +120,8 @@ def main() -> None:
         supports_check_mode=True,
     )
     params: dict[str, Any] = module.params
+    # Proxmox API secrets arrive inside live_clusters: never echo them (invocation, messages).
+    module.no_log_values.update(secret_values(params["live_clusters"]))
     try:
         config = validate_run_config(
             profiles=params["profiles"],

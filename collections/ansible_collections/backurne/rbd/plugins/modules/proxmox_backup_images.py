@@ -10,10 +10,10 @@ short_description: Backup-side bookkeeping of a Proxmox VE cluster's backup imag
 version_added: 0.1.0
 description:
   - Runs on a backup node, before and after the transfers of a Proxmox live cluster.
-  - Before (no O(transfers)): a guest renamed in Proxmox keeps its history. Its backup image
+  - Before (no O(transfers)), a guest renamed in Proxmox keeps its history. Its backup image
     C(IDENT;DISK;OLDNAME) is renamed C(IDENT;DISK;NEWNAME) (only when exactly one old name matches
     and the new one does not exist yet). Returns the backup pool's snapshots after the renames.
-  - After (with O(transfers)): stores the guest's Proxmox config beside each disk that received a
+  - After (with O(transfers)), it stores the guest's Proxmox config beside each disk that received a
     snapshot, as RBD image metadata (C(backurne.pve.config), a JSON document, plus
     C(backurne.pve.vmid), C(backurne.pve.name), C(backurne.pve.type), C(backurne.pve.disk) and
     C(backurne.pve.cluster)), so a restore can recreate the guest. Returns which backup images
@@ -29,6 +29,7 @@ attributes:
     description: Returns the renames and metadata it would write, and changes nothing.
   diff_mode:
     support: none
+    description: Renames and metadata are not snapshot sets; nothing to diff.
 options:
   live_cluster:
     description: Name of the Proxmox live cluster.

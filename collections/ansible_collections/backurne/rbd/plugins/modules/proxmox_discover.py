@@ -30,6 +30,7 @@ attributes:
     description: Reads only; the same result in check mode.
   diff_mode:
     support: none
+    description: Changes nothing.
 options:
   live_cluster:
     description:
@@ -73,9 +74,9 @@ options:
     default: {}
   profiles_api:
     description:
-      - URL to POST each guest's info to (JSON). The answer is a JSON object of extra profiles
-        (C({"hourly": {"count": 24}}), or under a C(profiles) key) or C({"backup": false}).
-        On any failure the guest keeps its other profiles and a warning says why.
+      - "URL to POST each guest's info to (JSON). The answer is a JSON object of extra profiles
+        (C({\"hourly\": {\"count\": 24}}), or under a C(profiles) key) or C({\"backup\": false}).
+        On any failure the guest keeps its other profiles and a warning says why."
     type: str
   profiles_api_timeout:
     description: Seconds the O(profiles_api) may take per guest.
@@ -166,8 +167,8 @@ guests:
   returned: success
   type: list
   elements: dict
-skipped:
-  description: Guests and disks not backed up, with the reason.
+excluded:
+  description: Guests and disks not backed up, with the reason (not C(skipped), which Ansible reads as a skipped task).
   returned: success
   type: list
   elements: dict
@@ -317,7 +318,7 @@ def main() -> None:
             for (e, pool, ns), image_map in sorted(groups.items())
         ],
         guests=found["guests"],
-        skipped=found["skipped"],
+        excluded=found["skipped"],
         profiles=catalogue,
     )
 

@@ -87,6 +87,14 @@ options:
         for O(side=backup)). When given, the pool is not listed again (C(rbd ls -l) opens every
         image). A snapshot already gone when it is deleted counts as deleted.
     type: dict
+  image_map:
+    description:
+      - Which images this run owns, for clusters whose backup image names do not start with the
+        cluster name (Proxmox VE). Only the images it names are considered.
+      - For O(side=live), live image name to backup image name.
+      - For O(side=backup), backup image name to the key of its source in O(other_snapshots), or
+        null when the source is gone (as RV(backurne.rbd.proxmox_backup_images#module:owned) returns it).
+    type: dict
   shard_index:
     description:
       - With O(shard_count) > 1, expire only the images of this shard (keyed by backup image
@@ -194,6 +202,7 @@ def main() -> None:
             "extra_retention_time": {"type": "str", "default": "0"},
             "keep_min": {"type": "int", "default": 1},
             "snapshots": {"type": "dict"},
+            "image_map": {"type": "dict"},
             "shard_index": {"type": "int", "default": 0},
             "shard_count": {"type": "int", "default": 1},
             "workers": {"type": "int", "default": 4},
@@ -231,6 +240,7 @@ def main() -> None:
             module.fail_json(msg=f"retention on {where}: cannot list images: {exc}")
 
     other: dict[str, list[str]] = p["other_snapshots"]
+    image_map: dict[str, str | None] | None = p["image_map"]
     assumed: dict[str, list[str]] = p["assume_present"]
     assumed_other: dict[str, list[str]] = p["assume_present_other"]
     plans: list[dict[str, Any]] = []
@@ -239,7 +249,12 @@ def main() -> None:
         own = [*snaps, *assumed.get(image, [])]
         if p["side"] == "live":
             try:
-                backup_image = backup_image_name_for_plain(p["live_cluster"], image)
+                if image_map is not None:
+                    if image not in image_map:
+                        continue  # not one of the disks this run backs up
+                    backup_image = str(image_map[image])
+                else:
+                    backup_image = backup_image_name_for_plain(p["live_cluster"], image)
             except NamingError:
                 continue  # never backed up (the snapshot module reports why)
             if not in_shard(backup_image, p["shard_index"], p["shard_count"]):
@@ -249,12 +264,19 @@ def main() -> None:
             remove, kept = False, {}
         else:
             parsed = parse_backup_image_name(image)
-            if parsed is None or parsed.ident != p["live_cluster"]:
+            if image_map is not None:
+                # Proxmox: membership and source come from the map (IDENT is not the cluster).
+                if parsed is None or image not in image_map:
+                    continue
+                source_key = image_map[image]
+            elif parsed is None or parsed.ident != p["live_cluster"]:
                 continue  # not a backup of this live cluster: not ours to expire
+            else:
+                source_key = parsed.disk
             if not in_shard(image, p["shard_index"], p["shard_count"]):
                 continue  # another backup node's share
-            source_exists = parsed.disk in other or parsed.disk in assumed_other
-            live_names = [*other.get(parsed.disk, []), *assumed_other.get(parsed.disk, [])]
+            source_exists = source_key is not None and (source_key in other or source_key in assumed_other)
+            live_names = [*other.get(source_key, []), *assumed_other.get(source_key, [])] if source_key else []
             expiry = backup_expiry(
                 own,
                 profiles,

@@ -41,6 +41,8 @@ options:
     description:
       - The batch, as RV(backurne.rbd.snapshot#module:images) returns it. Keys used per item are
         C(image), C(backup_image), C(transfers) (list of C(from_snap)/C(to_snap), in order) and C(ok).
+      - An item may carry C(source_pool) and C(source_namespace) (as M(backurne.rbd.proxmox_snapshot)
+        returns them), which override O(source_pool) and O(source_namespace) for that image.
     type: list
     elements: dict
     required: true
@@ -311,6 +313,9 @@ def main() -> None:
             result["snapshot"] = result["snapshots"][-1]
             return result
         where = f"image {plan['image']!r} -> backup image {dest!r}"
+        # A plan may name its own source (Proxmox disks live in several pools and namespaces).
+        src_pool = plan.get("source_pool") or p["source_pool"]
+        src_ns = plan.get("source_namespace") if "source_pool" in plan else p["source_namespace"]
         started = time.monotonic()
         dest_spec = ImageSpec(dst_pool, dst_ns, dest)
         created = False
@@ -369,15 +374,15 @@ def main() -> None:
                 tracker = None
                 if board is not None:
                     tracker = board.start(plan["image"], plan["image"], step["to_snap"], dest, result["kind"])
-                    src_spec = ImageSpec(p["source_pool"], p["source_namespace"], plan["image"])
+                    src_spec = ImageSpec(src_pool, src_ns, plan["image"])
                     tracker.estimate_in_background(
                         lambda s=src_spec, t=step: estimate_transfer_bytes(live, s, t["to_snap"], t["from_snap"])
                     )
                 sent = transfer_snapshot(
                     live,
                     backup,
-                    p["source_pool"],
-                    p["source_namespace"],
+                    src_pool,
+                    src_ns,
                     plan["image"],
                     step["to_snap"],
                     step["from_snap"],

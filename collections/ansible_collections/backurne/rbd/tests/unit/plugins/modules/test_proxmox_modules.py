@@ -1,0 +1,245 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from ansible_collections.backurne.rbd.plugins.module_utils.config import ConfigError, validate_live_cluster
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.modules import proxmox_snapshot, retention
+
+D1 = "backup;daily;2;2026-11-01T00:00:00.000000"
+D2 = "backup;daily;2;2026-11-02T00:00:00.000000"
+D3 = "backup;daily;2;2026-11-03T00:00:00.000000"
+UUID = "7b10d7af-b932-4c66-b2c3-3996152ec465"
+REPO = Path(__file__).resolve().parents[8]
+
+
+@pytest.fixture
+def pools(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Images per 'pool/namespace'; snapshot creation fails for images named in 'fail'."""
+    state: dict[str, Any] = {"pools": {}, "removed": [], "created": [], "fail": set()}
+
+    def key(pool: str, namespace: str | None) -> str:
+        return pool + (f"/{namespace}" if namespace else "")
+
+    def list_images(self: RbdRunner, pool: str, namespace: str | None = None) -> dict[str, list[str]]:
+        return {n: list(s) for n, s in state["pools"].get(key(pool, namespace), {}).items()}
+
+    def snap_remove(self: RbdRunner, spec: Any) -> None:
+        state["pools"][key(spec.pool, spec.namespace)][spec.image].remove(spec.snap)
+        state["removed"].append(f"{key(spec.pool, spec.namespace)}/{spec.image}@{spec.snap}")
+
+    def snap_create(self: RbdRunner, spec: Any) -> None:
+        if spec.image in state["fail"]:
+            raise RbdError(["rbd"], 122, "rbd: failed to create snapshot: (122) Disk quota exceeded", "local")
+        state["pools"][key(spec.pool, spec.namespace)][spec.image].append(spec.snap)
+        state["created"].append(f"{key(spec.pool, spec.namespace)}/{spec.image}@{spec.snap}")
+
+    monkeypatch.setattr(RbdRunner, "list_images", list_images)
+    monkeypatch.setattr(RbdRunner, "snap_remove", snap_remove)
+    monkeypatch.setattr(RbdRunner, "snap_create", snap_create)
+    return state
+
+
+# -- retention with image_map -----------------------------------------------------------------
+
+
+def test_retention_live_only_mapped_images(run_module, pools) -> None:
+    pools["pools"]["rbd/pve"] = {"vm-100-disk-0": [D1, D2, D3], "not-a-guest-disk": [D1, D2, D3]}
+    backup_name = f"{UUID};scsi0;web1"
+    result = run_module(
+        retention.main,
+        {
+            "side": "live",
+            "live_cluster": "pve-a",
+            "pool": "rbd",
+            "namespace": "pve",
+            "profiles": {"daily": {"count": 2}},
+            "other_snapshots": {backup_name: [D1, D2]},
+            "image_map": {"vm-100-disk-0": backup_name},
+        },
+    )
+    assert pools["removed"] == [f"rbd/pve/vm-100-disk-0@{D1}"]  # base D2 kept, D3 newer
+    assert result["changed"] is True
+
+
+def test_retention_backup_side_by_map(run_module, pools) -> None:
+    kept, gone, foreign = f"{UUID};scsi0;web1", "ceph-ct;vm-104-disk-0;ct1", "pve-a;x;None"
+    pools["pools"]["rbd"] = {kept: [D1, D2], gone: [D1, D2], foreign: [D1, D2]}
+    run_module(
+        retention.main,
+        {
+            "side": "backup",
+            "live_cluster": "pve-a",
+            "pool": "rbd",
+            "profiles": {"daily": {"count": 2, "interval": "1d"}},
+            "now": "2026-11-10T00:00:00",
+            "other_snapshots": {kept: [D2]},
+            "image_map": {kept: kept, gone: None},
+        },
+    )
+    # kept: source exists, D2 shared -> D1 expired; gone: source gone, faded out;
+    # pve-a;x;None has the cluster's name but is not in the map: untouched.
+    assert f"rbd/{kept}@{D1}" in pools["removed"]
+    assert f"rbd/{gone}@{D1}" in pools["removed"]
+    assert not any(foreign in item for item in pools["removed"])
+
+
+# -- proxmox_snapshot ---------------------------------------------------------------------------
+
+
+class FakeApi:
+    calls: ClassVar[list[str]] = []
+
+    def __init__(self, auth: Any) -> None:
+        assert auth.api_password == "pw"
+
+    def get(self, path: str, **params: Any) -> Any:
+        raise AssertionError(path)
+
+    def post(self, path: str, **params: Any) -> Any:
+        FakeApi.calls.append(path)
+        return {"result": 1}
+
+
+def disk(vmid: int, key: str, image: str, namespace: str, freeze: bool = True) -> dict[str, Any]:
+    return {
+        "endpoint": "node-a",
+        "storage": "ceph-vm",
+        "pool": "rbd",
+        "namespace": namespace,
+        "image": image,
+        "disk": key,
+        "backup_image": f"{UUID};{key};web{vmid}",
+        "guest": {
+            "vmid": vmid,
+            "name": f"web{vmid}",
+            "node": "pve1",
+            "type": "qemu",
+            "running": True,
+            "freeze": freeze,
+        },
+        "profiles": {"daily": {"count": 7}},
+        "config": {"name": f"web{vmid}"},
+    }
+
+
+def snapshot_args(disks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    base = {
+        "live_cluster": "pve-a",
+        "disks": disks,
+        "now": "2026-11-04T12:00:00",
+        "api_host": "pve.example",
+        "api_user": "root@pam",
+        "api_password": "pw",
+        "fail_on_error": False,
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def fake_api(monkeypatch: pytest.MonkeyPatch) -> type[FakeApi]:
+    FakeApi.calls = []
+    monkeypatch.setattr(proxmox_snapshot, "ProxmoxerApi", FakeApi)
+    monkeypatch.setattr(proxmox_snapshot, "PROXMOXER_IMPORT_ERROR", None)
+    return FakeApi
+
+
+def test_proxmox_snapshot_plans_in_snapshot_shape(run_module, pools, fake_api) -> None:
+    pools["pools"]["rbd/a"] = {"vm-100-disk-0": [], "vm-100-disk-1": []}
+    pools["pools"]["rbd/b"] = {"vm-101-disk-0": []}
+    disks = [
+        disk(100, "efidisk0", "vm-100-disk-1", "a"),
+        disk(100, "scsi0", "vm-100-disk-0", "a"),
+        disk(101, "rootfs", "vm-101-disk-0", "b", freeze=False),
+    ]
+    result = run_module(proxmox_snapshot.main, snapshot_args(disks))
+    assert result["changed"] is True and result["failed_images"] == []
+    assert len(pools["created"]) == 3
+    images = {i["backup_image"]: i for i in result["images"]}
+    item = images[f"{UUID};scsi0;web100"]
+    assert item["kind"] == "full" and item["source_pool"] == "rbd" and item["source_namespace"] == "a"
+    assert item["transfers"] == [{"from_snap": None, "to_snap": item["new_snapshots"][0]}]
+    assert images[f"{UUID};rootfs;web101"]["source_namespace"] == "b"
+    # One freeze and one thaw, for the only guest with freeze on.
+    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-freeze", "fsfreeze-thaw"]
+    assert all("/qemu/100/" in c for c in fake_api.calls)
+    assert set(result["live_snapshots"]) == set(images)
+
+
+def test_proxmox_snapshot_failure_halfway_thaws_and_fails_alone(run_module, pools, fake_api) -> None:
+    pools["pools"]["rbd/a"] = {"vm-100-disk-0": [], "vm-100-disk-1": []}
+    pools["fail"] = {"vm-100-disk-0"}
+    disks = [disk(100, "efidisk0", "vm-100-disk-1", "a"), disk(100, "scsi0", "vm-100-disk-0", "a")]
+    result = run_module(proxmox_snapshot.main, snapshot_args(disks))
+    assert [f["image"] for f in result["failed_images"]] == ["vm-100-disk-0"]
+    assert "Disk quota exceeded" in result["failed_images"][0]["error"]
+    failed = next(i for i in result["images"] if i["image"] == "vm-100-disk-0")
+    assert failed["transfers"] == []
+    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-freeze", "fsfreeze-thaw"]
+    assert pools["created"] == [f"rbd/a/vm-100-disk-1@{result['images'][0]['new_snapshots'][0]}"]
+
+
+def test_proxmox_snapshot_check_mode_touches_nothing(run_module, pools, fake_api) -> None:
+    pools["pools"]["rbd/a"] = {"vm-100-disk-0": []}
+    result = run_module(
+        proxmox_snapshot.main, snapshot_args([disk(100, "scsi0", "vm-100-disk-0", "a")], _ansible_check_mode=True)
+    )
+    assert result["changed"] is True and pools["created"] == [] and fake_api.calls == []
+
+
+def test_proxmox_snapshot_missing_image_fails_that_disk(run_module, pools, fake_api) -> None:
+    pools["pools"]["rbd/a"] = {}
+    result = run_module(proxmox_snapshot.main, snapshot_args([disk(100, "scsi0", "vm-100-disk-0", "a")]))
+    assert "not found on live cluster pve-a" in result["failed_images"][0]["error"]
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+PVE = {"api_host": "pve1", "api_user": "backurne@pve", "api_token_id": "bk", "api_token_secret": "s3cret"}
+
+
+def test_config_accepts_proxmox_and_drops_secrets() -> None:
+    spec = {"type": "proxmox", "proxmox": dict(PVE), "ceph_endpoint": {"default": {"ceph-vm": "pve1"}}}
+    out = validate_live_cluster("pve1", spec)
+    assert out["type"] == "proxmox" and out["ceph_endpoint"] == {"default": {"ceph-vm": "pve1"}}
+    assert "api_token_secret" not in out["proxmox"] and out["proxmox"]["has_api_token_secret"] is True
+    assert "s3cret" not in repr(out)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "proxmox"}, "expected a mapping"),
+        ({"type": "proxmox", "proxmox": {"api_user": "u", "api_password": "p"}}, "api_host is required"),
+        ({"type": "proxmox", "proxmox": {"api_host": "h", "api_user": "u"}}, "needs api_password"),
+        ({"type": "proxmox", "proxmox": {"api_host": "h", "api_user": "u", "api_token_id": "t"}}, "go together"),
+        ({"type": "proxmox", "proxmox": dict(PVE, bogus=1)}, "unknown key 'bogus'"),
+        ({"type": "proxmox", "proxmox": dict(PVE, hooks={"pre_vm": "rel/path"})}, "absolute path"),
+        ({"type": "proxmox", "proxmox": dict(PVE, hooks={"pre_x": "/a"})}, "unknown key 'pre_x'"),
+        ({"type": "proxmox", "proxmox": dict(PVE, profile_catalogue={"x": {}})}, "profile_catalogue"),
+        ({"type": "proxmox", "proxmox": PVE, "ceph_endpoint": {"default": "pve1"}}, "ceph_endpoint.default"),
+        ({"type": "plain", "proxmox": PVE}, "only for a live cluster of type proxmox"),
+    ],
+)
+def test_config_refuses(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_live_cluster("pve1", spec)
+    with pytest.raises(ConfigError) as caught:
+        validate_live_cluster("pve1", spec)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_example_inventory_proxmox_cluster_is_valid() -> None:
+    hosts = yaml.safe_load((REPO / "inventories" / "example" / "hosts.yml").read_text())
+    live = hosts["all"]["children"]["live_clusters"]["hosts"]
+    out = validate_live_cluster("pve1", live["pve1"]["backurne_live"])
+    assert out["type"] == "proxmox" and out["proxmox"]["has_api_token_secret"] is True
+    assert out["ceph_endpoint"]["default"]["hdd-archive"] in hosts["all"]["children"]["ceph_endpoints"]["hosts"]
