@@ -322,12 +322,13 @@ def test_extract_copies_and_refuses_traversal(lab: Any, setup: Setup) -> None:
 def test_expiring_a_mapped_snapshot_loses_nothing(lab: Any, setup: Setup) -> None:
     """Retention removing a mapped snapshot (clone v2): the view stays intact until unmap."""
     mapped = cli_json(setup, "map", "gone", "latest")
-    hostname = Path(mapped["filesystems"][0]["mountpoint"], "etc", "hostname")
+    # Not read before the snapshot goes: its blocks come from Ceph afterwards, not from a cache.
+    blob = Path(mapped["filesystems"][0]["mountpoint"], "etc", "deep", "blob.bin")
     # What retention runs, as the restricted backurne user: it succeeds...
     lab.rbd("backup", "snap", "rm", "--no-progress", backup_spec(setup, "gone"))
     assert cli_json(setup, "ls", "gone")["snapshots"] == []
     # ...but Ceph only moved the snapshot to the trash namespace: the mapped files are intact,
-    assert hostname.read_text() == "web1.example\n"
+    assert blob.read_bytes() == (setup.src / "etc" / "deep" / "blob.bin").read_bytes()
     trashed = lab.rbd_json("backup", "snap", "ls", "--all", backup_spec(setup, "gone", None))
     assert [s["namespace"]["type"] for s in trashed] == ["trash"]
     # ...and the image itself cannot be removed while the clone exists.
