@@ -6,12 +6,14 @@ a real directory tree with real symlinks. test_rest_api_lab.py does the same aga
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,7 +56,9 @@ from backurne_api.main import parse_listen
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 # One tree for the property test (hypothesis calls it many times within one test).
-_PROPERTY_TREE = build_snapshot_tree(Path(tempfile.mkdtemp(prefix="backurne-api-paths-")))
+_PROPERTY_DIR = tempfile.mkdtemp(prefix="backurne-api-paths-")
+atexit.register(shutil.rmtree, _PROPERTY_DIR, ignore_errors=True)
+_PROPERTY_TREE = build_snapshot_tree(Path(_PROPERTY_DIR))
 _PROPERTY_FILES = files.SnapshotFiles(str(_PROPERTY_TREE[0]), "property fs")
 
 

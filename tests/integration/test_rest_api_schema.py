@@ -9,6 +9,8 @@ restore, instead of stopping at a 404. Bounded: MAX_EXAMPLES per operation, ~20 
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class EveryNameBackend(FakeBackend):
 
 
 _tmp = Path(tempfile.mkdtemp(prefix="backurne-api-schema-"))
+atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
 _mountpoint, _secret = build_snapshot_tree(_tmp / "tree")
 _backend = EveryNameBackend(_mountpoint)
 app = create_app(config(_tmp), backend=_backend, tokens=token_store(_tmp))
