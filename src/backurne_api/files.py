@@ -96,8 +96,9 @@ class SnapshotFiles:
     """The files under one mount point, reachable only through checked relative paths."""
 
     def __init__(self, root: str, label: str) -> None:
-        # label: how messages name this filesystem ("image I snapshot S, filesystem p1"),
-        # so that a client never learns the host path of the mount.
+        # label: how messages name this filesystem ("image I snapshot S, filesystem p1"): the
+        # names the client used, and paths relative to the mount, never resolved host paths
+        # (a refusal must not say where a symlink would have led).
         self.label = label
         try:
             self.root = os.path.realpath(root, strict=True)
