@@ -623,7 +623,9 @@ class Mapper:
         mapping.loop_devices = []
         self._save_if_recorded(mapping)
         if mapping.method == "nbd" and mapping.base_device:
-            self._run(["rbd-nbd", "unmap", mapping.base_device], "rbd-nbd unmap", mapping.label)
+            # /sys/block/nbdX/pid exists while the device is connected (to our rbd-nbd).
+            if Path("/sys/block", os.path.basename(mapping.base_device), "pid").exists():
+                self._run(["rbd-nbd", "unmap", mapping.base_device], "rbd-nbd unmap", mapping.label)
             mapping.base_device = None
             self._save_if_recorded(mapping)
         if fuse_dir in mounted_paths():
