@@ -235,15 +235,17 @@ def _serve(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def test_serve_refuses_a_bad_configuration(tmp_path: Path) -> None:
+def test_serve_refuses_a_bad_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     no_tokens = tmp_path / "open.yml"
     no_tokens.write_text(json.dumps({"state_dir": str(tmp_path / "state")}))
     missing = tmp_path / "missing.yml"
     missing.write_text(json.dumps({"api": {"tokens_file": str(tmp_path / "nope")}}))
-    for config_file, needle in ((no_tokens, "anonymous"), (missing, "nope")):
-        proc = _serve(["--config", str(config_file)], tmp_path / "log")
-        assert proc.wait(timeout=60) == 2
-        assert needle in (tmp_path / "log").read_text()
+    bad_listen = tmp_path / "listen.yml"
+    bad_listen.write_text(json.dumps({"api": {"anonymous": True, "listen": "localhost"}}))
+    cases = ((no_tokens, "anonymous"), (missing, "nope"), (bad_listen, "HOST:PORT"), (tmp_path / "none.yml", "none"))
+    for config_file, needle in cases:
+        assert api_main(["--config", str(config_file)]) == 2  # before anything listens
+        assert needle in capsys.readouterr().err
 
 
 def test_serve_over_tls(tmp_path: Path) -> None:
