@@ -36,7 +36,7 @@ PROFILES = {"daily": {"count": 7}}
 
 
 def pve_fixture(ns: str, ns_ct: str, ns_b: str) -> dict[str, Any]:
-    b64 = base64.b64encode(UUID101.encode()).decode()
+    b64 = base64.b64encode(b"backurne lab").decode()
     return {
         "cluster": {"name": "lab-pve"},
         "version": {"version": "9.1.3", "release": "9.1", "repoid": "c743d6c1"},
@@ -75,7 +75,7 @@ def pve_fixture(ns: str, ns_ct: str, ns_b: str) -> dict[str, Any]:
                 "config": {
                     "name": "db1",
                     "agent": "enabled=1,freeze-fs=0",
-                    "smbios1": f"uuid={b64},manufacturer=UHJveG1veA==,base64=1",
+                    "smbios1": f"uuid={UUID101},manufacturer=UHJveG1veA==,product={b64},base64=1",
                     "virtio0": "ceph-vm:base-9000-disk-0/vm-101-disk-0,size=1M",
                     "sata0": "ceph-ct:vm-101-disk-1,size=1M",
                     "scsi0": "local-lvm:vm-101-disk-2,size=1M",

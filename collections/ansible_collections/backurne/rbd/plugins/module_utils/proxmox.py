@@ -45,6 +45,8 @@ _RBD_VOLNAME_RE = re.compile(r"(?:(base-\d+-\S+)/)?((?:base)?(?:vm)?-\d+-\S+)")
 # qemu-server's aliases (Drive.pm: volume -> file; Agent: freeze-fs-on-backup/guest-fsfreeze -> freeze-fs).
 _ALIASES = {"volume": "file", "freeze-fs-on-backup": "freeze-fs", "guest-fsfreeze": "freeze-fs"}
 
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
 GUEST_TYPES = ("qemu", "lxc")
 DEFAULT_TAG_PREFIX = "backurne"
 
@@ -124,18 +126,29 @@ def agent_settings(config: Mapping[str, Any]) -> AgentSettings:
 
 
 def smbios_uuid(config: Mapping[str, Any]) -> str | None:
-    """The ``uuid`` of ``smbios1``; with ``base64=1`` every value (the uuid too) is base64."""
+    """The ``uuid`` of ``smbios1``, parsed as a property string.
+
+    PVE's format is ``uuid=<UUID>`` even with ``base64=1`` (which encodes the other, free-text
+    values): a UUID is taken as it is. A value that is no UUID is decoded when ``base64=1`` and
+    it decodes to one (hand-edited configs), else refused.
+    """
     raw = config.get("smbios1")
     if not raw:
         return None
     props = parse_property_string(raw, where="smbios1")
     uuid = props.get("uuid")
-    if uuid and _flag(props, "base64", False, "smbios1"):
+    if not uuid:
+        return None
+    if _UUID_RE.fullmatch(uuid):
+        return uuid
+    if _flag(props, "base64", False, "smbios1"):
         try:
-            uuid = base64.b64decode(uuid, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise ProxmoxConfigError(f"smbios1: uuid {props['uuid']!r} is not valid base64 ({exc})") from None
-    return uuid or None
+            decoded = base64.b64decode(uuid, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        if _UUID_RE.fullmatch(decoded):
+            return decoded
+    raise ProxmoxConfigError(f"smbios1: uuid {uuid!r} is not a UUID")
 
 
 def parse_tags(tags: object) -> list[str]:
@@ -430,7 +443,7 @@ def discover(
     options: DiscoveryOptions,
     api_answers: Mapping[int, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
-    """Everything to back up: ``disks`` (one dict per disk), ``skipped``, ``guests``, ``warnings``.
+    """Everything to back up: ``disks`` (one dict per disk), ``skipped``, ``failed``, ``guests``, ``warnings``.
 
     ``configs`` holds the config of every guest in ``resources`` worth a look (see
     ``guests_to_read``); ``api_answers`` the profiles_api answer per vmid, if any.
@@ -440,11 +453,16 @@ def discover(
     skipped: list[dict[str, Any]] = []
     guests: list[dict[str, Any]] = []
     warnings: list[str] = []
+    # A guest or disk that should be backed up but cannot be (unreadable config, no identity):
+    # a failure of the run, not a quiet skip.
+    failed: list[dict[str, Any]] = []
     for guest in guests_to_read(resources, options, skipped):
         where = f"guest {guest.vmid} ({guest.name})"
         config = configs.get(guest.vmid)
         if config is None:
-            skipped.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "reason": "config not readable"})
+            failed.append(
+                {"vmid": guest.vmid, "name": guest.name, "disk": None, "error": f"{where}: config not readable"}
+            )
             continue
         profiles, notes = guest_profiles(
             tag_policy(guest.tags, options.tag_prefix),
@@ -460,8 +478,7 @@ def discover(
             agent = agent_settings(config) if guest.type == "qemu" else AgentSettings(False, False)
             found = guest_disks(guest.type, config, storages, options.pve_cluster, options.endpoint_map)
         except ProxmoxConfigError as exc:
-            warnings.append(f"{where}: skipped, unreadable config: {exc}")
-            skipped.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "reason": str(exc)})
+            failed.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "error": f"{where}: {exc}"})
             continue
         skipped.extend(
             {"vmid": guest.vmid, "name": guest.name, "disk": s.key, "reason": s.reason} for s in found.skipped
@@ -476,8 +493,14 @@ def discover(
                 ident, disk_name = guest_identity(guest, config, disk, options.use_smbios, options.uuid_fallback)
                 backup_image = backup_image_name_for_proxmox(ident, disk_name, guest.name)
             except (ProxmoxConfigError, NamingError) as exc:
-                warnings.append(f"{where}: disk {disk.key}: {exc}")
-                skipped.append({"vmid": guest.vmid, "name": guest.name, "disk": disk.key, "reason": str(exc)})
+                failed.append(
+                    {
+                        "vmid": guest.vmid,
+                        "name": guest.name,
+                        "disk": disk.key,
+                        "error": f"{where} disk {disk.key}: {exc}",
+                    }
+                )
                 continue
             guest_rows.append(
                 {
@@ -496,7 +519,7 @@ def discover(
         if guest_rows:
             guests.append(info)
         disks.extend(guest_rows)
-    return {"disks": disks, "skipped": skipped, "guests": guests, "warnings": warnings}
+    return {"disks": disks, "skipped": skipped, "guests": guests, "warnings": warnings, "failed": failed}
 
 
 def guests_to_read(

@@ -173,6 +173,13 @@ excluded:
   type: list
   elements: dict
   sample: [{vmid: 100, name: web1, disk: scsi1, reason: "backup=0"}]
+failed_guests:
+  description:
+    - Guests or disks that should be backed up but cannot be (config unreadable or refused by
+      PVE's rules, no smbios uuid while O(uuid_fallback=false)), with C(vmid), C(name), C(disk), C(error).
+  returned: success
+  type: list
+  elements: dict
 profiles:
   description: Every profile definition any guest uses (for expiry).
   returned: success
@@ -263,12 +270,13 @@ def main() -> None:
     )
     guests = guests_to_read(resources, options)
     warnings: list[str] = []
+    read_errors: list[dict[str, Any]] = []
 
     def read(guest: Any) -> tuple[int, dict[str, Any] | None]:
         try:
             return guest.vmid, guest_config(api, guest.node, guest.type, guest.vmid)
         except PveError as exc:
-            warnings.append(f"guest {guest.vmid} ({guest.name}): {exc}")
+            read_errors.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "error": str(exc)})
             return guest.vmid, None
 
     configs = {vmid: config for vmid, config in run_batch(guests, read, p["workers"]) if config is not None}
@@ -319,6 +327,7 @@ def main() -> None:
         ],
         guests=found["guests"],
         excluded=found["skipped"],
+        failed_guests=read_errors + [f for f in found["failed"] if f["vmid"] not in {e["vmid"] for e in read_errors}],
         profiles=catalogue,
     )
 

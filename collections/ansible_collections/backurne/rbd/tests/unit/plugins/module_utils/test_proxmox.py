@@ -156,10 +156,14 @@ def test_smbios_plain_and_multi_key() -> None:
 
 
 def test_smbios_base64_form() -> None:
+    # PVE: uuid=<UUID> stays plain, the free-text values are base64 (qemu-server $smbios1_fmt).
+    assert smbios_uuid({"smbios1": f"uuid={UUID},manufacturer=QkVTVA==,product=YmFja3VybmU=,base64=1"}) == UUID
     encoded = base64.b64encode(UUID.encode()).decode()
-    assert smbios_uuid({"smbios1": f"uuid={encoded},manufacturer=QkVTVA==,base64=1"}) == UUID
-    with pytest.raises(ProxmoxConfigError, match="base64"):
+    assert smbios_uuid({"smbios1": f"uuid={encoded},base64=1"}) == UUID  # hand-encoded, still read
+    with pytest.raises(ProxmoxConfigError, match="not a UUID"):
         smbios_uuid({"smbios1": "uuid=not*base64,base64=1"})
+    with pytest.raises(ProxmoxConfigError, match="not a UUID"):
+        smbios_uuid({"smbios1": f"uuid={encoded}"})  # base64 without base64=1
 
 
 # -- volumes, storages, endpoints ----------------------------------------------------------------
@@ -377,7 +381,8 @@ def test_discover_templates_when_asked_and_no_fallback() -> None:
     names = {d["backup_image"] for d in found["disks"]}
     assert "ceph-vm;base-9000-disk-0;tpl" not in names  # no uuid and no fallback: skipped
     assert not any(";db1" in n for n in names)
-    assert any("uuid_fallback" in w for w in found["warnings"])
+    assert {(f["vmid"], f["disk"]) for f in found["failed"]} == {(102, "scsi0"), (9000, "scsi0")}
+    assert all("uuid_fallback" in f["error"] for f in found["failed"])
 
 
 def test_discover_without_smbios() -> None:
@@ -407,7 +412,8 @@ def test_discover_bad_config_skips_guest_with_warning() -> None:
     bad[102] = {"name": "db1", "scsi0": "ceph-vm:vm-102-disk-0,size=1G,size=2G"}
     found = discover(resources(), bad, STORAGE_CFG, options())
     assert 102 not in {d["guest"]["vmid"] for d in found["disks"]}
-    assert any("duplicate key" in w for w in found["warnings"])
+    assert [f["vmid"] for f in found["failed"]] == [102]
+    assert "duplicate key" in found["failed"][0]["error"]
 
 
 def test_renames_follow_the_guest_name() -> None:
