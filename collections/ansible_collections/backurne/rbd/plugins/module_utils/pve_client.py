@@ -181,18 +181,6 @@ def list_storages(api: PveApi) -> list[dict[str, Any]]:
     return list(api.get("storage") or [])
 
 
-def cluster_name(api: PveApi) -> str | None:
-    """The PVE cluster name (None on a single node without a cluster)."""
-    try:
-        status = api.get("cluster/status") or []
-    except PveError:
-        return None
-    for item in status:
-        if item.get("type") == "cluster" and item.get("name"):
-            return str(item["name"])
-    return None
-
-
 # -- fsfreeze --------------------------------------------------------------------------------
 
 

@@ -181,9 +181,14 @@ def main() -> None:
                 META_DISK: str(disk.get("disk", "")),
                 META_CLUSTER: p["live_cluster"],
             }
+            spec = ImageSpec(pool, ns, name)
             try:
+                # One read, then only what changed: a guest's config rarely changes between runs.
+                out = runner.run(["image-meta", "list", *spec.options(), "--format=json"])
+                current = runner.parse_json(out, ["image-meta", "list"]) if out.strip() else {}
                 for key, value in meta.items():
-                    runner.run(["image-meta", "set", *ImageSpec(pool, ns, name).options(), key, value])
+                    if current.get(key) != value:
+                        runner.run(["image-meta", "set", *spec.options(), key, value])
             except RbdError as exc:
                 return f"backup image {name!r}: saving the guest config: {exc}"
             return None

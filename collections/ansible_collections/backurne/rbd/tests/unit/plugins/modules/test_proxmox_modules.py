@@ -3,6 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ import yaml
 
 from ansible_collections.backurne.rbd.plugins.module_utils.config import ConfigError, validate_live_cluster
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.modules import proxmox_snapshot, retention
+from ansible_collections.backurne.rbd.plugins.modules import proxmox_backup_images, proxmox_snapshot, retention
 
 D1 = "backup;daily;2;2026-11-01T00:00:00.000000"
 D2 = "backup;daily;2;2026-11-02T00:00:00.000000"
@@ -243,3 +244,90 @@ def test_example_inventory_proxmox_cluster_is_valid() -> None:
     out = validate_live_cluster("pve1", live["pve1"]["backurne_live"])
     assert out["type"] == "proxmox" and out["proxmox"]["has_api_token_secret"] is True
     assert out["ceph_endpoint"]["default"]["hdd-archive"] in hosts["all"]["children"]["ceph_endpoints"]["hosts"]
+
+
+# -- proxmox_backup_images ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def backup_pool(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A backup pool: images -> snapshots, and image-meta per image; run() understands
+    rename, image-meta list/get/set (the calls the module makes)."""
+    state: dict[str, Any] = {"images": {}, "meta": {}, "calls": []}
+
+    def list_images(self: RbdRunner, pool: str, namespace: str | None = None) -> dict[str, list[str]]:
+        return {n: list(s) for n, s in state["images"].items()}
+
+    def run(self: RbdRunner, args: list[str], **kwargs: Any) -> str:
+        state["calls"].append(args[:2])
+        image = next(a.split("=", 1)[1] for a in args if a.startswith("--image="))
+        if args[0] == "rename":
+            dest = next(a.split("=", 1)[1] for a in args if a.startswith("--dest="))
+            state["images"][dest] = state["images"].pop(image)
+            state["meta"][dest] = state["meta"].pop(image, {})
+            return ""
+        meta = state["meta"].setdefault(image, {})
+        if args[:2] == ["image-meta", "list"]:
+            return json.dumps(meta) if meta else ""
+        if args[:2] == ["image-meta", "get"]:
+            if args[-1] not in meta:
+                raise RbdError(args, 2, "rbd: failed to get metadata", "local")
+            return meta[args[-1]] + "\n"
+        if args[:2] == ["image-meta", "set"]:
+            meta[args[-2]] = args[-1]
+            return ""
+        raise AssertionError(args)
+
+    monkeypatch.setattr(RbdRunner, "list_images", list_images)
+    monkeypatch.setattr(RbdRunner, "run", run)
+    return state
+
+
+def pve_disk(name: str) -> dict[str, Any]:
+    return {
+        "backup_image": f"{UUID};scsi0;{name}",
+        "disk": "scsi0",
+        "guest": {"vmid": 100, "name": name, "type": "qemu"},
+        "config": {"name": name, "scsi0": "ceph-vm:vm-100-disk-0,size=1G"},
+    }
+
+
+def test_backup_images_rename_follows_the_guest(run_module, backup_pool) -> None:
+    backup_pool["images"] = {f"{UUID};scsi0;web1": [D1], "other;x;None": []}
+    result = run_module(proxmox_backup_images.main, {"live_cluster": "pve-a", "disks": [pve_disk("web2")]})
+    assert result["renamed"] == {f"{UUID};scsi0;web1": f"{UUID};scsi0;web2"}
+    assert result["snapshots"][f"{UUID};scsi0;web2"] == [D1]
+    assert set(backup_pool["images"]) == {f"{UUID};scsi0;web2", "other;x;None"}
+    assert result["changed"] is True
+
+
+def test_backup_images_rename_check_mode(run_module, backup_pool) -> None:
+    backup_pool["images"] = {f"{UUID};scsi0;web1": [D1]}
+    result = run_module(
+        proxmox_backup_images.main,
+        {"live_cluster": "pve-a", "disks": [pve_disk("web2")], "_ansible_check_mode": True},
+    )
+    assert result["changed"] is True and f"{UUID};scsi0;web2" in result["snapshots"]
+    assert set(backup_pool["images"]) == {f"{UUID};scsi0;web1"}  # untouched
+
+
+def test_backup_images_save_config_and_ownership(run_module, backup_pool) -> None:
+    current, vanished, foreign = f"{UUID};scsi0;web1", "ceph-ct;vm-9-disk-0;old", "prod;img;None"
+    backup_pool["images"] = {current: [D1], vanished: [D1], foreign: [D1]}
+    backup_pool["meta"] = {vanished: {"backurne.pve.cluster": "pve-a"}, foreign: {}}
+    transfers = [{"image": "vm-100-disk-0", "backup_image": current, "ok": True, "snapshots": [D1]}]
+    args = {"live_cluster": "pve-a", "disks": [pve_disk("web1")], "transfers": transfers}
+    result = run_module(proxmox_backup_images.main, args)
+    meta = backup_pool["meta"][current]
+    assert json.loads(meta["backurne.pve.config"])["scsi0"].startswith("ceph-vm:vm-100-disk-0")
+    assert (meta["backurne.pve.vmid"], meta["backurne.pve.name"], meta["backurne.pve.cluster"]) == (
+        "100",
+        "web1",
+        "pve-a",
+    )
+    assert result["meta_written"] == [current]
+    assert result["owned"] == {current: current, vanished: None}
+    # Unchanged config: the next run reads the metadata once and writes nothing.
+    backup_pool["calls"].clear()
+    run_module(proxmox_backup_images.main, args)
+    assert ["image-meta", "set"] not in backup_pool["calls"]
