@@ -127,6 +127,7 @@ def service(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
             lab.rbd("backup", "import", "--no-progress", str(image), spec, timeout=120)
             for snap in snaps:
                 lab.rbd("backup", "snap", "create", f"{spec}@{snap}")
+                lab.overwrite("backup", spec, 0.01, seed=len(snap))  # each snapshot its own content
         lab.rbd("backup", "snap", "create", f"{POOL}/{ns}/{WEB}@manual")  # foreign snapshot
         lab.rbd("backup", "create", "--size", "1M", f"{POOL}/{ns}/not-a-backup")  # foreign image
 
@@ -284,6 +285,17 @@ def test_restore_job(lab: Any, service: Service) -> None:
     refused = service.client.post("/restores", headers=HEADERS, json=body)
     assert refused.status_code == 409 and "db-restored" in refused.json()["message"], refused.text
     assert "db-restored" in lab.rbd_json("live", "ls", "--pool", POOL, "--namespace", service.ns)
+    # with force: the newer snapshot replaces it, and the previous image is kept, renamed
+    forced = service.client.post("/restores", headers=HEADERS, json={**body, "snapshot": SNAP, "force": True})
+    assert forced.status_code == 202, forced.text
+    replaced = _wait_job(service, forced.json()["id"])
+    assert replaced["state"] == "succeeded", replaced
+    kept_as = replaced["result"]["kept_as"]
+    assert kept_as and kept_as.startswith("db-restored")
+    assert lab.checksum("live", f"{POOL}/{service.ns}/{kept_as}") == expected
+    newer = lab.checksum("backup", f"{POOL}/{service.ns}/{DB}@{SNAP}")
+    assert newer != expected
+    assert lab.checksum("live", f"{POOL}/{service.ns}/db-restored") == newer
     unknown = service.client.post("/restores", headers=HEADERS, json={**body, "cluster": "mars"})
     assert unknown.status_code == 422 and "mars" in unknown.json()["message"]
     missing = service.client.post("/restores", headers=HEADERS, json={**body, "image": "lab;gone;None"})
