@@ -84,8 +84,9 @@ options:
         and naming backups C(CLUSTER;IMAGE;None). For Proxmox guests, the C(disks) of
         M(backurne.rbd.proxmox_discover) fit as they are.
       - Keys used per item are C(image) and C(backup_image) (required), C(pool) and C(namespace)
-        (the live pool, default O(source_pool) and O(source_namespace)), C(live_cluster) and
-        C(endpoint); other keys are ignored.
+        (the live pool, default O(source_pool) and O(source_namespace)), C(live_cluster),
+        C(endpoint), and C(profiles) (the image's own profiles, instead of O(profiles)); other
+        keys are ignored.
       - Items of another live cluster (C(live_cluster)) or, when O(endpoint) is set, of another
         endpoint are not checked here, but still count as expected.
       - Backup images seen earlier for this cluster (history) and no longer expected are checked
@@ -266,6 +267,7 @@ def main() -> None:
     # The expected images (Proxmox guests): live image -> (pool, namespace, backup image).
     expected: dict[str, tuple[str, str | None, str]] | None = None
     elsewhere: set[str] = set()  # backup images expected on another cluster or endpoint
+    own_profiles: dict[str, dict[str, Any]] = {}  # image -> its profiles (a Proxmox guest's tags)
     if p["expected"] is not None:
         expected = {}
         for index, item in enumerate(p["expected"]):
@@ -288,6 +290,11 @@ def main() -> None:
             if expected.get(image, (pool, namespace, name)) != (pool, namespace, name):
                 module.fail_json(msg=f"check: expected: image {image!r} is listed twice, differently")
             expected[image] = (pool, namespace, name)
+            if item.get("profiles"):
+                try:
+                    own_profiles[image] = parse_profiles(item["profiles"])
+                except (PolicyError, TypeError, AttributeError) as exc:
+                    module.fail_json(msg=f"check: expected[{index}] ({image}): profiles: {exc}")
 
     def unknown(error: str) -> None:
         status, line = unknown_line(f"{p['live_cluster']}: {error}")
@@ -394,23 +401,36 @@ def main() -> None:
         still = {names[2] for names in expected.values()} | elsewhere
         gone = {name: backup_listing[name] for name in known_backups if name not in still and name in backup_listing}
 
+    # Images with their own profiles are checked against those, in groups of equal profiles.
+    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for image in live_snapshots:
+        own = own_profiles.get(image, profiles)
+        groups.setdefault(repr(sorted(own.items())), (own, []))[1].append(image)
+    every_profile = dict(profiles)
+    for own in own_profiles.values():
+        every_profile.update(own)
+    findings = []
     try:
-        findings = check_images(
-            live_snapshots,
-            live_created,
-            backup_listing,
-            p["live_cluster"],
-            profiles,
-            p["snap_prefix"],
-            now,
-            grace_factor=p["grace_factor"],
-            expiry_grace=expiry_grace,
-            keep_min=p["keep_min"],
-            backup_names=backup_names,
-            first_seen=first_seen,
-            transfers=transfers,
+        for group_profiles, group in groups.values():
+            findings += check_images(
+                {image: live_snapshots[image] for image in group},
+                live_created,
+                backup_listing,
+                p["live_cluster"],
+                group_profiles,
+                p["snap_prefix"],
+                now,
+                grace_factor=p["grace_factor"],
+                expiry_grace=expiry_grace,
+                keep_min=p["keep_min"],
+                backup_names=backup_names,
+                first_seen=first_seen,
+                transfers=transfers,
+            )
+        findings.sort(key=lambda finding: finding.image)  # stable: each image's own order stays
+        findings += check_faded(
+            gone, p["live_cluster"], every_profile, p["snap_prefix"], now, extra_retention, expiry_grace
         )
-        findings += check_faded(gone, p["live_cluster"], profiles, p["snap_prefix"], now, extra_retention, expiry_grace)
     except (PolicyError, NamingError) as exc:
         module.fail_json(msg=f"check: {exc}")
     status, line = nagios_line(findings, len(live_snapshots))

@@ -280,3 +280,19 @@ def test_expected_discovery_disks_per_endpoint(run_module, clusters) -> None:
     assert run_module(check.main, args(expected=disks))["checked"] == 2  # records both as seen
     result = run_module(check.main, args(expected=disks, endpoint="ceph-a"))
     assert (result["status"], result["checked"], result["findings"]) == (0, 1, [])
+
+
+def test_expected_items_with_their_own_profiles(run_module, clusters) -> None:
+    # A weekly-only guest is not late for a daily it never has; a daily guest is.
+    old = "backup;weekly;4;2026-11-26T00:00:00.000000"
+    clusters["live"] = {"vm-1": [old], "vm-2": [old]}
+    clusters["backup"] = {"u1;scsi0;a": [old], "u2;scsi0;b": [old]}
+    expected = [
+        {"image": "vm-1", "backup_image": "u1;scsi0;a", "profiles": {"weekly": {"count": 4}}},
+        {"image": "vm-2", "backup_image": "u2;scsi0;b"},  # the module's profiles: daily
+    ]
+    result = run_module(check.main, args(expected=expected))
+    assert [(f["image"], f["code"]) for f in result["findings"]] == [("vm-2", "too-old")]
+    bad = [{"image": "vm-1", "backup_image": "u1;scsi0;a", "profiles": {"weekly": {"count": 0}}}]
+    result = run_module(check.main, args(expected=bad))
+    assert result["failed"] is True and result["msg"].startswith("check: expected[0] (vm-1): profiles: ")
