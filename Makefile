@@ -9,12 +9,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collections
 COLLECTION := collections/ansible_collections/backurne/rbd
 
-.PHONY: help deps venv lab-up lab-down lab-status demo test unit sanity lint integration molecule bench clean build
+.PHONY: help deps venv lab-up lab-down lab-status demo test unit sanity lint integration molecule bench bench-full clean build
 
 help:
 	@echo "make demo   - install, start the lab, back up demo images, show the report"
 	@echo "make test   - install, start the lab, run every suite (unit, sanity, lint, integration, molecule)"
-	@echo "make bench  - benchmarks on the lab (ratios, not assertions)"
+	@echo "make bench  - benchmarks on the lab (ratios, not assertions); make bench-full adds N=1000"
 	@echo "make lab-up | lab-down | lab-status"
 
 deps:
@@ -56,6 +56,9 @@ molecule: venv
 
 bench: venv
 	bash bench/run.sh
+
+bench-full: venv
+	bash bench/run.sh --full
 
 build: venv
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/ $(COLLECTION)

@@ -146,6 +146,9 @@ class Run:
     changed: int
     events: list[dict[str, Any]] = field(repr=False)
     calls: dict[str, int] | None = None
+    # Peak RSS (KiB) of the controller's ansible-playbook tree (its largest process), measured
+    # by GNU time in the instrumented runs.
+    controller_rss_kib: int | None = None
 
     def slowest(self, count: int = 4) -> list[tuple[str, float]]:
         ranked = sorted(self.events, key=lambda e: e["elapsed"], reverse=True)[:count]
@@ -180,15 +183,20 @@ class Shims:
         # Also logs each module run and its wall time on the node (python start-up included); the
         # lab's sshd sets CEPH_CONF per "host", which tells the live node's sessions from the
         # backup node's.
+        # GNU time also gives each module run's peak RSS (its largest process: the module's python).
         self.interpreter.write_text(
             "#!/bin/sh\n"
             "started=$(date +%s%N)\n"
             f"PATH={shlex.quote(str(self.node_dir))}:$PATH\nexport PATH\n"
-            '/usr/bin/python3 "$@"\n'
+            "rss=$(mktemp)\n"
+            '/usr/bin/time -f %M -o "$rss" /usr/bin/python3 "$@"\n'
             "rc=$?\n"
             "ended=$(date +%s%N)\n"
             f"printf 'python3\\t%s\\t%s\\n' \"${{CEPH_CONF:-}}\" $(((ended - started) / 1000000))"
             f" >> {shlex.quote(str(self.node_log))}\n"
+            f'printf \'rss\\t%s\\t%s\\n\' "${{CEPH_CONF:-}}" "$(tail -n 1 "$rss")"'
+            f" >> {shlex.quote(str(self.node_log))}\n"
+            'rm -f "$rss"\n'
             'exit "$rc"\n'
         )
         self.interpreter.chmod(0o755)
@@ -201,10 +209,14 @@ class Shims:
         counts: collections.Counter[str] = collections.Counter()
         for line in self.node_log.read_text().splitlines():
             fields = line.split("\t", 2)
-            if len(fields) != 3 or fields[0] not in (*SHIMMED, "python3"):
+            if len(fields) != 3 or fields[0] not in (*SHIMMED, "python3", "rss"):
                 continue  # the continuation of an argument holding a newline
             tool, conf, args = fields
             node = "live" if "/live/" in conf else "backup" if "/backup/" in conf else "localhost"
+            if tool == "rss":
+                key = f"{node}: module peak RSS, KiB (max)"
+                counts[key] = max(counts[key], int(args) if args.isdigit() else 0)
+                continue
             if tool == "python3":
                 counts[f"{node}: module runs"] += 1
                 counts[f"{node}: module wall time, ms"] += int(args) if args.isdigit() else 0
@@ -248,7 +260,9 @@ class Orchestration:
             host["backurne_backup"]["namespace"] = namespace
         return inv
 
-    def playbook(self, n: int, kind: str, inventory: dict[str, Any], now: datetime, instrumented: bool) -> Run:
+    def playbook(
+        self, n: int, kind: str, inventory: dict[str, Any], now: datetime, instrumented: bool, check: bool = False
+    ) -> Run:
         run_dir = self.tmp / f"run-{n}-{kind.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"
         run_dir.mkdir()
         inv_path = run_dir / "hosts.yml"
@@ -276,6 +290,11 @@ class Orchestration:
             "-e",
             json.dumps({"backurne_now": now.isoformat(timespec="seconds")}),
         ]
+        if check:
+            argv.append("--check")
+        rss_file = run_dir / "controller-rss"
+        if instrumented:
+            argv = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *argv]
         started = time.monotonic()
         cp = subprocess.run(
             argv, cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT
@@ -294,6 +313,8 @@ class Orchestration:
         result = Run(n, kind, seconds, len(events), data["tasks_started"], changed, events)
         if instrumented:
             result.calls = self.shims.counts()
+            last = rss_file.read_text().split() if rss_file.exists() else []
+            result.controller_rss_kib = int(last[-1]) if last and last[-1].isdigit() else None
         self.check(result)
         log(
             f"N={n} {kind}: {seconds:.2f} s, {result.task_results} task results, changed {changed}"
@@ -306,7 +327,10 @@ class Orchestration:
         """The run did what its kind says, for every image (a benchmark of a wrong run is worthless)."""
         transfer = [e for e in run.events if e["task"].startswith("Transfer the new snapshots")]
         statuses = transfer[0]["statuses"] if transfer and transfer[0]["statuses"] else {}
-        if run.kind.startswith("no-op"):
+        if run.kind.startswith("plan"):
+            if statuses.get("planned") != run.n:
+                raise BenchError(f"N={run.n} {run.kind}: expected {run.n} planned transfers, got {statuses}")
+        elif run.kind.startswith("no-op"):
             if run.changed or statuses.get("transferred"):
                 raise BenchError(f"N={run.n} {run.kind}: not a no-op (changed {run.changed}, transfers {statuses})")
         elif statuses.get("transferred") != run.n:
@@ -417,11 +441,30 @@ def report(runs: list[Run], sizes: list[int], noop_reps: int) -> dict[str, Any]:
         lo, hi = pick(low, kind)[0], pick(high, kind)[0]
         per = _per_image(lo, hi)
         per_kind[kind] = per
-        keys = sorted(set(lo.calls or {}) | set(hi.calls or {}))
+        keys = sorted(key for key in set(lo.calls or {}) | set(hi.calls or {}) if "RSS" not in key)
         print(f"     {kind}:")
         for key in keys:
             line = "".join(f"{(pick(n, kind)[0].calls or {}).get(key, 0):>8}" for n in sizes)
             print(f"       {key:28}{line}   {per.get(key, 0.0):6.2f} per image")
+    print("   peak RSS, MiB (controller: ansible-playbook's largest process; modules: largest module run per node):")
+    print(f"     {'run':22}{'':8}" + "".join(f"{'N=' + str(n):>10}" for n in sizes))
+    memory: dict[str, dict[int, float | None]] = {}
+    for kind in ("first (full)", "no-op (counted)", "incremental (day 2)"):
+        for label, key in (
+            ("controller", None),
+            ("backup node module", "backup: module peak RSS, KiB (max)"),
+            ("live node module", "live: module peak RSS, KiB (max)"),
+        ):
+            values: dict[int, float | None] = {}
+            for n in sizes:
+                found = pick(n, kind)[0]
+                kib = found.controller_rss_kib if key is None else (found.calls or {}).get(key)
+                values[n] = None if kib is None else kib / 1024
+            memory[f"{kind} / {label}"] = values
+            print(
+                f"     {kind:22}{label:>20}"
+                + "".join(f"{'?' if v is None else f'{v:.0f}':>10}" for v in values.values())
+            )
     noops = sorted(pick(high, "no-op"), key=lambda r: r.seconds)
     noop = noops[len(noops) // 2]  # the median run
     in_tasks = sum(e["elapsed"] for e in noop.events)
@@ -445,8 +488,50 @@ def report(runs: list[Run], sizes: list[int], noop_reps: int) -> dict[str, Any]:
         "sizes": sizes,
         "slopes_ms": slopes,
         "per_image_processes": per_kind,
+        "peak_rss_mib": {key: {str(n): v for n, v in values.items()} for key, values in memory.items()},
         "runs": [asdict(r) for r in runs],
     }
+
+
+def plan_only(lab: Lab, tmp: Path, sizes: list[int]) -> None:
+    """--plan-only: per N, fresh images and one instrumented `--check` run of the first backup.
+
+    Nothing is transferred, but every step carries N images' plans, listings and results
+    (1000 planned fulls, 1000 transfer results in check mode, both expiry predictions): the
+    orchestration's time, process count and memory at large N without the data transfers that
+    make a real first run take ~1 s per image on 2 cores.
+    """
+    bench = Orchestration(lab, tmp)
+    runs: list[Run] = []
+    namespaces = []
+    try:
+        for n in sizes:
+            namespace = lab.create_namespace("bench-orch")
+            namespaces.append(namespace)
+            lab.bulk("create", "--conf", str(lab.live_conf), "--namespace", namespace, "--count", str(n))
+            inventory = bench.inventory(namespace, f"b{uuid.uuid4().hex[:6]}", instrumented=True)
+            runs.append(bench.playbook(n, "plan (check mode)", inventory, T0, instrumented=True, check=True))
+    finally:
+        for namespace in namespaces:
+            lab.purge_namespace(namespace)
+    print(f"== orchestration at large N: one `--check` first run per N ({machine_line()})")
+    header = f"{'N':>6} {'wall s':>8} {'tasks':>6} {'rbd':>5} {'rados':>6} {'ssh':>5}"
+    print(f"   {header} {'ctrl RSS MiB':>13} {'module RSS MiB':>15}")
+    for run in runs:
+        calls = run.calls or {}
+        rbd = calls.get("backup: rbd", 0) + calls.get("live: rbd", 0)
+        module_rss = max(
+            calls.get("backup: module peak RSS, KiB (max)", 0), calls.get("live: module peak RSS, KiB (max)", 0)
+        )
+        print(
+            f"   {run.n:>6} {run.seconds:>8.2f} {run.task_results:>6} {rbd:>5} {calls.get('backup: rados', 0):>6}"
+            f" {calls.get('backup: ssh', 0):>5} {(run.controller_rss_kib or 0) / 1024:>13.0f}"
+            f" {module_rss / 1024:>15.0f}"
+        )
+    for low, high in itertools.pairwise(runs):
+        print(
+            f"   slope N={low.n}->{high.n}: {(high.seconds - low.seconds) / (high.n - low.n) * 1000:.1f} ms per image"
+        )
 
 
 def main() -> int:
@@ -455,8 +540,15 @@ def main() -> int:
     parser.add_argument("--noop-reps", type=int, default=5, help="no-op runs per N, interleaved across N")
     parser.add_argument("--no-lab-up", action="store_true", help="do not run tests/lab/lab.sh up first")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--plan-only", action="store_true", help="only one instrumented --check first run per N")
     args = parser.parse_args()
     sizes = sorted({int(n) for n in args.sizes.split(",") if n.strip()})
+    if args.plan_only:
+        if not args.no_lab_up:
+            lab_up()
+        with workdir("backurne-bench-orch-") as tmp:
+            plan_only(Lab.load(), tmp, sizes)
+        return 0
     if len(sizes) < 2 or sizes[0] < 10 or args.noop_reps < 1:
         parser.error("at least two sizes >= 10, --noop-reps >= 1")
     if not args.no_lab_up:

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# `make bench`: start the lab (no-op when it runs), run both benchmarks, print a summary.
+# `make bench`: start the lab (no-op when it runs), run the benchmarks, print a summary.
 #
+#   bench/run.sh [--full]         --full: orchestration at N = 50, 200 and 1000 (default 50, 200;
+#                                 N=1000 adds ~20-40 min on 2 cores), 1 GiB verification image
 #   BENCH_OUT=DIR                 where the outputs go (default: a new /tmp/backurne-bench.XXXXXX)
 #   BENCH_TRANSFER_ARGS="…"       extra arguments of bench/transfer.py      (e.g. "--reps 4")
-#   BENCH_ORCHESTRATION_ARGS="…"  extra arguments of bench/orchestration.py (e.g. "--sizes 50,200,1000")
+#   BENCH_ORCHESTRATION_ARGS="…"  extra arguments of bench/orchestration.py (e.g. "--noop-reps 3")
+#   BENCH_VERIFY_ARGS="…"         extra arguments of bench/verify.py        (e.g. "--reps 3")
 #
-# Both benchmarks run even if the first fails; the exit status says whether both succeeded.
+# Every benchmark runs even if one fails; the exit status says whether all succeeded.
 # A missed target is not a failure: the benchmarks print ratios, they do not assert them.
 set -euo pipefail
+FULL=0
+if [[ "${1:-}" == "--full" ]]; then
+    FULL=1
+fi
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -26,6 +33,11 @@ tests/lab/lab.sh up
 status=0
 read -r -a transfer_args <<<"${BENCH_TRANSFER_ARGS:-}"
 read -r -a orchestration_args <<<"${BENCH_ORCHESTRATION_ARGS:-}"
+read -r -a verify_args <<<"${BENCH_VERIFY_ARGS:-}"
+if [[ "$FULL" == 1 ]]; then
+    orchestration_args=(--sizes 50,200,1000 "${orchestration_args[@]}")
+    verify_args=(--size-mib 1024 "${verify_args[@]}")
+fi
 
 # Progress goes to the terminal (stderr); each report goes to a file, printed in the summary.
 echo "== bench/transfer.py (~5-7 min on 2 cores)"
@@ -34,7 +46,13 @@ if ! "$PY" bench/transfer.py --no-lab-up --json "$OUT/transfer.json" "${transfer
     status=1
 fi
 
-echo "== bench/orchestration.py (~6-10 min on 2 cores)"
+echo "== bench/verify.py (~2-3 min on 2 cores)"
+if ! "$PY" bench/verify.py --no-lab-up --json "$OUT/verify.json" "${verify_args[@]}" >"$OUT/verify.txt"; then
+    echo "bench/verify.py FAILED (see above)" >>"$OUT/verify.txt"
+    status=1
+fi
+
+echo "== bench/orchestration.py (~6-10 min on 2 cores; --full: +20-40 min)"
 if ! "$PY" bench/orchestration.py --no-lab-up --json "$OUT/orchestration.json" "${orchestration_args[@]}" \
     >"$OUT/orchestration.txt"; then
     echo "bench/orchestration.py FAILED (see above)" >>"$OUT/orchestration.txt"
@@ -49,6 +67,8 @@ echo "machine: nproc $(nproc), ${model:-unknown CPU}, $(awk '/MemTotal/ {printf 
 echo "commit:  $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
 cat "$OUT/transfer.txt"
+echo
+cat "$OUT/verify.txt"
 echo
 cat "$OUT/orchestration.txt"
 echo
