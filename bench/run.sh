@@ -59,6 +59,12 @@ if ! "$PY" bench/orchestration.py --no-lab-up --json "$OUT/orchestration.json" "
     status=1
 fi
 
+echo "== bench/orchestration.py --plan-only (N = 50, 200, 1000: one --check run each, ~2-4 min)"
+if ! "$PY" bench/orchestration.py --no-lab-up --plan-only --sizes 50,200,1000 >"$OUT/plan.txt"; then
+    echo "bench/orchestration.py --plan-only FAILED (see above)" >>"$OUT/plan.txt"
+    status=1
+fi
+
 model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 echo
 echo "================================ backurne benchmarks ================================"
@@ -71,6 +77,8 @@ echo
 cat "$OUT/verify.txt"
 echo
 cat "$OUT/orchestration.txt"
+echo
+cat "$OUT/plan.txt"
 echo
 echo "outputs (text + JSON): $OUT"
 exit "$status"
