@@ -14,8 +14,6 @@ import json
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -270,18 +268,19 @@ def frozen(
 def fetch_profiles(url: str, guest_info: Mapping[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str | None]:
     """POST the guest's info as JSON; the answer is a JSON object of extra profiles, or
     ``{"backup": false}``. Any failure: (None, why), and the defaults apply."""
-    body = json.dumps(guest_info, sort_keys=True).encode("utf-8")
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json", "Accept": "application/json"}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read(1 << 20)
-    except urllib.error.HTTPError as exc:
-        return None, f"profiles_api {url}: HTTP {exc.code} {exc.reason}: defaults apply"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return None, f"profiles_api {url}: {reason}: defaults apply"
+        import requests  # a dependency of proxmoxer, so present wherever discovery runs
+    except ImportError as exc:
+        return None, f"profiles_api {url}: the Python library requests is missing ({exc}): defaults apply"
+    try:
+        response = requests.post(url, json=dict(guest_info), timeout=timeout, headers={"Accept": "application/json"})
+    except requests.Timeout:
+        return None, f"profiles_api {url}: timed out after {timeout:g} s: defaults apply"
+    except requests.RequestException as exc:
+        return None, f"profiles_api {url}: {exc}: defaults apply"
+    if response.status_code >= 400:
+        return None, f"profiles_api {url}: HTTP {response.status_code} {response.reason}: defaults apply"
+    raw = response.content[: 1 << 20]
     try:
         answer = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

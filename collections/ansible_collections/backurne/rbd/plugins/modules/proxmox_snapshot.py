@@ -401,7 +401,7 @@ def main() -> None:
     }
     if module._diff:
         result["diff"] = {
-            "before": {k: v for k, v in before.items()},
+            "before": dict(before),
             "after": {
                 plan["backup_image"]: sorted([*before[plan["backup_image"]], *plan["new_snapshots"]])
                 for plan in created

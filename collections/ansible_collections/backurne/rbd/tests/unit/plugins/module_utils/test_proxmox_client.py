@@ -109,7 +109,7 @@ def test_thaw_when_the_block_raises() -> None:
 def test_agent_not_answering_gives_crash_consistent_snapshot() -> None:
     api = FakeApi(fail={"fsfreeze-freeze": PveError("500 QEMU guest agent is not running")})
     made, create = recorder(api)
-    warnings, _ = snapshot_guest(GUEST, plans("scsi0"), create, api, {}, 5, True, 5)
+    warnings, _calls = snapshot_guest(GUEST, plans("scsi0"), create, api, {}, 5, True, 5)
     assert made == ["scsi0"]  # not skipped
     assert any("crash-consistent" in w and "not running" in w for w in warnings)
     assert api.calls == ["fsfreeze-freeze", "fsfreeze-thaw"]  # balanced
@@ -119,7 +119,7 @@ def test_freeze_timeout_still_thaws() -> None:
     api = FakeApi(hang={"fsfreeze-freeze": 1.0})
     made, create = recorder(api)
     started = time.monotonic()
-    warnings, _ = snapshot_guest(GUEST, plans("scsi0"), create, api, {}, 5, True, 0.2)
+    warnings, _calls = snapshot_guest(GUEST, plans("scsi0"), create, api, {}, 5, True, 0.2)
     assert time.monotonic() - started < 0.9  # did not wait for the hung call
     assert made == ["scsi0"]
     assert any("no answer after 0.2 s" in w for w in warnings)
@@ -199,7 +199,7 @@ def test_failing_pre_vm_cancels_guest(tmp_path: Path) -> None:
     api = FakeApi()
     made: list[str] = []
     batch = plans("scsi0")
-    warnings, _ = snapshot_guest(GUEST, batch, lambda p: made.append(p["disk"]), api, hooks, 5, True, 5)
+    warnings, _calls = snapshot_guest(GUEST, batch, lambda p: made.append(p["disk"]), api, hooks, 5, True, 5)
     assert made == [] and api.calls == []
     assert batch[0]["new_snapshots"] == [] and batch[0]["transfers"] == [] and batch[0]["ok"] is True
     assert any("exit status 3" in w and "hook says pre_vm" in w for w in warnings)
@@ -214,7 +214,7 @@ def test_failing_pre_disk_cancels_that_disk(tmp_path: Path) -> None:
     post = write_hook(tmp_path, "post_disk", log, 0)
     made: list[str] = []
     batch = plans("scsi0", "scsi1")
-    warnings, _ = snapshot_guest(
+    warnings, _calls = snapshot_guest(
         GUEST,
         batch,
         lambda p: made.append(p["disk"]),
@@ -281,7 +281,7 @@ def test_profiles_api_extra_profiles(profiles_server: Any) -> None:
 
 
 def test_profiles_api_backup_false(profiles_server: Any) -> None:
-    url, _, behaviour = profiles_server
+    url, _received, behaviour = profiles_server
     behaviour["body"] = b'{"backup": false}'
     assert fetch_profiles(url, {}, 5) == ({"backup": False}, None)
 
@@ -300,7 +300,7 @@ def test_profiles_api_backup_false(profiles_server: Any) -> None:
 def test_profiles_api_failures_fall_back(
     profiles_server: Any, status: int, body: bytes, delay: float, expected: str
 ) -> None:
-    url, _, behaviour = profiles_server
+    url, _received, behaviour = profiles_server
     behaviour.update(status=status, body=body, delay=delay)
     answer, why = fetch_profiles(url, {}, 0.5)
     assert answer is None
