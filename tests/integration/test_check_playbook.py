@@ -23,6 +23,7 @@ from playbook_helpers import (
     snaps,
     spec,
 )
+from test_proxmox_backup import UUID100, expected_images, pve  # noqa: F401 - pve is a fixture
 
 SCRIPT = REPO / "scripts" / "backurne-check"
 PROFILES = {"daily": {"count": 7}}
@@ -175,3 +176,26 @@ def test_faded_out_backup_kept_past_its_time(lab, ns, tmp_path: Path) -> None:
     # Within extra_retention_time it is fine.
     rc, output, status, line = run_check(inv, tmp_path, "-e", "backurne_extra_retention_time=7d")
     assert (rc, status, line) == (0, 0, "BACKURNE OK - 1 image checked"), output
+
+
+def test_proxmox_guests_are_checked_under_their_backup_names(pve, tmp_path: Path) -> None:  # noqa: F811
+    """check.yml on a Proxmox cluster (stand-in API, disks on two live Ceph endpoints)."""
+    inv = pve.inventory(plain=False)
+    assert_ok(run_backup(inv, tmp_path))  # real clock
+    rc, output, status, line = run_check(inv, tmp_path)
+    assert (rc, status) == (0, 0), output
+    assert line == f"BACKURNE OK - {len(expected_images())} images checked", output
+    # web1's scsi0 loses its shared snapshot on the backup side: found under its IDENT;DISK;VMNAME.
+    web = f"{UUID100};scsi0;web1"
+    (snap,) = pve.backup_images()[web]
+    older = "backup;daily;7;" + (datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)).isoformat(
+        timespec="microseconds"
+    )
+    pve.lab.rbd("backup", "snap", "create", f"rbd/{pve.ns}/{web}@{older}", admin=True)
+    pve.lab.rbd("backup", "snap", "rm", "--no-progress", f"rbd/{pve.ns}/{web}@{snap}", admin=True)
+    rc, output, status, line = run_check(inv, tmp_path)
+    assert status == 2, output
+    # The line carries the summary of the endpoint with findings (lab-pve: every disk but ceph-b's one).
+    on_lab_pve = len(expected_images()) - 1
+    assert line.startswith(f"BACKURNE CRITICAL - 1 critical, 0 warning of {on_lab_pve} images: "), line
+    assert f"{pve.pve_name}/vm-100-disk-0 no snapshot shared with backup" in line, line
