@@ -12,7 +12,7 @@ import yaml
 
 from ansible_collections.backurne.rbd.plugins.module_utils.config import ConfigError, validate_live_cluster
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.modules import proxmox_backup_images, proxmox_snapshot, retention
+from ansible_collections.backurne.rbd.plugins.modules import info, proxmox_backup_images, proxmox_snapshot, retention
 
 D1 = "backup;daily;2;2026-11-01T00:00:00.000000"
 D2 = "backup;daily;2;2026-11-02T00:00:00.000000"
@@ -331,3 +331,15 @@ def test_backup_images_save_config_and_ownership(run_module, backup_pool) -> Non
     backup_pool["calls"].clear()
     run_module(proxmox_backup_images.main, args)
     assert ["image-meta", "set"] not in backup_pool["calls"]
+
+
+def test_info_lists_the_saved_config(run_module, backup_pool) -> None:
+    name = f"{UUID};scsi0;web1"
+    backup_pool["images"] = {name: [D1], "bare": []}
+    backup_pool["meta"] = {name: {"backurne.pve.config": '{"name": "web1"}', "other.key": "x"}}
+    result = run_module(info.main, {"pool": "rbd", "with_meta": True})
+    by_name = {image["name"]: image for image in result["images"]}
+    assert by_name[name]["meta"] == {"backurne.pve.config": '{"name": "web1"}'}  # backurne.* only
+    assert by_name["bare"]["meta"] == {}  # rbd prints nothing at all for no metadata
+    plain = run_module(info.main, {"pool": "rbd"})
+    assert all("meta" not in image for image in plain["images"])
