@@ -217,7 +217,11 @@ def parse_config(data: Any, source: str = "configuration") -> Config:
         validate_prefix(prefix)
     except NamingError as exc:
         raise reader.fail("snap_prefix", str(exc)) from None
-    state_dir = reader.path("state_dir", top.get("state_dir")) or DEFAULT_STATE_DIR
+    # Same precedence as the modules (module_utils/progress.py): the file, then $BACKURNE_STATE_DIR,
+    # then the default, so `backurne status` reads the directory the transfers write to.
+    state_dir = (
+        reader.path("state_dir", top.get("state_dir")) or os.environ.get("BACKURNE_STATE_DIR") or DEFAULT_STATE_DIR
+    )
     if not os.path.isabs(state_dir):
         raise reader.fail("state_dir", f"must be an absolute path, got {state_dir!r}")
 

@@ -74,7 +74,8 @@ class TestConfig:
         assert config.api.tokens_file == "/etc/backurne/tokens" and config.api.anonymous is False
         assert config.api.listen == "0.0.0.0:8080"
 
-    def test_defaults(self) -> None:
+    def test_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("BACKURNE_STATE_DIR", raising=False)
         config = parse_config({})
         assert (config.backup.pool, config.backup.namespace, config.snap_prefix) == ("rbd", None, "backup")
         assert config.state_dir == "/var/lib/backurne"
@@ -115,6 +116,12 @@ class TestConfig:
             parse_config(document, "/etc/backurne/backurne.yml")
         assert str(info.value).startswith("/etc/backurne/backurne.yml: ")
         assert culprit in str(info.value)
+
+    def test_state_dir_from_environment_unless_the_file_sets_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # `backurne status` must read the directory the transfer module writes to ($BACKURNE_STATE_DIR).
+        monkeypatch.setenv("BACKURNE_STATE_DIR", "/run/backurne-test")
+        assert parse_config({}).state_dir == "/run/backurne-test"
+        assert parse_config({"state_dir": "/srv/x"}).state_dir == "/srv/x"
 
     def test_precedence_explicit_then_env_then_default(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         explicit = write(tmp_path, "backup: {pool: explicit}", "a.yml")
