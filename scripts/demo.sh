@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: start the lab, seed a few images with real data on the live cluster, run the backup
 # playbook twice (a full backup, then an incremental one after changing data), verify checksums on
-# both sides, and show what the backup cluster holds. Safe to run again: it re-seeds nothing that
+# both sides, show what the backup cluster holds, and browse the newest backup's files read-only
+# through the backurne CLI (clone + rbd-fuse + read-only loop mount, unmapped at the end). Safe to run again: it re-seeds nothing that
 # exists, and the second run of the day still shows an incremental (forced) backup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,3 +52,18 @@ run_backup -e backurne_force=true
 echo
 echo "### 3. what the backup cluster holds"
 ansible-playbook -i inventories/lab playbooks/list.yml
+
+echo
+echo "### 4. browse a backup without restoring it (backurne CLI: clone + read-only mount)"
+scripts/lab-cli-config.sh > "$work/backurne.yml"
+export BACKURNE_CONFIG=$work/backurne.yml
+backurne ls
+backurne ls 'live;demo-web;None'
+mapped=$(backurne --json map 'live;demo-web;None' latest)
+echo "$mapped"
+mountpoint=$(printf '%s' "$mapped" | /usr/bin/python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["filesystems"][0]["mountpoint"])' 2>/dev/null || true)
+if [ -n "$mountpoint" ]; then
+  echo "files in the newest backup of demo-web ($mountpoint):"
+  ls "$mountpoint" | head -n 10
+fi
+backurne unmap 'live;demo-web;None' latest
