@@ -131,9 +131,9 @@ class CoreBackend:
             )
         except restore.RestoreError as exc:
             message = f"restore of image {request.image!r} snapshot {request.snapshot!r}: {exc}"
-            if "already exists" in str(exc):
+            if isinstance(exc, restore.RestoreConflict):
                 raise Conflict(message, image=request.image, snapshot=request.snapshot) from None
-            if "does not exist" in str(exc):
+            if isinstance(exc, restore.RestoreNotFound):
                 raise NotFound(message, image=request.image, snapshot=request.snapshot) from None
             raise InvalidInput(message, image=request.image, snapshot=request.snapshot) from None
         except RbdError as exc:

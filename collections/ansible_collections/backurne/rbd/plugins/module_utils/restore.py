@@ -89,6 +89,14 @@ class RestoreError(ValueError):
     """Bad input or a state that forbids the restore; the message names the culprit."""
 
 
+class RestoreNotFound(RestoreError):
+    """The backup image or the selected snapshot does not exist (REST: 404)."""
+
+
+class RestoreConflict(RestoreError):
+    """The target exists (without force) or is in use (REST: 409)."""
+
+
 @dataclass
 class RestorePlan:
     """What a restore would do, decided from the current state (check mode returns it)."""
@@ -161,7 +169,7 @@ def select_snapshot(snapshot_names: Iterable[str], selector: str, prefix: str = 
         raise RestoreError(f"empty snapshot selector{where}")
     if text == SELECT_LATEST:
         if not ours:
-            raise RestoreError(f"no backurne snapshot{where} (prefix {prefix!r})")
+            raise RestoreNotFound(f"no backurne snapshot{where} (prefix {prefix!r})")
         return ours[-1].name
     if text.startswith(SELECT_BEFORE):
         raw = text[len(SELECT_BEFORE) :].strip()
@@ -171,10 +179,10 @@ def select_snapshot(snapshot_names: Iterable[str], selector: str, prefix: str = 
             raise RestoreError(f"snapshot selector {selector!r}: {raw!r} is not an ISO 8601 time") from None
         older = [s for s in ours if s.created < limit]
         if not older:
-            raise RestoreError(f"no backurne snapshot{where} older than {limit.isoformat()}")
+            raise RestoreNotFound(f"no backurne snapshot{where} older than {limit.isoformat()}")
         return older[-1].name
     if text not in names:
-        raise RestoreError(f"snapshot {text!r} does not exist{where}")
+        raise RestoreNotFound(f"snapshot {text!r} does not exist{where}")
     if Snap.from_name(text, prefix) is None:
         # A foreign snapshot is someone else's: backurne restores only what it backed up.
         raise RestoreError(f"snapshot {text!r}{where} is not a backurne snapshot (prefix {prefix!r})")
@@ -218,7 +226,7 @@ def _snapshots(backup: RbdRunner, spec: ImageSpec) -> dict[str, int]:
         entries = backup.json(["snap", "ls", *spec.options(with_snap=False)])
     except RbdError as exc:
         if exc.is_not_found:
-            raise RestoreError(f"backup image {spec} does not exist on {backup.label}") from None
+            raise RestoreNotFound(f"backup image {spec} does not exist on {backup.label}") from None
         raise
     return {str(e["name"]): int(e.get("size", 0)) for e in entries if isinstance(e, dict) and "name" in e}
 
@@ -229,7 +237,7 @@ def _refuse_in_use(live: RbdRunner, spec: ImageSpec) -> None:
     status = live.json(["status", *spec.options(with_snap=False)])
     users = [str(w.get("address", "?")) for w in status.get("watchers", []) if isinstance(w, dict)]
     if users:
-        raise RestoreError(
+        raise RestoreConflict(
             f"target image {spec} is in use ({len(users)} watcher(s): {', '.join(users)}): "
             "stop what uses it before replacing it"
         )
@@ -286,7 +294,7 @@ def plan_restore(
     kept_as = None
     if current is not None:
         if not force:
-            raise RestoreError(
+            raise RestoreConflict(
                 f"target image {target} already exists on {live.label}: not overwritten "
                 "(choose another target image, or force to replace it; the current image is kept, renamed)"
             )

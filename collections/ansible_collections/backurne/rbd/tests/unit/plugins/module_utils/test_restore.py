@@ -14,7 +14,9 @@ import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError
 from ansible_collections.backurne.rbd.plugins.module_utils.restore import (
+    RestoreConflict,
     RestoreError,
+    RestoreNotFound,
     default_target_name,
     kept_name,
     plan_restore,
@@ -130,7 +132,7 @@ class TestSelectSnapshot:
             select_snapshot(self.names, selector, image="web1")
 
     def test_latest_without_ours(self) -> None:
-        with pytest.raises(RestoreError, match="no backurne snapshot"):
+        with pytest.raises(RestoreNotFound, match="no backurne snapshot"):
             select_snapshot([FOREIGN], "latest")
 
     def test_other_prefix(self) -> None:
@@ -175,7 +177,7 @@ class TestPlan:
 
     def test_existing_target_refused_without_force(self) -> None:
         backup, live = runners({"rbd/web1": {"size": 7, "snaps": {}}})
-        with pytest.raises(RestoreError, match=r"target image rbd/web1 already exists on node live1: not overwritten"):
+        with pytest.raises(RestoreConflict, match=r"target image rbd/web1 already exists on node live1: not overwrit"):
             plan(runners=(backup, live), target_image="web1")
 
     def test_force_plans_a_replace_keeping_the_current_image(self) -> None:
@@ -186,7 +188,7 @@ class TestPlan:
 
     def test_force_refuses_an_image_in_use(self) -> None:
         backup, live = runners({"rbd/web1": {"size": 7, "snaps": {}, "watchers": ["10.0.0.9:0/123"]}})
-        with pytest.raises(RestoreError, match=r"rbd/web1 is in use \(1 watcher\(s\): 10.0.0.9:0/123\)"):
+        with pytest.raises(RestoreConflict, match=r"rbd/web1 is in use \(1 watcher\(s\): 10.0.0.9:0/123\)"):
             plan(runners=(backup, live), target_image="web1", force=True)
 
     def test_force_finds_a_free_kept_name(self) -> None:
@@ -199,7 +201,7 @@ class TestPlan:
         assert plan(force=True).action == "create"
 
     def test_missing_backup_image(self) -> None:
-        with pytest.raises(RestoreError, match=r"backup image backups/prod1;nope;None does not exist"):
+        with pytest.raises(RestoreNotFound, match=r"backup image backups/prod1;nope;None does not exist"):
             plan(backup_image="prod1;nope;None")
 
     @pytest.mark.parametrize(
