@@ -47,7 +47,7 @@ lab_up() {
   tests/lab/lab.sh up
 }
 run_integration() {
-  pytest -q -p no:cacheprovider tests/integration
+  pytest -q -p no:cacheprovider --durations=25 tests/integration
 }
 run_molecule() {
   # Unmanaged instances are never destroyed, so molecule would remember "already prepared"
