@@ -115,7 +115,7 @@ class History:
         rows = self._db.execute(
             "SELECT backup_image, image FROM seen WHERE live_cluster = ? AND backup_image IS NOT NULL", (live_cluster,)
         )
-        return {backup_image: image for backup_image, image in rows}
+        return dict(rows)
 
     def record_transfer(
         self, backup_image: str, image: str, ok: bool, when: datetime, error: str | None = None

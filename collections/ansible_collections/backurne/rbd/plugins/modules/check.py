@@ -306,7 +306,7 @@ def main() -> None:
     live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
     # One listing per live pool and one of the backup pool for the whole cluster.
     pools = (
-        sorted({(pool, namespace or "") for pool, namespace, _ in expected.values()})
+        sorted({(pool, namespace or "") for pool, namespace, _backup in expected.values()})
         if expected is not None
         else [(p["source_pool"], p["source_namespace"] or "")]
     )
@@ -323,11 +323,11 @@ def main() -> None:
         unknown(f"cannot list the backup images: {exc}")
 
     if expected is not None:
-        where = {image: (pool, namespace) for image, (pool, namespace, _) in expected.items()}
+        where = {image: (pool, namespace) for image, (pool, namespace, _backup) in expected.items()}
         backup_names: dict[str, str] | None = {image: names[2] for image, names in expected.items()}
         live_snapshots = {
             image: live_listings[(pool, namespace or "")].get(image, [])
-            for image, (pool, namespace, _) in expected.items()
+            for image, (pool, namespace, _backup) in expected.items()
             if selected(image, p["include"], p["exclude"])
         }
     else:
