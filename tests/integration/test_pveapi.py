@@ -559,6 +559,42 @@ def test_config_put_changes_what_get_returns(srv: Any) -> None:
     assert vm.config.get()["name"] == "web1-renamed"
 
 
+def test_create_guests_and_attach_unused_volumes(srv: Any) -> None:
+    px = px_token(srv)
+    # unusedN through the config endpoints (qemu POST/PUT, lxc PUT), as an attached restored disk
+    px.nodes("pve1").qemu(100).config.put(unused1="ceph-vm:vm-100-disk-5")
+    assert px.nodes("pve1").qemu(100).config.get()["unused1"] == "ceph-vm:vm-100-disk-5"
+    px.nodes("pve2").lxc(104).config.put(unused0="ceph-ct:vm-104-disk-3")
+    assert px.nodes("pve2").lxc(104).config.get()["unused0"] == "ceph-ct:vm-104-disk-3"
+    # a new qemu guest: typed config, generated smbios1/vmgenid/MAC, a finished task
+    upid = px.nodes("pve1").qemu.post(
+        vmid=250, name="web1-copy", memory=2048, scsi0="ceph-vm:vm-250-disk-0,size=4M", net0="virtio,bridge=vmbr0"
+    )
+    assert ":qmcreate:250:" in upid
+    assert px.nodes("pve1").tasks(upid).status.get()["exitstatus"] == "OK"
+    conf = px.nodes("pve1").qemu(250).config.get()
+    assert conf["memory"] == "2048" and conf["scsi0"] == "ceph-vm:vm-250-disk-0,size=4M"
+    assert re.fullmatch(r"virtio=BC:24:11:[0-9A-F:]{8},bridge=vmbr0", conf["net0"])
+    assert conf["smbios1"].startswith("uuid=") and len(conf["vmgenid"]) == 36
+    assert {r["vmid"] for r in px.cluster.resources.get(type="vm")} >= {250}
+    # an existing vmid (of either type), a bad value, a missing ostemplate: refused, nothing made
+    with pytest.raises(ResourceException) as exc:
+        px.nodes("pve1").qemu.post(vmid=104, name="x")
+    assert exc.value.status_code == 500 and exc.value.content == "CT 104 already exists on node 'pve2'"
+    with pytest.raises(ResourceException) as exc:
+        px.nodes("pve1").qemu.post(vmid=251, scsi0="ceph-vm:vm-251-disk-0,bogus=1")
+    assert exc.value.status_code == 400 and "scsi0" in exc.value.errors
+    with pytest.raises(ResourceException) as exc:
+        px.nodes("pve2").lxc.post(vmid=252, rootfs="ceph-ct:vm-252-disk-0")
+    assert exc.value.status_code == 400 and "ostemplate" in exc.value.errors
+    assert 251 not in srv.state.guests and 252 not in srv.state.guests
+    upid = px.nodes("pve2").lxc.post(
+        vmid=252, ostemplate="local:vztmpl/debian-12.tar.zst", hostname="ct2", rootfs="ceph-ct:vm-252-disk-0"
+    )
+    assert ":vzcreate:252:" in upid
+    assert px.nodes("pve2").lxc(252).config.get()["rootfs"] == "ceph-ct:vm-252-disk-0"
+
+
 def test_fixture_typos_fail_loudly(cert_dir: Path) -> None:
     for key, value, message in (
         ("scsi0x", "ceph-vm:vm-100-disk-0", "qemu config has no option 'scsi0x'"),

@@ -953,6 +953,91 @@ HANDLERS[("PUT", "/nodes/{node}/qemu/{vmid}/config")] = set_config("qemu", "PUT"
 HANDLERS[("POST", "/nodes/{node}/qemu/{vmid}/config")] = set_config("qemu", "POST")
 HANDLERS[("PUT", "/nodes/{node}/lxc/{vmid}/config")] = set_config("lxc", "PUT")
 
+NIC_MODEL_KEYS = {"model", "e1000", "e1000-82540em", "e1000-82544gc", "e1000-82545em", "e1000e", "i82551"}
+NIC_MODEL_KEYS |= {"i82557b", "i82559er", "ne2k_isa", "ne2k_pci", "pcnet", "rtl8139", "virtio", "vmxnet3"}
+
+
+def random_mac() -> str:
+    # PVE::Tools::random_ether_addr with the Proxmox OUI prefix qemu-server uses (BC:24:11).
+    return "BC:24:11:" + ":".join(f"{secrets.randbelow(256):02X}" for _ in range(3))
+
+
+def with_mac(value: str, kind: str) -> str:
+    """qemu parse_net/print_net and LXC's hwaddr: a NIC without a MAC gets a random one."""
+    parts = value.split(",")
+    if kind == "lxc":
+        return value if any(p.startswith("hwaddr=") for p in parts) else f"{value},hwaddr={random_mac()}"
+    model, mac, rest = None, None, []
+    for part in parts:
+        key, _, val = part.partition("=")
+        if key == "model":
+            model = val
+        elif key == "macaddr":
+            mac = val
+        elif key in NIC_MODEL_KEYS and model is None:
+            model, mac = key, val or mac
+        else:
+            rest.append(part)
+    return ",".join([f"{model}={mac or random_mac()}", *rest])
+
+
+CREATE_ONLY_PARAMS = {"node", "vmid", "start", "storage", "force", "unique", "pool", "bwlimit", "live-restore"}
+CREATE_ONLY_PARAMS |= {"import-working-storage", "ha-managed", "ostemplate", "password", "ssh-public-keys"}
+CREATE_ONLY_PARAMS |= {"ignore-unpack-errors", "restore", "archive"}
+
+
+def create_guest(kind: str) -> Handler:
+    """POST /nodes/{node}/qemu|lxc (Qemu.pm create_vm, LXC.pm create_vm), without archive restores.
+
+    PVE checks the vmid synchronously (PVE::Cluster::check_vmid_unused: 500 `VM 100 already
+    exists on node 'pve1'`, VM or CT after the existing guest's type), then forks a worker; the
+    stand-in's worker is done at once. qemu: smbios1 and vmgenid are generated when absent or
+    `1`, every NIC without a MAC gets one (parse_net); LXC likewise for hwaddr. The template
+    (ostemplate) is not unpacked and volumes are not allocated or checked (nothing is written to
+    Ceph): the volumes given are taken as they are.
+    """
+
+    def fn(s: State, p: dict[str, str], user: str) -> Any:
+        s.node(p["node"])
+        vmid = int(p["vmid"])
+        if p.get("archive") or parse_boolean(p.get("restore", "0")):
+            raise ApiError(501, f"Method 'POST /nodes/{{node}}/{kind}' with an archive not implemented")
+        other = s.guests.get(vmid)
+        if other is not None:
+            what = "VM" if other["type"] == "qemu" else "CT"
+            raise die(f"{what} {vmid} already exists on node '{other['node']}'")
+        if p.get("pool") and not any(pool["poolid"] == p["pool"] for pool in s.pools):
+            raise die(f"pool '{p['pool']}' does not exist")
+        config = {k: v for k, v in p.items() if k not in CREATE_ONLY_PARAMS}
+        for key in list(config):
+            if re.fullmatch(r"net\d+", key):
+                config[key] = with_mac(str(config[key]), kind)
+        if kind == "qemu":
+            if config.get("vmgenid", "1") == "1":
+                config["vmgenid"] = str(uuid.uuid4())
+            if not config.get("smbios1"):
+                config["smbios1"] = f"uuid={uuid.uuid4()}"
+            config.setdefault("meta", f"creation-qemu=9.2.0,ctime={int(time.time())}")
+        guest: dict[str, Any] = {
+            "vmid": vmid,
+            "type": kind,
+            "node": p["node"],
+            "status": "running" if parse_boolean(p.get("start", "0")) else "stopped",
+            "config": s.typed(kind, config),
+            "snapshots": {},
+            "frozen": False,
+        }
+        if p.get("pool"):
+            guest["pool"] = p["pool"]
+        s.guests[vmid] = guest
+        return s.new_task(p["node"], "qmcreate" if kind == "qemu" else "vzcreate", str(vmid), user)
+
+    return fn
+
+
+HANDLERS[("POST", "/nodes/{node}/qemu")] = create_guest("qemu")
+HANDLERS[("POST", "/nodes/{node}/lxc")] = create_guest("lxc")
+
 
 def get_status(kind: str) -> Handler:
     def fn(s: State, p: dict[str, str], user: str) -> Any:

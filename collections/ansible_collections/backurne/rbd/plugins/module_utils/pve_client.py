@@ -155,6 +155,9 @@ class ProxmoxerApi:
     def post(self, path: str, **params: Any) -> Any:
         return self._call("post", path, params)
 
+    def put(self, path: str, **params: Any) -> Any:
+        return self._call("put", path, params)
+
 
 def describe(exc: BaseException, auth: PveAuth) -> str:
     name = type(exc).__name__
