@@ -76,7 +76,8 @@ class Setup:
     snapshot: str
 
     def restore(self, extra_vars: dict[str, Any], check: bool = False) -> PlaybookRun:
-        return run_playbook(PLAYBOOK, self.inventory, self.workdir, {"backurne_restore_cluster": "lab-pve", **extra_vars}, check)
+        extra = {"backurne_restore_cluster": "lab-pve", **extra_vars}
+        return run_playbook(PLAYBOOK, self.inventory, self.workdir, extra, check)
 
     def live(self, image: str, snap: str | None = None) -> str:
         return f"{POOL}/{self.ns_vm}/{image}" + (f"@{snap}" if snap else "")
@@ -176,7 +177,11 @@ def test_restore_as_new_disk(setup: Setup) -> None:
 
 
 def test_recreate_guest(setup: Setup) -> None:
-    images = {"backurne_restore_images": [SCSI0, EFI], "backurne_restore_mode": "guest", "backurne_restore_node": "pve1"}
+    images = {
+        "backurne_restore_images": [SCSI0, EFI],
+        "backurne_restore_mode": "guest",
+        "backurne_restore_node": "pve1",
+    }
     # a vmid that exists: refused before anything is created
     before_images = setup.live_images()
     run = setup.restore({**images, "backurne_restore_new_vmid": 100})
