@@ -113,7 +113,7 @@ def strip_mac(key: str, value: str, guest_type: str) -> str:
     """A netN value without its MAC, so PVE generates a new one."""
     out = []
     for part in str(value).split(","):
-        name, _, mac = part.partition("=")
+        name, mac = part.split("=", 1) if "=" in part else (part, "")
         if guest_type == "lxc" and name == "hwaddr":
             continue
         if guest_type == "qemu":
@@ -128,8 +128,7 @@ def strip_mac(key: str, value: str, guest_type: str) -> str:
 
 def _replace_volume(value: str, volume: str) -> str:
     """The value with its first field (the volume) replaced, options kept."""
-    _, _, options = str(value).partition(",")
-    first = str(value).split(",", 1)[0]
+    first, options = str(value).split(",", 1) if "," in str(value) else (str(value), "")
     if "=" in first and first.split("=", 1)[0] in ("file", "volume"):
         first = f"{first.split('=', 1)[0]}={volume}"
     else:
@@ -232,7 +231,7 @@ def recreate_config(
         plan.config["smbios1"] = new_smbios1(None)
     boot = str(plan.config.get("boot", ""))
     if boot.startswith("order=") and dropped:
-        order, _, rest = boot[len("order=") :].partition(",")
+        order, rest = boot[len("order=") :].split(",", 1) if "," in boot else (boot[len("order=") :], "")
         kept = [dev for dev in order.split(";") if dev and dev not in dropped]
         plan.config["boot"] = f"order={';'.join(kept)}" + (f",{rest}" if rest else "") if kept else rest
         if not plan.config["boot"]:

@@ -40,7 +40,10 @@ attributes:
     support: full
     description: Validates the request and returns the plan (image names, unusedN keys, new config); nothing is created.
   diff_mode:
-    support: none
+    support: full
+    description:
+      - The guest config entries the restore adds (O(mode=disk)), or the new guest's config (O(mode=guest)),
+        before and after.
 requirements:
   - proxmoxer
 options:
@@ -357,6 +360,9 @@ def main() -> None:
             job["entry"]["target"] = planned.target
     except (PveRestoreError, RestoreError, PveError, RbdError, ValueError) as exc:
         module.fail_json(msg=f"proxmox_restore: {exc}", changed=False)
+    if module._diff:
+        after = result.get("config") or {d["key"]: d["volume"] for d in result["disks"]}
+        result["diff"] = {"before": {}, "after": after}
     if module.check_mode:
         module.exit_json(changed=True, **result)
     _run(module, p, backup, live, api, result, jobs)
@@ -433,7 +439,7 @@ def _plan_guest(p, metas, storages, guests, live) -> tuple[dict[str, Any], list[
         other = guests[new_vmid]
         kind = "VM" if other.get("type") == "qemu" else "CT"
         raise PveRestoreError(f"new_vmid: {kind} {new_vmid} already exists on node '{other.get('node')}'")
-    _, guest_type, _ = ids.pop()
+    guest_type = ids.pop()[1]
     # The newest saved config: every image of one run carries the same one; take the first image's.
     saved = next(iter(metas.values()))["config"]
     needed = {(s.pool, s.namespace) for s in storages.values()}
