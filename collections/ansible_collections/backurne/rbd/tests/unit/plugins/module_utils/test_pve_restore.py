@@ -64,7 +64,7 @@ def test_free_unused_key() -> None:
 def test_new_smbios1_and_strip_mac() -> None:
     fresh = new_smbios1(SAVED["smbios1"])
     assert UUID not in fresh and fresh.endswith(",manufacturer=UHJveG1veA==,base64=1")
-    assert re.fullmatch(r"uuid=[0-9a-f-]{36}", fresh.split(",")[0])
+    assert re.fullmatch(r"uuid=[0-9a-f-]{36}", fresh.split(",", maxsplit=1)[0])
     assert new_smbios1(SAVED["smbios1"]) != fresh
     assert strip_mac("net0", SAVED["net0"], "qemu") == "virtio,bridge=vmbr0,firewall=1"
     assert strip_mac("net1", SAVED["net1"], "qemu") == "model=e1000,bridge=vmbr1"
