@@ -236,6 +236,9 @@ def recreate_config(
         plan.config["boot"] = f"order={';'.join(kept)}" + (f",{rest}" if rest else "") if kept else rest
         if not plan.config["boot"]:
             del plan.config["boot"]
+    if plan.config.get("bootdisk") in dropped:
+        # The legacy boot disk option naming a device that is gone would make PVE refuse the config.
+        del plan.config["bootdisk"]
     if not plan.disks:
         raise PveRestoreError("none of the saved config's disks has a backup image to restore from")
     return plan

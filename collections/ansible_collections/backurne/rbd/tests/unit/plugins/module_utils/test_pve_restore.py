@@ -98,8 +98,10 @@ def test_recreate_config_rewrites_identity_disks_and_drops_the_rest() -> None:
 
 
 def test_recreate_onto_another_storage_and_refusals() -> None:
-    plan = recreate_config("qemu", SAVED, 250, ["scsi0"], STORAGES, {}, storage_override="ceph-b")
+    saved = {**SAVED, "bootdisk": "scsi1"}
+    plan = recreate_config("qemu", saved, 250, ["scsi0"], STORAGES, {}, storage_override="ceph-b")
     assert plan.config["scsi0"] == "ceph-b:vm-250-disk-0,discard=on,size=4M"
+    assert "bootdisk" not in plan.config  # it named the dropped scsi1
     assert plan.disks["scsi0"]["pool"] == "fast"
     assert any(w.startswith("efidisk0") and "no backup image" in w for w in plan.warnings)
     with pytest.raises(PveRestoreError, match="'nope' is not an RBD storage"):
