@@ -48,7 +48,6 @@ the image it created and renames the kept one back.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 import uuid
@@ -410,13 +409,7 @@ def _stream(
                 "export", export_words(backup, clone), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
             )
         except OSError as exc:
-            # EOF, not a signal, for what already runs: a killed import-diff keeps a watch.
-            for stage in pipeline.stages:
-                if stage.proc.stdin is not None:
-                    with contextlib.suppress(OSError):
-                        stage.proc.stdin.close()
-            pipeline.stop_upstream_of(0)
-            pipeline.wait(None)
+            pipeline.abandon_start()
             result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
             return
         pipeline.stages = [stage for stage in (source, compressor, pusher) if stage is not None]

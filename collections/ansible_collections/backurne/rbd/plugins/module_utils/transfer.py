@@ -271,6 +271,18 @@ class _Pipeline:
         for stage in running:
             stage.signal_group(sig)
 
+    def abandon_start(self) -> None:
+        """A stage could not be started: end the stages already running and reap them.
+
+        EOF rather than a signal first: a killed import-diff would hold a watch on its image for
+        ~30 s (see STOP_GRACE)."""
+        for stage in self.stages:
+            if stage.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    stage.proc.stdin.close()
+        self.stop_upstream_of(0)
+        self.wait(None)
+
     def stop_upstream_of(self, index: int) -> None:
         self.stop_started = time.monotonic() if self.stop_started is None else self.stop_started
         self._kill(self.stages[:index], signal.SIGTERM)
@@ -530,14 +542,7 @@ def _stream(
                 stdout=subprocess.PIPE,
             )
         except OSError as exc:
-            # EOF rather than a signal for the stages already started: a killed import-diff
-            # would hold a watch on the destination for ~30 s (see STOP_GRACE).
-            for stage in pipeline.stages:
-                if stage.proc.stdin is not None:
-                    with contextlib.suppress(OSError):
-                        stage.proc.stdin.close()
-            pipeline.stop_upstream_of(0)
-            pipeline.wait(None)
+            pipeline.abandon_start()
             result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
             return
         # Stream order, source first: the verdict blames the most upstream own failure.
