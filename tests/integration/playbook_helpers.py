@@ -293,8 +293,9 @@ def start_backup(
     check: bool = False,
     extra_vars: dict[str, Any] | None = None,
     extra_args: list[str] | None = None,
+    playbook: Path = PLAYBOOK,
 ) -> tuple[subprocess.Popen, dict[str, Any]]:
-    """Start ansible-playbook backup.yml; ``finish_backup`` waits for it and parses the result."""
+    """Start ansible-playbook (backup.yml unless told); ``finish_backup`` waits for it and parses the result."""
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = workdir / f"run-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir()
@@ -307,7 +308,7 @@ def start_backup(
     ev_path.write_text(json.dumps(evars))
     out_path = run_dir / "result.json"
     plugin_dir = _prepare_callback(run_dir)
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inv_path), str(PLAYBOOK), "-e", f"@{ev_path}"]
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inv_path), str(playbook), "-e", f"@{ev_path}"]
     if check:
         argv.append("--check")
     argv += extra_args or []
@@ -335,6 +336,14 @@ def start_backup(
         text=True,
     )
     return proc, {"argv": argv, "out_path": out_path, "extra_vars": evars, "started": time.monotonic()}
+
+
+def run_playbook(
+    playbook: Path, inventory: dict[str, Any], workdir: Path, extra_vars: dict[str, Any], check: bool = False
+) -> PlaybookRun:
+    """Any playbook (restore.yml, …) on the test inventory, run and parsed like run_backup's runs."""
+    proc, info = start_backup(inventory, workdir, check=check, extra_vars=extra_vars, playbook=playbook)
+    return finish_backup(proc, info, timeout=300)
 
 
 def finish_backup(proc: subprocess.Popen, info: dict[str, Any], timeout: float = 300) -> PlaybookRun:

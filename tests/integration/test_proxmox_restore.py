@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import POOL, Lab
-from playbook_helpers import T0, PlaybookRun, assert_ok, make_inventory, run_backup
-from test_restore_playbook import run_playbook
+from playbook_helpers import T0, PlaybookRun, assert_ok, make_inventory, run_backup, run_playbook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pveapi"))
 from server import RunningServer, start_server

@@ -7,8 +7,6 @@ the one that replaces a live image (``force``) uses an image no other test reads
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import time
 import uuid
@@ -17,24 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from playbook_helpers import (
-    ANSIBLE_PLAYBOOK,
-    CALLBACK_NAME,
     POOL,
     REPO,
     PlaybookRun,
-    _prepare_callback,
     assert_ok,
     backup_image,
     checksum,
     cluster_name,
     day,
-    finish_backup,
     images,
     iso,
     make_inventory,
     run_backup,
+    run_playbook,
     snap_name,
     snaps,
 )
@@ -47,44 +41,6 @@ RESTORE = REPO / "playbooks" / "restore.yml"
 EXAMPLE = REPO / "playbooks" / "examples" / "restore_newest_before.yml"
 T_RESTORE = "Restore the snapshot as a new image"
 SIZE_MB = 8
-
-
-def run_playbook(
-    playbook: Path, inventory: dict[str, Any], workdir: Path, extra_vars: dict[str, Any], check: bool = False
-) -> PlaybookRun:
-    """ansible-playbook PLAYBOOK on the test inventory, parsed like run_backup's runs."""
-    run_dir = workdir / f"run-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    run_dir.mkdir(parents=True)
-    inv_path = run_dir / "hosts.yml"
-    inv_path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    ev_path = run_dir / "extra_vars.json"
-    ev_path.write_text(json.dumps(extra_vars))
-    out_path = run_dir / "result.json"
-    plugin_dir = _prepare_callback(run_dir)
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inv_path), str(playbook), "-e", f"@{ev_path}"]
-    if check:
-        argv.append("--check")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
-        ANSIBLE_STDOUT_CALLBACK=CALLBACK_NAME,
-        ANSIBLE_CALLBACK_PLUGINS=str(plugin_dir),
-        ANSIBLE_NOCOLOR="1",
-        BACKURNE_TEST_JSON_OUT=str(out_path),
-        PATH=f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
-    )
-    proc = subprocess.Popen(
-        argv,
-        cwd=str(REPO),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    info = {"argv": argv, "out_path": out_path, "extra_vars": extra_vars, "started": time.monotonic()}
-    return finish_backup(proc, info, timeout=300)
 
 
 class Backed:
