@@ -38,6 +38,9 @@ options:
     description:
       - The batch, as dicts with C(image) (live image), C(backup_image) and optionally C(snapshot)
         (default the newest shared one). RV(backurne.rbd.transfer#module:images) fits as is.
+      - An item may carry C(source_pool) and C(source_namespace) (as M(backurne.rbd.proxmox_snapshot)
+        returns them: a Proxmox VE cluster's disks live in several pools and namespaces), which
+        override O(source_pool) and O(source_namespace) for that image.
     type: list
     elements: dict
     default: []
@@ -76,6 +79,15 @@ EXAMPLES = r"""
     live_host: 10.0.10.5
     live_ceph: {ceph_client: backurne}
     items: "{{ sent.images | selectattr('snapshot') | list }}"
+
+- name: Verify Proxmox VE disks of several pools in one batch
+  backurne.rbd.checksum:
+    pool: backups
+    live_host: 10.0.10.5
+    items:
+      - {image: vm-100-disk-0, backup_image: "7b10d7af-b932-4c66-b2c3-3996152ec465;scsi0;web1",
+         source_pool: vms, source_namespace: null}
+      - {image: vm-104-disk-0, backup_image: "ceph-ct;vm-104-disk-0;ct1", source_pool: cts, source_namespace: ct}
 """
 
 RETURN = r"""
@@ -93,6 +105,12 @@ images:
       type: str
     snapshot:
       description: Snapshot compared.
+      type: str
+    source_pool:
+      description: Pool of the live image.
+      type: str
+    source_namespace:
+      description: Namespace of the live image, or null.
       type: str
     live:
       description: Hash on the live cluster.
@@ -166,7 +184,29 @@ def main() -> None:
     for index, item in enumerate(p["items"]):
         if not isinstance(item.get("image"), str) or not isinstance(item.get("backup_image"), str):
             module.fail_json(msg=f"checksum: items[{index}] needs 'image' and 'backup_image'")
-        items.append({"image": item["image"], "backup_image": item["backup_image"], "snapshot": item.get("snapshot")})
+        # An item's own source (Proxmox disks live in several pools) wins over the options, as
+        # in the transfer module; its namespace goes with its pool.
+        source_pool, source_ns = p["source_pool"], p["source_namespace"]
+        if item.get("source_pool") is not None:
+            source_pool, source_ns = item["source_pool"], item.get("source_namespace")
+        if not isinstance(source_pool, str) or not isinstance(source_ns, (str, type(None))):
+            module.fail_json(
+                msg=f"checksum: items[{index}] ({item['image']!r}): source_pool must be a string "
+                "and source_namespace a string or null"
+            )
+        try:
+            ImageSpec(source_pool, source_ns or None, item["image"])  # names rbd can address, before any call
+        except ValueError as exc:
+            module.fail_json(msg=f"checksum: items[{index}] ({item['image']!r}): {exc}")
+        items.append(
+            {
+                "image": item["image"],
+                "backup_image": item["backup_image"],
+                "snapshot": item.get("snapshot"),
+                "source_pool": source_pool,
+                "source_namespace": source_ns or None,
+            }
+        )
     for image in p["images"]:
         try:
             items.append(
@@ -174,6 +214,8 @@ def main() -> None:
                     "image": image,
                     "backup_image": backup_image_name_for_plain(p["live_cluster"], image),
                     "snapshot": None,
+                    "source_pool": p["source_pool"],
+                    "source_namespace": p["source_namespace"],
                 }
             )
         except NamingError as exc:
@@ -187,19 +229,24 @@ def main() -> None:
 
     backup = RbdRunner(ceph_access(p))
     live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
-    if any(item["snapshot"] is None for item in items):
-        # One listing per side for the whole batch, not one per image.
+    unknown = [item for item in items if item["snapshot"] is None]
+    if unknown:
+        # One listing per side and live pool for the whole batch, not one per image.
+        sources = sorted({(item["source_pool"], item["source_namespace"] or "") for item in unknown})
+        live_listings: dict[tuple[str, str], dict[str, list[str]]] = {}
         try:
-            live_listing = live.list_images(p["source_pool"], p["source_namespace"])
+            for source_pool, source_ns in sources:
+                live_listings[(source_pool, source_ns)] = live.list_images(source_pool, source_ns or None)
             backup_listing = backup.list_images(p["pool"], p["namespace"])
         except RbdError as exc:
             module.fail_json(msg=f"checksum: cannot list images: {exc}")
-        for item in items:
-            if item["snapshot"] is None and item["image"] not in live_listing:
+        for item in unknown:
+            live_listing = live_listings[(item["source_pool"], item["source_namespace"] or "")]
+            if item["image"] not in live_listing:
                 item["skipped"] = f"image {item['image']!r} no longer exists on live: nothing to compare"
-            elif item["snapshot"] is None:
+            else:
                 shared = newest_shared(
-                    live_listing.get(item["image"], []),
+                    live_listing[item["image"]],
                     backup_listing.get(item["backup_image"], []),
                     p["snap_prefix"],
                 )
@@ -215,7 +262,7 @@ def main() -> None:
         compared = compare_snapshot(
             live,
             backup,
-            ImageSpec(p["source_pool"], p["source_namespace"], item["image"]),
+            ImageSpec(item["source_pool"], item["source_namespace"], item["image"]),
             ImageSpec(p["pool"], p["namespace"], item["backup_image"]),
             item["snapshot"],
             hasher=p["hasher"],
