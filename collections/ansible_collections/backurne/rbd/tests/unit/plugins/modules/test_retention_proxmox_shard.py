@@ -6,7 +6,6 @@ tasks/backup_proxmox.yml runs it: each node expires only the images of its shard
 
 from __future__ import annotations
 
-
 import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdRunner
