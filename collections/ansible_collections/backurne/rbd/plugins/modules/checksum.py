@@ -39,8 +39,8 @@ options:
       - The batch, as dicts with C(image) (live image), C(backup_image) and optionally C(snapshot)
         (default the newest shared one). RV(backurne.rbd.transfer#module:images) fits as is.
       - An item may carry C(source_pool) and C(source_namespace) (as M(backurne.rbd.proxmox_snapshot)
-        returns them: a Proxmox VE cluster's disks live in several pools and namespaces), which
-        override O(source_pool) and O(source_namespace) for that image.
+        returns them, since a Proxmox VE cluster's disks live in several pools and namespaces),
+        which override O(source_pool) and O(source_namespace) for that image.
     type: list
     elements: dict
     default: []
@@ -268,10 +268,11 @@ def main() -> None:
             hasher=p["hasher"],
         )
         result.update(live=compared.live, backup=compared.backup, match=compared.match, error=compared.error)
-        if not compared.match and not compared.error:
+        if not compared.match:
+            # compare_snapshot's error does not say which image: the run's failure message must.
             result["error"] = (
-                f"image {item['image']!r} snapshot {item['snapshot']!r}: checksums differ "
-                f"(live {compared.live}, backup {compared.backup})"
+                f"image {item['image']!r} (backup image {item['backup_image']!r}) snapshot {item['snapshot']!r}: "
+                + (compared.error or f"checksums differ (live {compared.live}, backup {compared.backup})")
             )
         return result
 

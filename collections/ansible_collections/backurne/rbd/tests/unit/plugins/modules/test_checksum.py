@@ -29,6 +29,8 @@ def sides(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     def compare(live, backup, live_loc, backup_loc, snap, hasher=(), timeout=None) -> ChecksumResult:
         assert live.is_remote and not backup.is_remote
         state["compared"].append((str(live_loc), str(backup_loc), snap))
+        if ImageSpec.of(backup_loc).image in state.get("tampered", ()):
+            return ChecksumResult(str(live_loc), snap, "h1", "h2", False, "checksums differ: live h1, backup h2")
         return ChecksumResult(str(live_loc), snap, "h1", "h1", True, None)
 
     monkeypatch.setattr(RbdRunner, "list_images", list_images)
@@ -117,3 +119,15 @@ def test_a_bad_source_fails_naming_the_item_before_any_rbd_call(run_module, side
     assert result["failed"] is True
     assert "items[1]" in result["msg"] and "vm-2-disk-0" in result["msg"] and expected in result["msg"], result
     assert sides["listed"] == [] and sides["compared"] == []
+
+
+def test_a_mismatch_names_the_image_and_its_backup(run_module, sides) -> None:
+    sides["tampered"] = {"x;scsi0;a"}
+    items = [
+        {"image": "vm-1-disk-0", "backup_image": "x;scsi0;a", "snapshot": S1, "source_pool": "vms"},
+        {"image": "vm-1-disk-1", "backup_image": "x;scsi1;a", "snapshot": S1, "source_pool": "vms"},
+    ]
+    result = run_module(checksum.main, args(items=items, fail_on_error=True))
+    assert result["failed"] is True and result["mismatched"] == ["vm-1-disk-0"]
+    assert "'vm-1-disk-0'" in result["msg"] and "'x;scsi0;a'" in result["msg"] and "checksums differ" in result["msg"]
+    assert "vm-1-disk-1" not in result["msg"]
