@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.rados_listing import list_images_rados, rados_connector
+
 # An image/pool/namespace name that contains one of these cannot be addressed through the rbd
 # CLI at all: even `--image=NAME` goes through rbd's spec parser, which splits on them
 # (verified on 16.2: `--image=x@y` -> "snapshot name specified for a command that doesn't use
@@ -350,11 +352,16 @@ class RbdRunner:
         ssh: SshTarget | None = None,
         default_timeout: float = 120,
         label: str | None = None,
+        rados_listing: bool = True,
     ) -> None:
         self.access = access
         self.ssh = ssh
         self.default_timeout = default_timeout
         self.label = label or (f"node {ssh.host}" if ssh else "local")
+        # list_images() reads RADOS in this process when it can (module_utils/rados_listing.py);
+        # which way the last listing went, for tests and the benchmarks: "rados" or "rbd".
+        self.rados_listing = rados_listing
+        self.last_listing: str | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -488,9 +495,16 @@ class RbdRunner:
     def list_images(self, pool: str, namespace: str | None = None) -> dict[str, list[str]]:
         """Every image of pool[/namespace] -> its snapshot names, oldest first, in one call."""
         _check_name("pool", pool)
-        args = ["ls", "--long", f"--pool={pool}"]
         if namespace:
             _check_name("namespace", namespace)
+        if self.rados_listing and not self.is_remote:
+            listed = self._list_images_rados(pool, namespace)
+            if listed is not None:
+                self.last_listing = "rados"
+                return listed
+        self.last_listing = "rbd"
+        args = ["ls", "--long", f"--pool={pool}"]
+        if namespace:
             args.append(f"--namespace={namespace}")
         args.append("--format=json")
         limit = self._timeout(None)
@@ -516,6 +530,22 @@ class RbdRunner:
             if "snapshot" in entry:
                 snaps.append(str(entry["snapshot"]))
         return images
+
+    def _list_images_rados(self, pool: str, namespace: str | None) -> dict[str, list[str]] | None:
+        """The listing read in this process through python3-rados, or None to ask `rbd ls -l`."""
+        access = self.access
+        found = rados_connector(
+            access.cluster, access.ceph_client, access.keyring, access.ceph_conf, self._timeout(None)
+        )
+        if found is None:
+            return None
+        rados, connect = found
+        try:
+            return list_images_rados(connect, rados, pool, namespace)
+        except Exception:  # pylint: disable=broad-exception-caught
+            # Whatever went wrong (a format it does not read, cephx, a timeout), the CLI listing
+            # either works or fails with the message an operator can act on.
+            return None
 
     def image_info(self, spec: ImageSpec | str) -> dict[str, Any]:
         return self.json(["info", *ImageSpec.of(spec).options()])

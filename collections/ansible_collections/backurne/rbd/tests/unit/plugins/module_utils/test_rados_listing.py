@@ -1,0 +1,246 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+
+from ansible_collections.backurne.rbd.plugins.module_utils import rbd as rbd_mod
+from ansible_collections.backurne.rbd.plugins.module_utils.rados_listing import (
+    OMAP_PAGE,
+    ListingUnsupported,
+    decode_directory_id,
+    decode_snapshot,
+    list_images_rados,
+    user_snapshots,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+
+# Values read from a Ceph 16.2 lab (`rados getomapval rbd_header.<id> snapshot_<id>`): compat
+# version 8 (Nautilus+ OSDs), so no features/parent fields.
+PACIFIC_USER = bytes.fromhex(
+    "0808390000000001000000000000050000006f7468657200004000000000000000000000000000000101040000"
+    "000000000094ee0c6baf40de1d0000000000"
+)
+PACIFIC_TRASH = bytes.fromhex(
+    "080869000000ff000000000000002400000033393332323333662d336637642d343566342d626234372d3461"
+    "39633831333466366265000040000000000000000000000000000001011500000002000000090000006261636b"
+    "75705f73310000000094ee0c6b50d4a4170100000000"
+)
+PACIFIC_GROUP = bytes.fromhex(
+    "08087e0000000101000000000000220000002e67726f75702e315f3136336436623862343536375f31363433"
+    "3662386234353637000040000000000000000000000000000001012c0000000100000001000000000000000c"
+    "0000003136336436623862343536370c000000313634333662386234353637d0ee0c6b903ca30f0000000000"
+)
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _struct(version: int, compat: int, body: bytes) -> bytes:
+    return struct.pack("<BBI", version, compat, len(body)) + body
+
+
+def _old_snapshot(version: int, snap_id: int, name: str, namespace_type: int | None = None) -> bytes:
+    """cls_rbd_snap as pre-Nautilus OSDs wrote it (compat 1: features and parent present)."""
+    body = struct.pack("<Q", snap_id) + _string(name) + struct.pack("<QQ", 1 << 20, 0)
+    if version >= 2:
+        body += _struct(1, 1, struct.pack("<q", -1) + _string("") + struct.pack("<QQ", 2**64 - 2, 0))
+    if version >= 3:
+        body += b"\x00"
+    if version >= 4:
+        body += struct.pack("<Q", 0)
+    if version >= 5:
+        body += _struct(1, 1, struct.pack("<I", namespace_type or 0))
+    if version >= 6:
+        body += struct.pack("<II", 1700000000, 0)
+    return _struct(version, 1, body)
+
+
+def test_pacific_encodings() -> None:
+    assert decode_snapshot(PACIFIC_USER) == (0x100, "other", 0)
+    assert decode_snapshot(PACIFIC_TRASH) == (0xFF, "3932233f-3f7d-45f4-bb47-4a9c8134f6be", 2)
+    snap_id, name, kind = decode_snapshot(PACIFIC_GROUP)
+    assert (snap_id, kind) == (0x101, 1) and name.startswith(".group.")
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+def test_older_encodings(version: int) -> None:
+    assert decode_snapshot(_old_snapshot(version, 7, "backup;daily;30;2026-01-01T00:00:00")) == (
+        7,
+        "backup;daily;30;2026-01-01T00:00:00",
+        0,
+    )
+
+
+def test_older_encoding_with_a_trash_namespace() -> None:
+    assert decode_snapshot(_old_snapshot(5, 9, "x", namespace_type=2))[2] == 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", PACIFIC_USER[:20], _struct(0, 0, b""), PACIFIC_USER[:2] + struct.pack("<I", 500) + PACIFIC_USER[6:]],
+)
+def test_garbage_is_unsupported_not_guessed(value: bytes) -> None:
+    with pytest.raises(ListingUnsupported):
+        decode_snapshot(value)
+
+
+def test_user_snapshots_oldest_first_and_only_user_ones() -> None:
+    values = [
+        ("snapshot_0000000000000102", _old_snapshot(6, 0x102, "newest")),
+        ("snapshot_00000000000000ff", PACIFIC_TRASH),
+        ("snapshot_0000000000000100", PACIFIC_USER),
+        ("snapshot_0000000000000101", PACIFIC_GROUP),
+        ("size", struct.pack("<Q", 4 << 20)),  # not a snapshot key
+    ]
+    assert user_snapshots(values) == ["other", "newest"]
+
+
+def test_directory_id() -> None:
+    assert decode_directory_id(_string("1625a3fa5186")) == "1625a3fa5186"
+    for bad in (b"", _string(""), _string("abc") + b"x"):
+        with pytest.raises(ListingUnsupported):
+            decode_directory_id(bad)
+
+
+class FakeRados:
+    """The part of python3-rados the reader uses, over a dict of objects."""
+
+    class ObjectNotFound(Exception):
+        pass
+
+    class ReadOpCtx:
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def __init__(self, objects: dict[str, dict[str, bytes]], directory_size: int = 0) -> None:
+        self.objects = objects
+        self.directory_size = directory_size
+        self.reads: list[tuple[str, str, str]] = []
+        self.shut = False
+        self.namespace: str | None = None
+
+    # rados.Rados
+    def open_ioctx(self, pool: str) -> FakeRados:
+        assert pool == "rbd"
+        return self
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+    # rados.Ioctx
+    def set_namespace(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def close(self) -> None:
+        pass
+
+    def stat(self, oid: str) -> tuple[int, object]:
+        if oid not in self.objects:
+            raise self.ObjectNotFound(oid)
+        return (self.directory_size if oid == "rbd_directory" else 0), None
+
+    def get_omap_vals(self, op: Any, after: str, prefix: str, limit: int) -> tuple[Any, int]:
+        op.pending = (after, prefix, limit)
+        op.result = []
+        return op.result, 0
+
+    def operate_read_op(self, op: Any, oid: str) -> None:
+        after, prefix, limit = op.pending
+        self.reads.append((oid, after, prefix))
+        if oid not in self.objects:
+            raise self.ObjectNotFound(oid)
+        keys = sorted(k for k in self.objects[oid] if k.startswith(prefix) and k > after)[:limit]
+        op.result.extend((k, self.objects[oid][k]) for k in keys)
+
+
+def _pool(images: dict[str, list[str]]) -> dict[str, dict[str, bytes]]:
+    objects: dict[str, dict[str, bytes]] = {"rbd_directory": {}}
+    for index, (name, snaps) in enumerate(images.items()):
+        image_id = f"id{index:04x}"
+        objects["rbd_directory"][f"name_{name}"] = _string(image_id)
+        objects["rbd_directory"][f"id_{image_id}"] = _string(name)
+        objects[f"rbd_header.{image_id}"] = {
+            f"snapshot_{snap_id:016x}": _old_snapshot(6, snap_id, snap) for snap_id, snap in enumerate(snaps, 1)
+        } | {"size": struct.pack("<Q", 1 << 20)}
+    return objects
+
+
+def test_list_images_rados() -> None:
+    fake = FakeRados(_pool({"vm-1": ["a", "b"], "vm 2;x": [], "-lead": ["c"]}))
+    assert list_images_rados(lambda: fake, fake, "rbd", "ns1") == {"vm-1": ["a", "b"], "vm 2;x": [], "-lead": ["c"]}
+    assert fake.namespace == "ns1" and fake.shut
+
+
+def test_vanished_header_is_skipped_like_rbd_ls() -> None:
+    objects = _pool({"kept": ["a"], "gone": ["b"]})
+    del objects["rbd_header.id0001"]
+    fake = FakeRados(objects)
+    assert list_images_rados(lambda: fake, fake, "rbd", None) == {"kept": ["a"]}
+    assert fake.namespace == ""
+
+
+def test_pages_through_big_omaps() -> None:
+    names = {f"img-{index:05d}": [] for index in range(OMAP_PAGE + 5)}
+    names["img-00000"] = [f"s{index}" for index in range(OMAP_PAGE + 2)]
+    fake = FakeRados(_pool(names))
+    listed = list_images_rados(lambda: fake, fake, "rbd", "n")
+    assert len(listed) == OMAP_PAGE + 5
+    assert listed["img-00000"] == [f"s{index}" for index in range(OMAP_PAGE + 2)]
+    assert sum(1 for oid, _, _ in fake.reads if oid == "rbd_directory") == 2
+
+
+@pytest.mark.parametrize("case", ["format-1", "no-directory"])
+def test_unsupported_pools(case: str) -> None:
+    objects = _pool({"a": ["s"]})
+    if case == "no-directory":
+        del objects["rbd_directory"]
+    fake = FakeRados(objects, directory_size=512 if case == "format-1" else 0)
+    with pytest.raises(ListingUnsupported):
+        list_images_rados(lambda: fake, fake, "rbd", "n")
+    assert fake.shut
+
+
+class CliRecorder(RbdRunner):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.argvs: list[list[str]] = []
+
+    def _execute(self, argv: list[str], *, timeout: float | None, stdin: bytes | None = None) -> Any:
+        self.argvs.append(argv)
+        return rbd_mod._Completed(argv, 0, '[{"image": "a"}, {"image": "a", "snapshot": "s1"}]', "")
+
+
+def test_runner_uses_the_rados_listing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeRados(_pool({"a": ["s1", "s2"]}))
+    monkeypatch.setattr(rbd_mod, "rados_connector", lambda *a: (fake, lambda: fake))
+    runner = CliRecorder(CephAccess())
+    assert runner.list_images("rbd", "n") == {"a": ["s1", "s2"]}
+    assert runner.last_listing == "rados" and runner.argvs == []
+
+
+@pytest.mark.parametrize("why", ["no python3-rados", "unsupported", "rados error", "disabled", "remote"])
+def test_runner_falls_back_to_rbd_ls(monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    fake = FakeRados(_pool({"a": ["s9"]}), directory_size=512 if why == "unsupported" else 0)
+
+    def connect() -> FakeRados:
+        if why == "rados error":
+            raise OSError("auth failed")
+        return fake
+
+    monkeypatch.setattr(rbd_mod, "rados_connector", lambda *a: None if why == "no python3-rados" else (fake, connect))
+    ssh = rbd_mod.SshTarget(host="live1") if why == "remote" else None
+    runner = CliRecorder(CephAccess(), ssh=ssh, rados_listing=why != "disabled")
+    assert runner.list_images("rbd", "n") == {"a": ["s1"]}
+    assert runner.last_listing == "rbd"
+    assert len(runner.argvs) == 1
+    assert "--long" in " ".join(runner.argvs[0])  # remote: inside the ssh command

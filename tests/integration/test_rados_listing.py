@@ -1,0 +1,134 @@
+"""The in-process listing (module_utils/rados_listing.py) against `rbd ls -l` on real Ceph.
+
+The modules list a pool by reading `rbd_directory` and the images' `rbd_header.<id>` omaps
+through python3-rados (one omap read per image instead of a librbd image open); it must give
+exactly what `rbd ls -l` gives, for the snapshot kinds a pool really holds: user snapshots,
+protected ones, a snapshot moved to the trash namespace because a clone still uses it, a group
+snapshot, a clone with snapshots of its own, an image without snapshots. The venv running the
+tests has no python3-rados: the listing runs under the nodes' /usr/bin/python3, as the modules do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import POOL, REPO, Lab
+
+NODE_PYTHON = "/usr/bin/python3"
+
+COMPARE = r"""
+import json, sys
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+conf, user, pool, namespace = sys.argv[1:5]
+access = CephAccess(ceph_client=user, ceph_conf=conf)
+found = {}
+for key, runner in (("fast", RbdRunner(access)), ("cli", RbdRunner(access, rados_listing=False))):
+    try:
+        found[key] = runner.list_images(pool, namespace or None)
+    except Exception as exc:
+        found[key] = "error: " + str(exc)
+    found[key + "_by"] = runner.last_listing
+print(json.dumps(found))
+"""
+
+
+def listings(lab: Lab, cluster: str, namespace: str, user: str = "backurne") -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "collections"))
+    cp = subprocess.run(
+        [NODE_PYTHON, "-c", COMPARE, str(lab.conf(cluster)), user, POOL, namespace],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    )
+    return json.loads(cp.stdout)
+
+
+@pytest.fixture(scope="module")
+def node_has_rados() -> None:
+    cp = subprocess.run([NODE_PYTHON, "-c", "import rados"], capture_output=True, timeout=30)
+    # The lab installs python3-rados (Debian's ceph-common depends on it); without it this file
+    # would test nothing, so that is a failure, not a skip.
+    assert cp.returncode == 0, f"{NODE_PYTHON} cannot import rados: {cp.stderr!r}"
+
+
+def test_same_listing_as_rbd_ls_for_every_snapshot_kind(lab: Lab, ns: str, node_has_rados: None) -> None:
+    def rbd(*args: str) -> None:
+        lab.rbd("live", *args, admin=True)
+
+    where = f"{POOL}/{ns}"
+    rbd("create", "--size", "4M", f"{where}/plain")
+    plain_snaps = ["backup;daily;30;2026-01-01T00:00:00.000000", "operator-snap", "backup;daily;30;2026-01-02T00:00:00"]
+    for snap in plain_snaps:
+        rbd("snap", "create", f"{where}/plain@{snap}")
+    rbd("create", "--size", "4M", f"{where}/no-snaps")
+    # A snapshot that a clone uses, then removed: Ceph moves it to the trash namespace.
+    rbd("create", "--size", "4M", f"{where}/parent")
+    rbd("snap", "create", f"{where}/parent@base")
+    rbd("snap", "create", f"{where}/parent@kept")
+    rbd("snap", "protect", f"{where}/parent@kept")
+    rbd("clone", "--rbd-default-clone-format", "2", f"{where}/parent@base", f"{where}/child")
+    rbd("snap", "create", f"{where}/child@child-snap")
+    rbd("snap", "rm", f"{where}/parent@base")
+    # A group snapshot (group namespace) between two user snapshots.
+    rbd("create", "--size", "4M", f"{where}/grouped")
+    rbd("snap", "create", f"{where}/grouped@before")
+    rbd("group", "create", f"{where}/grp")
+    rbd("group", "image", "add", f"{where}/grp", f"{where}/grouped")
+    rbd("group", "snap", "create", f"{where}/grp@gsnap")
+    rbd("snap", "create", f"{where}/grouped@after")
+    try:
+        all_kinds = lab.rbd_json("live", "snap", "ls", "--all", f"{where}/parent", admin=True)
+        assert {s["namespace"]["type"] for s in all_kinds} == {"user", "trash"}, all_kinds
+
+        for user in ("backurne", "admin"):
+            found = listings(lab, "live", ns, user)
+            assert found["fast_by"] == "rados", found
+            assert found["cli_by"] == "rbd"
+            assert found["fast"] == found["cli"]
+            assert found["fast"] == {
+                "plain": [
+                    "backup;daily;30;2026-01-01T00:00:00.000000",
+                    "operator-snap",
+                    "backup;daily;30;2026-01-02T00:00:00",
+                ],
+                "no-snaps": [],
+                "parent": ["kept"],
+                "child": ["child-snap"],
+                "grouped": ["before", "after"],
+            }
+    finally:
+        # purge_namespace does not know groups.
+        rbd("group", "snap", "rm", f"{where}/grp@gsnap")
+        rbd("group", "rm", f"{where}/grp")
+        rbd("snap", "unprotect", f"{where}/parent@kept")
+
+
+def test_bulk_namespace_and_the_cli_fallback(lab: Lab, ns: str, node_has_rados: None) -> None:
+    # 40 images with one snapshot each on the backup cluster, listed by the restricted client.
+    for index in range(40):
+        lab.rbd("backup", "create", "--size", "1M", f"{POOL}/{ns}/img-{index:03d}", admin=True)
+    lab.rbd("backup", "snap", "create", f"{POOL}/{ns}/img-007@only", admin=True)
+    found = listings(lab, "backup", ns)
+    assert found["fast_by"] == "rados"
+    assert found["fast"] == found["cli"]
+    assert len(found["fast"]) == 40 and found["fast"]["img-007"] == ["only"]
+
+    # An empty namespace: its rbd_directory exists (created with the namespace) and is empty.
+    empty = f"{ns}-e"
+    lab.rbd("backup", "namespace", "create", f"{POOL}/{empty}", admin=True)
+    try:
+        assert listings(lab, "backup", empty) == {"fast": {}, "fast_by": "rados", "cli": {}, "cli_by": "rbd"}
+    finally:
+        lab.rbd("backup", "namespace", "rm", f"{POOL}/{empty}", admin=True)
+
+    # A namespace that does not exist has no rbd_directory: the in-process reader gives up and
+    # the rbd CLI reports the error an operator can act on, the same one either way.
+    found = listings(lab, "backup", f"{ns}-missing")
+    assert found["fast_by"] == found["cli_by"] == "rbd"
+    assert found["fast"] == found["cli"]
+    assert "does not exist" in found["fast"] or "No such file" in found["fast"], found
