@@ -364,3 +364,45 @@ class TestRunBatch:
         assert run_batch([], lambda item: item, workers=4) == []
         with pytest.raises(ValueError):
             run_batch([1], lambda item: item, workers=0)
+
+
+@pytest.mark.parametrize("splice_works", [True, False])
+def test_relay_moves_every_byte_with_or_without_splice(monkeypatch: pytest.MonkeyPatch, splice_works: bool) -> None:
+    import errno
+    import hashlib
+    import subprocess
+
+    real_splice = getattr(os, "splice", None)
+    calls = {"splice": 0}
+
+    def counting_splice(src: int, dst: int, count: int) -> int:
+        calls["splice"] += 1
+        if not splice_works:
+            raise OSError(errno.EINVAL, "not a pipe")
+        assert real_splice is not None
+        return real_splice(src, dst, count)
+
+    monkeypatch.setattr(os, "splice", counting_splice, raising=False)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    reader = subprocess.Popen(["sha256sum"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    seen: list[int] = []
+    relay = transfer._Relay(writer.stdout, reader.stdin, threading.Event(), seen.append)
+    relay.start()
+    writer.stdin.write(data)
+    writer.stdin.close()
+    out = reader.stdout.read().decode().split()[0]
+    relay.join(10)
+    writer.wait(10)
+    reader.wait(10)
+    assert out == hashlib.sha256(data).hexdigest()
+    assert relay.count == len(data) and seen[-1] == len(data)
+    assert relay.error is None and not relay.broken_pipe
+    if splice_works and real_splice is not None:
+        assert calls["splice"] >= 2  # the stream went through splice, EOF included
+    else:
+        assert calls["splice"] == 1  # tried once, then read/write
