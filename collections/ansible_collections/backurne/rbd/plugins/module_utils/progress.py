@@ -208,6 +208,10 @@ def _size(count: float) -> str:
     return f"{value:.1f} TiB"
 
 
+# How long a transfer runs before its expected size is asked for (see estimate_in_background).
+ESTIMATE_DELAY = 1.0
+
+
 class WorkerProgress:
     """One worker's transfer of one snapshot; ``update`` is the ``progress`` callback of transfer_snapshot."""
 
@@ -225,6 +229,7 @@ class WorkerProgress:
         self.rate = 0.0
         self._last_write = 0.0
         self._rate_mark = (self.started, 0)
+        self.finished = threading.Event()  # set by ProgressBoard.finish
 
     def update(self, count: int) -> None:
         self._board._update(self, count)
@@ -233,10 +238,17 @@ class WorkerProgress:
         self.bytes_expected = expected
         self._board._flush(self, force=True)
 
-    def estimate_in_background(self, estimate: Callable[[], int]) -> threading.Thread:
-        """Runs ``estimate`` (e.g. an ``rbd diff`` on the live node) without delaying the transfer."""
+    def estimate_in_background(self, estimate: Callable[[], int], delay: float = 0.0) -> threading.Thread:
+        """Runs ``estimate`` (e.g. an ``rbd diff`` on the live node) without delaying the transfer.
+
+        With ``delay``, only if the transfer is still running that many seconds after its start:
+        the estimate costs an ssh session and an ``rbd diff`` on the live node, as much as a
+        small transfer itself, and nobody watches the progress of one that ends in a second.
+        """
 
         def run() -> None:
+            if delay > 0 and self.finished.wait(delay):
+                return
             try:
                 self.set_expected(estimate())
             except Exception:  # an estimate is a nicety: unknown stays unknown
@@ -318,6 +330,7 @@ class ProgressBoard:
         with self._lock:
             worker = self._workers.pop(key, None)
         if worker is not None:
+            worker.finished.set()
             self._flush(worker, force=True)
 
     def close(self) -> None:

@@ -97,8 +97,9 @@ options:
       - While transferring, keep a status file C(progress-PID.json) in O(state_dir) (per worker
         image, snapshot, bytes done and expected, percentage, rate; rewritten at most once a
         second, removed at the end) and show the same in the process title (C(ps), C(top)).
-      - The expected size comes from one C(rbd diff) on the live node per snapshot, run beside
-        the transfer. Read it with C(backurne status). See C(docs/monitoring.md).
+      - The expected size comes from one C(rbd diff) on the live node, run beside a transfer
+        still running one second after its start (a shorter one costs no extra ssh). Read it
+        with C(backurne status). See C(docs/monitoring.md).
     type: bool
     default: true
   state_dir:
@@ -216,6 +217,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.history import record
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration
 from ansible_collections.backurne.rbd.plugins.module_utils.progress import (
+    ESTIMATE_DELAY,
     ProgressBoard,
     estimate_transfer_bytes,
     state_dir,
@@ -376,7 +378,8 @@ def main() -> None:
                     tracker = board.start(plan["image"], plan["image"], step["to_snap"], dest, result["kind"])
                     src_spec = ImageSpec(src_pool, src_ns, plan["image"])
                     tracker.estimate_in_background(
-                        lambda s=src_spec, t=step: estimate_transfer_bytes(live, s, t["to_snap"], t["from_snap"])
+                        lambda s=src_spec, t=step: estimate_transfer_bytes(live, s, t["to_snap"], t["from_snap"]),
+                        delay=ESTIMATE_DELAY,
                     )
                 sent = transfer_snapshot(
                     live,

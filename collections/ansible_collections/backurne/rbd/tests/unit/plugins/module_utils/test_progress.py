@@ -147,6 +147,20 @@ def test_estimate_runs_in_background(tmp_path: Path) -> None:
     board.close()
 
 
+def test_estimate_only_for_a_transfer_still_running_after_the_delay(tmp_path: Path) -> None:
+    board = ProgressBoard(str(tmp_path), title=False)
+    asked: list[str] = []
+    quick = board.start("quick", "quick", "s")
+    thread = quick.estimate_in_background(lambda: asked.append("quick") or 10, delay=5)
+    board.finish("quick")  # ended before the delay: no rbd diff for it
+    thread.join(5)
+    assert not thread.is_alive() and asked == [] and quick.bytes_expected is None
+    slow = board.start("slow", "slow", "s")
+    slow.estimate_in_background(lambda: asked.append("slow") or 400, delay=0.05).join(5)
+    assert asked == ["slow"] and slow.bytes_expected == 400
+    board.close()
+
+
 def test_process_title_and_thread_name(tmp_path: Path) -> None:
     # In a child process: the title is process-wide.
     code = f"""
