@@ -196,16 +196,22 @@ class _Relay(threading.Thread):
         splice = getattr(os, "splice", None)  # Python >= 3.10, Linux
         if splice is None:
             return False
-        try:
-            moved = splice(src_fd, dst_fd, CHUNK_SIZE)
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                return False  # not pipes at both ends, or no splice here: nothing moved yet
-            raise
-        while moved:
+        while True:
+            try:
+                moved = splice(src_fd, dst_fd, CHUNK_SIZE)
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    return False  # not pipes at both ends, or no splice here: nothing moved yet
+                if exc.errno == errno.EPIPE:
+                    # The reader is gone. splice says EPIPE even at the end of the stream (the
+                    # kernel looks at the reader before at EOF), e.g. import-diff done with the
+                    # last record before ssh closed its end: read/write tells a clean end (EOF)
+                    # from a reader that stopped early (data left to write: EPIPE again).
+                    return False
+                raise
+            if not moved:
+                return True
             self._moved(moved)
-            moved = splice(src_fd, dst_fd, CHUNK_SIZE)
-        return True
 
     def _copy(self, src_fd: int, dst_fd: int) -> None:
         while True:

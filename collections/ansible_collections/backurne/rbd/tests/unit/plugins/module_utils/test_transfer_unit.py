@@ -406,3 +406,41 @@ def test_relay_moves_every_byte_with_or_without_splice(monkeypatch: pytest.Monke
         assert calls["splice"] >= 2  # the stream went through splice, EOF included
     else:
         assert calls["splice"] == 1  # tried once, then read/write
+
+
+def test_relay_reader_done_before_the_writer_closes_is_a_clean_end() -> None:
+    # import-diff exits after the stream's last record while ssh still holds its end open:
+    # splice reports EPIPE at that EOF; the relay must not call it a reader that stopped early.
+    import subprocess
+
+    size = 2 * 1024 * 1024
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; sys.stdout.buffer.write(b'x' * {size}); sys.stdout.flush(); time.sleep(0.5)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    reader = subprocess.Popen(["head", "-c", str(size)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    relay = transfer._Relay(writer.stdout, reader.stdin, threading.Event())
+    relay.start()
+    relay.join(10)
+    assert reader.wait(10) == 0 and writer.wait(10) == 0
+    assert relay.count == size and not relay.broken_pipe and relay.error is None
+
+
+def test_relay_reader_that_stops_early_is_reported() -> None:
+    import subprocess
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'x' * (8 << 20))"], stdout=subprocess.PIPE
+    )
+    reader = subprocess.Popen(["head", "-c", "1000"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    relay = transfer._Relay(writer.stdout, reader.stdin, threading.Event())
+    relay.start()
+    relay.join(10)
+    reader.wait(10)
+    writer.kill()
+    writer.wait(10)
+    assert relay.broken_pipe and relay.count < 8 << 20
