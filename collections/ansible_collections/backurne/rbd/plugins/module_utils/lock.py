@@ -30,6 +30,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec,
 
 LOCK_NAME = "backurne"
 LOCK_PREFIX = "backurne"
+LOCK_DESCRIPTION = "backurne backup writer"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
@@ -53,6 +54,8 @@ class Lock:
     # The image's size when the lock was taken (from the same `rbd info` that found the header
     # object): lets a caller tell an untouched placeholder without another rbd call.
     size: int | None = None
+    # Taken by this process's RADOS client (rados_direct.RadosSession), released by it too.
+    in_process: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,15 +124,6 @@ def stale_reason(lock_id: str, ttl: timedelta, now: datetime) -> str | None:
     return None
 
 
-def _header_object(runner: RbdRunner, spec: ImageSpec) -> tuple[str, int | None]:
-    info = runner.image_info(spec)
-    image_id = info.get("id")
-    if not image_id:
-        raise RbdError([], 0, "", runner.label, action="lock", subject=str(spec), cause="image has no id (format 1?)")
-    size = info.get("size")
-    return f"rbd_header.{image_id}", int(size) if isinstance(size, int) else None
-
-
 def _object_args(spec: ImageSpec) -> list[str]:
     args = [f"--pool={spec.pool}"]
     if spec.namespace:
@@ -174,11 +168,20 @@ def try_acquire(
     """
     now = datetime.now(UTC) if now is None else now
     spec = ImageSpec(pool, namespace, image)
-    header, size = _header_object(runner, spec)
+    header, size, _ = runner.header(spec)
     lock_id = make_lock_id(now)
     # Take first, look second: the lock is free in nearly every case, and the holders are read
     # only when it is not (one rados call per image saved, see docs/performance.md).
-    if _get(runner, spec, header, lock_id):
+    session = runner.rados_session()
+    if session is not None:
+        # In process: no rados CLI at all when the lock is free. Held, or any doubt: the CLI
+        # path below looks at the holders and breaks a stale one.
+        try:
+            if session.lock_exclusive(pool, namespace, header, LOCK_NAME, lock_id, LOCK_DESCRIPTION):
+                return Lock(pool, namespace, image, lock_id, session.locker, header, None, size, in_process=True)
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
+    elif _get(runner, spec, header, lock_id):
         return _confirm(runner, spec, header, lock_id, None, size)
     broken: list[str] = []
     for holder in holders(runner, spec, header):
@@ -210,7 +213,7 @@ def _get(runner: RbdRunner, spec: ImageSpec, header: str, lock_id: str) -> bool:
                 header,
                 LOCK_NAME,
                 f"--lock-cookie={lock_id}",
-                "--lock-description=backurne backup writer",
+                f"--lock-description={LOCK_DESCRIPTION}",
             ]
         )
     except RbdError as exc:
@@ -234,6 +237,13 @@ def _confirm(
 def release(runner: RbdRunner, lock: Lock) -> None:
     """Drop the lock; a lock already gone (broken, image removed) is not an error."""
     spec = ImageSpec(lock.pool, lock.namespace, lock.image)
+    session = runner.rados_session() if lock.in_process else None
+    if session is not None:
+        try:
+            session.unlock(lock.pool, lock.namespace, lock.header_object, LOCK_NAME, lock.lock_id)
+            return
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass  # the CLI below breaks it by our client's name and the cookie
     try:
         # `lock break` with our own client and cookie: `unlock` would only work from the very
         # RADOS client (process) that took it, and the rados CLI is a new client every call.

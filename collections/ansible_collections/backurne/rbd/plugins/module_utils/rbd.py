@@ -7,6 +7,7 @@ from __future__ import annotations
 # ssh. Every command is an argument list; the only shell string in the product is the remote
 # command handed to ssh (and the `bash -c` script of a remote pipeline), and both are built by
 # quote_argv() alone.
+import atexit
 import contextlib
 import json
 import os
@@ -14,11 +15,12 @@ import re
 import shlex
 import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rados_listing import list_images_rados, rados_connector
+from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import ImageMissing, RadosSession
 
 # An image/pool/namespace name that contains one of these cannot be addressed through the rbd
 # CLI at all: even `--image=NAME` goes through rbd's spec parser, which splits on them
@@ -352,20 +354,39 @@ class RbdRunner:
         ssh: SshTarget | None = None,
         default_timeout: float = 120,
         label: str | None = None,
-        rados_listing: bool = True,
+        in_process: bool = True,
     ) -> None:
         self.access = access
         self.ssh = ssh
         self.default_timeout = default_timeout
         self.label = label or (f"node {ssh.host}" if ssh else "local")
-        # list_images() reads RADOS in this process when it can (module_utils/rados_listing.py);
-        # which way the last listing went, for tests and the benchmarks: "rados" or "rbd".
-        self.rados_listing = rados_listing
+        # Listing, header lookups and backup locks go through one in-process RADOS client when
+        # this node has python3-rados (module_utils/rados_direct.py), else through the CLIs.
+        self.in_process = in_process
+        self._session: RadosSession | None = None
+        self._session_tried = False
+        self._session_guard = threading.Lock()
+        # Which way the last listing went, for tests and the benchmarks: "rados" or "rbd".
         self.last_listing: str | None = None
 
     @property
     def is_remote(self) -> bool:
         return self.ssh is not None
+
+    def rados_session(self) -> RadosSession | None:
+        """This node's in-process RADOS client (opened once, on first use), or None: use the CLIs."""
+        if not self.in_process or self.is_remote:
+            return None
+        with self._session_guard:
+            if not self._session_tried:
+                self._session_tried = True
+                access = self.access
+                self._session = RadosSession.open(
+                    access.cluster, access.ceph_client, access.keyring, access.ceph_conf, self._timeout(None)
+                )
+                if self._session is not None:
+                    atexit.register(self._session.close)
+            return self._session
 
     def command_argv(self, words: Sequence[str]) -> list[str]:
         """The argv that runs `words` on this runner's node."""
@@ -497,9 +518,15 @@ class RbdRunner:
         _check_name("pool", pool)
         if namespace:
             _check_name("namespace", namespace)
-        if self.rados_listing and not self.is_remote:
-            listed = self._list_images_rados(pool, namespace)
-            if listed is not None:
+        session = self.rados_session()
+        if session is not None:
+            try:
+                listed = session.list_images(pool, namespace)
+            except Exception:  # pylint: disable=broad-exception-caught
+                # Whatever went wrong (a format it does not read, a timeout), the CLI listing
+                # either works or fails with the message an operator can act on.
+                pass
+            else:
                 self.last_listing = "rados"
                 return listed
         self.last_listing = "rbd"
@@ -531,21 +558,46 @@ class RbdRunner:
                 snaps.append(str(entry["snapshot"]))
         return images
 
-    def _list_images_rados(self, pool: str, namespace: str | None) -> dict[str, list[str]] | None:
-        """The listing read in this process through python3-rados, or None to ask `rbd ls -l`."""
-        access = self.access
-        found = rados_connector(
-            access.cluster, access.ceph_client, access.keyring, access.ceph_conf, self._timeout(None)
-        )
-        if found is None:
-            return None
-        rados, connect = found
-        try:
-            return list_images_rados(connect, rados, pool, namespace)
-        except Exception:  # pylint: disable=broad-exception-caught
-            # Whatever went wrong (a format it does not read, cephx, a timeout), the CLI listing
-            # either works or fails with the message an operator can act on.
-            return None
+    def header(self, spec: ImageSpec | str) -> tuple[str, int | None, list[str] | None]:
+        """(header object, size, user snapshots or None) of a format-2 image.
+
+        In process when possible (two omap reads, snapshots included), else `rbd info` (no
+        snapshots: None). A missing image raises the RbdError `rbd info` would (is_not_found).
+        """
+        spec = ImageSpec.of(spec)
+        session = self.rados_session()
+        if session is not None:
+            try:
+                header, size, snaps = session.image_header(spec.pool, spec.namespace, spec.image)
+            except ImageMissing:
+                raise RbdError(
+                    [],
+                    2,
+                    "(2) No such file or directory",
+                    self.label,
+                    action="find the header of",
+                    subject=str(spec),
+                    cause="image not found",
+                ) from None
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # the CLI below answers, or says what is wrong
+            else:
+                return header, size, snaps
+        info = self.image_info(spec)
+        image_id = info.get("id")
+        if not image_id:
+            raise RbdError([], 0, "", self.label, action="lock", subject=str(spec), cause="image has no id (format 1?)")
+        size = info.get("size")
+        return f"rbd_header.{image_id}", int(size) if isinstance(size, int) else None, None
+
+    def snapshot_names(self, spec: ImageSpec | str) -> list[str]:
+        """The image's user snapshots, oldest first (in process when possible, else `rbd snap ls`)."""
+        spec = ImageSpec.of(spec)
+        if self.rados_session() is not None:
+            found = self.header(spec)[2]
+            if found is not None:
+                return found
+        return [str(snap["name"]) for snap in self.json(["snap", "ls", *spec.options()])]
 
     def image_info(self, spec: ImageSpec | str) -> dict[str, Any]:
         return self.json(["info", *ImageSpec.of(spec).options()])

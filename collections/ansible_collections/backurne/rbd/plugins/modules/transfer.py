@@ -352,7 +352,7 @@ def main() -> None:
         if lock.broke_stale:
             result["note"] = f"{where}: broke a stale lock ({lock.broke_stale})"
         try:
-            present = {snap["name"] for snap in backup.json(["snap", "ls", *dest_spec.options()])}
+            present = set(backup.snapshot_names(dest_spec))
             before[dest] = sorted(present)
             after[dest] = sorted(present)
             # Still the empty placeholder this call created (nobody wrote into it between its

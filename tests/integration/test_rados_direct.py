@@ -1,11 +1,12 @@
-"""The in-process listing (module_utils/rados_listing.py) against `rbd ls -l` on real Ceph.
+"""In-process RADOS access (module_utils/rados_direct.py) against the CLIs on real Ceph.
 
 The modules list a pool by reading `rbd_directory` and the images' `rbd_header.<id>` omaps
 through python3-rados (one omap read per image instead of a librbd image open); it must give
 exactly what `rbd ls -l` gives, for the snapshot kinds a pool really holds: user snapshots,
 protected ones, a snapshot moved to the trash namespace because a clone still uses it, a group
-snapshot, a clone with snapshots of its own, an image without snapshots. The venv running the
-tests has no python3-rados: the listing runs under the nodes' /usr/bin/python3, as the modules do.
+snapshot, a clone with snapshots of its own, an image without snapshots. The backup lock taken
+in process must be the very lock `rados lock` sees and breaks. The venv running the tests has
+no python3-rados: that code runs under the nodes' /usr/bin/python3, as the modules do.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess
 conf, user, pool, namespace = sys.argv[1:5]
 access = CephAccess(ceph_client=user, ceph_conf=conf)
 found = {}
-for key, runner in (("fast", RbdRunner(access)), ("cli", RbdRunner(access, rados_listing=False))):
+for key, runner in (("fast", RbdRunner(access)), ("cli", RbdRunner(access, in_process=False))):
     try:
         found[key] = runner.list_images(pool, namespace or None)
     except Exception as exc:
@@ -132,3 +133,85 @@ def test_bulk_namespace_and_the_cli_fallback(lab: Lab, ns: str, node_has_rados: 
     assert found["fast_by"] == found["cli_by"] == "rbd"
     assert found["fast"] == found["cli"]
     assert "does not exist" in found["fast"] or "No such file" in found["fast"], found
+
+
+LOCKING = r"""
+import json, sys
+from datetime import timedelta
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils import lock
+conf, pool, namespace, image, step = sys.argv[1:6]
+access = CephAccess(ceph_client="backurne", ceph_conf=conf)
+ttl = timedelta(hours=1)
+mine = RbdRunner(access)
+cli = RbdRunner(access, in_process=False)
+out = {}
+taken = lock.try_acquire(mine, pool, namespace, image, ttl)
+out["taken"] = [taken.in_process, taken.locker, taken.lock_id, taken.size, taken.header_object]
+spec = lock.ImageSpec(pool, namespace, image)
+out["holders_seen_by_cli"] = [[h.lock_id, h.locker] for h in lock.holders(cli, spec, taken.header_object)]
+other = lock.try_acquire(cli, pool, namespace, image, ttl)
+out["other_node"] = type(other).__name__
+out["snapshots"] = mine.snapshot_names(f"{pool}/{namespace}/{image}")
+if step == "release":
+    lock.release(mine, taken)
+    again = lock.try_acquire(cli, pool, namespace, image, ttl)
+    out["after_release"] = [type(again).__name__, again.in_process]
+    lock.release(cli, again)
+print(json.dumps(out))
+"""
+
+
+def run_node_python(script: str, *args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "collections"))
+    cp = subprocess.run([NODE_PYTHON, "-c", script, *args], capture_output=True, text=True, timeout=120, env=env)
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)
+
+
+def test_in_process_lock_is_the_lock_rados_sees(lab: Lab, ns: str, node_has_rados: None) -> None:
+    image = "locked;img"
+    lab.rbd("backup", "create", "--size", "3M", f"{POOL}/{ns}/{image}", admin=True)
+    lab.rbd("backup", "snap", "create", f"{POOL}/{ns}/{image}@backup;daily;7;2026-01-01T00:00:00", admin=True)
+    conf = str(lab.conf("backup"))
+    found = run_node_python(LOCKING, conf, POOL, ns, image, "release")
+    in_process, locker, lock_id, size, header = found["taken"]
+    assert in_process and locker.startswith("client.") and size == 3 * 1024 * 1024
+    assert header == "rbd_header." + lab.rbd_json("backup", "info", f"{POOL}/{ns}/{image}", admin=True)["id"]
+    assert found["holders_seen_by_cli"] == [[lock_id, locker]]
+    assert found["other_node"] == "LockBusy"  # another node (the CLI path) cannot take it
+    assert found["snapshots"] == ["backup;daily;7;2026-01-01T00:00:00"]
+    assert found["after_release"] == ["Lock", False]
+    assert (
+        json.loads(lab.rbd("backup", "lock", "ls", "--format=json", f"{POOL}/{ns}/{image}", admin=True) or "[]") == []
+    )
+
+    # A process that dies holding the lock: the next run breaks it as stale (its pid is gone).
+    found = run_node_python(LOCKING, conf, POOL, ns, image, "keep")
+    lock_id = found["taken"][2]
+    info = subprocess.run(
+        [
+            "rados",
+            "-c",
+            conf,
+            "--id",
+            "admin",
+            "-p",
+            POOL,
+            "--namespace",
+            ns,
+            "lock",
+            "info",
+            found["taken"][4],
+            "backurne",
+            "--format=json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert [entry["cookie"] for entry in json.loads(info.stdout)["lockers"]] == [lock_id]
+    after = run_node_python(LOCKING, conf, POOL, ns, image, "release")
+    assert after["taken"][0] is False  # held by the dead process: taken through the CLI, stale lock broken
+    assert after["holders_seen_by_cli"] == [[after["taken"][2], after["taken"][1]]]

@@ -3,17 +3,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
 import pytest
 
+from ansible_collections.backurne.rbd.plugins.module_utils import lock as lock_mod
+from ansible_collections.backurne.rbd.plugins.module_utils import rados_direct
 from ansible_collections.backurne.rbd.plugins.module_utils import rbd as rbd_mod
-from ansible_collections.backurne.rbd.plugins.module_utils.rados_listing import (
+from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import (
     OMAP_PAGE,
+    ImageMissing,
     ListingUnsupported,
+    RadosSession,
     decode_directory_id,
     decode_snapshot,
+    image_header,
     list_images_rados,
     user_snapshots,
 )
@@ -115,6 +121,12 @@ class FakeRados:
     class ObjectNotFound(Exception):
         pass
 
+    class ObjectBusy(Exception):
+        pass
+
+    class ObjectExists(Exception):
+        pass
+
     class ReadOpCtx:
         def __enter__(self) -> Any:
             return self
@@ -149,18 +161,46 @@ class FakeRados:
             raise self.ObjectNotFound(oid)
         return (self.directory_size if oid == "rbd_directory" else 0), None
 
+    def get_instance_id(self) -> int:
+        return 4242
+
     def get_omap_vals(self, op: Any, after: str, prefix: str, limit: int) -> tuple[Any, int]:
-        op.pending = (after, prefix, limit)
-        op.result = []
-        return op.result, 0
+        result: list[tuple[str, bytes]] = []
+        op.__dict__.setdefault("pending", []).append(("vals", (after, prefix, limit), result))
+        return result, 0
+
+    def get_omap_vals_by_keys(self, op: Any, keys: tuple[str, ...]) -> tuple[Any, int]:
+        result: list[tuple[str, bytes]] = []
+        op.__dict__.setdefault("pending", []).append(("keys", keys, result))
+        return result, 0
 
     def operate_read_op(self, op: Any, oid: str) -> None:
-        after, prefix, limit = op.pending
-        self.reads.append((oid, after, prefix))
+        pending = op.__dict__.pop("pending")
         if oid not in self.objects:
             raise self.ObjectNotFound(oid)
-        keys = sorted(k for k in self.objects[oid] if k.startswith(prefix) and k > after)[:limit]
-        op.result.extend((k, self.objects[oid][k]) for k in keys)
+        for kind, args, result in pending:
+            if kind == "keys":
+                self.reads.append((oid, "", "by-keys"))
+                result.extend((k, self.objects[oid][k]) for k in args if k in self.objects[oid])
+                continue
+            after, prefix, limit = args
+            self.reads.append((oid, after, prefix))
+            keys = sorted(k for k in self.objects[oid] if k.startswith(prefix) and k > after)[:limit]
+            result.extend((k, self.objects[oid][k]) for k in keys)
+
+    locks: dict[tuple[str, str], str]
+
+    def lock_exclusive(self, oid: str, name: str, cookie: str, desc: str) -> None:
+        held = self.__dict__.setdefault("locks", {})
+        if (oid, name) in held:
+            raise self.ObjectExists() if held[(oid, name)] == cookie else self.ObjectBusy()
+        held[(oid, name)] = cookie
+
+    def unlock(self, oid: str, name: str, cookie: str) -> None:
+        held = self.__dict__.setdefault("locks", {})
+        if held.get((oid, name)) != cookie:
+            raise self.ObjectNotFound()
+        del held[(oid, name)]
 
 
 def _pool(images: dict[str, list[str]]) -> dict[str, dict[str, bytes]]:
@@ -177,15 +217,18 @@ def _pool(images: dict[str, list[str]]) -> dict[str, dict[str, bytes]]:
 
 def test_list_images_rados() -> None:
     fake = FakeRados(_pool({"vm-1": ["a", "b"], "vm 2;x": [], "-lead": ["c"]}))
-    assert list_images_rados(lambda: fake, fake, "rbd", "ns1") == {"vm-1": ["a", "b"], "vm 2;x": [], "-lead": ["c"]}
-    assert fake.namespace == "ns1" and fake.shut
+    session = RadosSession(fake, fake)
+    assert session.list_images("rbd", "ns1") == {"vm-1": ["a", "b"], "vm 2;x": [], "-lead": ["c"]}
+    assert fake.namespace == "ns1" and session.locker == "client.4242"
+    session.close()
+    assert fake.shut
 
 
 def test_vanished_header_is_skipped_like_rbd_ls() -> None:
     objects = _pool({"kept": ["a"], "gone": ["b"]})
     del objects["rbd_header.id0001"]
     fake = FakeRados(objects)
-    assert list_images_rados(lambda: fake, fake, "rbd", None) == {"kept": ["a"]}
+    assert RadosSession(fake, fake).list_images("rbd", None) == {"kept": ["a"]}
     assert fake.namespace == ""
 
 
@@ -193,7 +236,7 @@ def test_pages_through_big_omaps() -> None:
     names = {f"img-{index:05d}": [] for index in range(OMAP_PAGE + 5)}
     names["img-00000"] = [f"s{index}" for index in range(OMAP_PAGE + 2)]
     fake = FakeRados(_pool(names))
-    listed = list_images_rados(lambda: fake, fake, "rbd", "n")
+    listed = list_images_rados(fake, fake)
     assert len(listed) == OMAP_PAGE + 5
     assert listed["img-00000"] == [f"s{index}" for index in range(OMAP_PAGE + 2)]
     assert sum(1 for oid, _, _ in fake.reads if oid == "rbd_directory") == 2
@@ -206,8 +249,7 @@ def test_unsupported_pools(case: str) -> None:
         del objects["rbd_directory"]
     fake = FakeRados(objects, directory_size=512 if case == "format-1" else 0)
     with pytest.raises(ListingUnsupported):
-        list_images_rados(lambda: fake, fake, "rbd", "n")
-    assert fake.shut
+        list_images_rados(fake, fake)
 
 
 class CliRecorder(RbdRunner):
@@ -222,10 +264,15 @@ class CliRecorder(RbdRunner):
 
 def test_runner_uses_the_rados_listing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeRados(_pool({"a": ["s1", "s2"]}))
-    monkeypatch.setattr(rbd_mod, "rados_connector", lambda *a: (fake, lambda: fake))
+    monkeypatch.setattr(rados_direct, "rados_connector", lambda *a: (fake, lambda: fake))
     runner = CliRecorder(CephAccess())
     assert runner.list_images("rbd", "n") == {"a": ["s1", "s2"]}
     assert runner.last_listing == "rados" and runner.argvs == []
+    assert runner.header("rbd/n/a") == ("rbd_header.id0000", 1 << 20, ["s1", "s2"])
+    assert runner.snapshot_names("rbd/n/a") == ["s1", "s2"] and runner.argvs == []
+    with pytest.raises(rbd_mod.RbdError) as missing:
+        runner.header("rbd/n/nope")
+    assert missing.value.is_not_found and "rbd/n/nope" in str(missing.value)
 
 
 @pytest.mark.parametrize("why", ["no python3-rados", "unsupported", "rados error", "disabled", "remote"])
@@ -237,10 +284,61 @@ def test_runner_falls_back_to_rbd_ls(monkeypatch: pytest.MonkeyPatch, why: str) 
             raise OSError("auth failed")
         return fake
 
-    monkeypatch.setattr(rbd_mod, "rados_connector", lambda *a: None if why == "no python3-rados" else (fake, connect))
+    monkeypatch.setattr(
+        rados_direct, "rados_connector", lambda *a: None if why == "no python3-rados" else (fake, connect)
+    )
     ssh = rbd_mod.SshTarget(host="live1") if why == "remote" else None
-    runner = CliRecorder(CephAccess(), ssh=ssh, rados_listing=why != "disabled")
+    runner = CliRecorder(CephAccess(), ssh=ssh, in_process=why != "disabled")
     assert runner.list_images("rbd", "n") == {"a": ["s1"]}
     assert runner.last_listing == "rbd"
     assert len(runner.argvs) == 1
     assert "--long" in " ".join(runner.argvs[0])  # remote: inside the ssh command
+
+
+def test_image_header_reads() -> None:
+    objects = _pool({"a": ["s1", "s2"]})
+    objects["rbd_header.id0000"]["metadata_conf_x"] = b"not a snapshot"
+    fake = FakeRados(objects)
+    assert image_header(fake, fake, "a") == ("rbd_header.id0000", 1 << 20, ["s1", "s2"])
+    with pytest.raises(ImageMissing):
+        image_header(fake, fake, "b")
+    del objects["rbd_header.id0000"]
+    with pytest.raises(ImageMissing):
+        image_header(fake, fake, "a")
+
+
+class LockRunner(CliRecorder):
+    """rados CLI calls recorded; `lock info` answers with the holders given."""
+
+    holders_json = '{"lockers": []}'
+
+    def _execute(self, argv: list[str], *, timeout: float | None, stdin: bytes | None = None) -> Any:
+        self.argvs.append(argv)
+        if "info" in argv and "lock" in argv:
+            return rbd_mod._Completed(argv, 0, self.holders_json, "")
+        return rbd_mod._Completed(argv, 0, "", "")
+
+
+def test_lock_taken_and_released_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeRados(_pool({"img": []}))
+    monkeypatch.setattr(rados_direct, "rados_connector", lambda *a: (fake, lambda: fake))
+    runner = LockRunner(CephAccess())
+    taken = lock_mod.try_acquire(runner, "rbd", "n", "img", lock_mod.timedelta(hours=1))
+    assert isinstance(taken, lock_mod.Lock) and taken.in_process
+    assert taken.locker == "client.4242" and taken.size == 1 << 20 and taken.header_object == "rbd_header.id0000"
+    assert fake.locks == {("rbd_header.id0000", "backurne"): taken.lock_id}
+    assert runner.argvs == []  # no rbd, no rados process
+    lock_mod.release(runner, taken)
+    assert fake.locks == {} and runner.argvs == []
+
+
+def test_lock_held_by_a_live_holder_goes_through_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeRados(_pool({"img": []}))
+    monkeypatch.setattr(rados_direct, "rados_connector", lambda *a: (fake, lambda: fake))
+    other = lock_mod.make_lock_id(lock_mod.datetime.now(lock_mod.UTC), hostname="elsewhere", pid=1)
+    fake.lock_exclusive("rbd_header.id0000", "backurne", other, "")
+    runner = LockRunner(CephAccess())
+    runner.holders_json = json.dumps({"lockers": [{"name": "client.7", "cookie": other, "addr": ""}]})
+    busy = lock_mod.try_acquire(runner, "rbd", "n", "img", lock_mod.timedelta(hours=1))
+    assert isinstance(busy, lock_mod.LockBusy) and busy.holder == other
+    assert [argv[argv.index("lock") + 1] for argv in runner.argvs] == ["info"]
