@@ -215,3 +215,33 @@ def test_in_process_lock_is_the_lock_rados_sees(lab: Lab, ns: str, node_has_rado
     after = run_node_python(LOCKING, conf, POOL, ns, image, "release")
     assert after["taken"][0] is False  # held by the dead process: taken through the CLI, stale lock broken
     assert after["holders_seen_by_cli"] == [[after["taken"][2], after["taken"][1]]]
+
+
+SNAPSHOTS = r"""
+import json, sys
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdError, RbdRunner
+conf, spec = sys.argv[1:3]
+runner = RbdRunner(CephAccess(ceph_client="backurne", ceph_conf=conf))
+out = {"in_process": runner.rados_session() is not None}
+runner.snap_create(spec + "@backup;daily;7;2026-01-02T00:00:00")
+for again in (spec + "@backup;daily;7;2026-01-02T00:00:00", spec + "-missing@s"):
+    try:
+        runner.snap_create(again)
+        out[again] = "created"
+    except RbdError as exc:
+        out[again] = [exc.is_exists, exc.is_not_found, str(exc)]
+print(json.dumps(out))
+"""
+
+
+def test_snapshot_created_in_process(lab: Lab, ns: str, node_has_rados: None) -> None:
+    spec = f"{POOL}/{ns}/vm 7;disk"
+    lab.rbd("live", "create", "--size", "4M", spec, admin=True)
+    found = run_node_python(SNAPSHOTS, str(lab.conf("live")), spec)
+    assert found["in_process"] is True
+    names = [snap["name"] for snap in lab.rbd_json("live", "snap", "ls", spec, admin=True)]
+    assert names == ["backup;daily;7;2026-01-02T00:00:00"]
+    exists = found[spec + "@backup;daily;7;2026-01-02T00:00:00"]
+    assert exists[:2] == [True, False] and "snap create" in exists[2] and "vm 7;disk" in exists[2], exists
+    missing = found[spec + "-missing@s"]
+    assert missing[:2] == [False, True], missing

@@ -3,9 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-# Direct RADOS access in this process (python3-rados) for what the rbd and rados CLIs would
-# otherwise cost one process each, per image: listing a pool, finding a backup image's header,
-# its size and snapshots, taking and dropping the backup lock on that header.
+# Direct RADOS access in this process (python3-rados, python3-rbd) for what the rbd and rados
+# CLIs would otherwise cost one process each, per image: listing a pool, finding a backup
+# image's header, its size and snapshots, taking and dropping the backup lock on that header,
+# creating the live snapshots.
 #
 # Why: every rbd/rados CLI call starts a new RADOS client (config, cephx, monitor and OSD maps),
 # 40-80 ms of CPU on the lab's 2-core VM; `rbd ls -l` also opens every image through librbd, about
@@ -22,6 +23,7 @@ from __future__ import annotations
 # pool, an encoding it does not know, any RADOS error but a vanished header) makes the caller use
 # the CLI (RbdRunner): the in-process path can only be faster, never different.
 import contextlib
+import errno
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -36,6 +38,8 @@ NAME_KEY_PREFIX = "name_"
 USER_SNAPSHOT_NAMESPACE = 0
 # Omap keys per read (a header has at most a few hundred snapshots; the directory can be big).
 OMAP_PAGE = 1024
+# python3-rbd exception classes whose errno attribute may be unset -> the errno rbd would print.
+_RBD_ERRNO = (("ImageExists", errno.EEXIST), ("ImageNotFound", errno.ENOENT), ("ImageBusy", errno.EBUSY))
 # Header reads in flight: the directory is one object, the headers are spread over the OSDs.
 READ_WORKERS = 8
 
@@ -46,6 +50,14 @@ class ListingUnsupported(Exception):
 
 class ImageMissing(Exception):
     """The image is not in the pool's directory, or its header is gone."""
+
+
+class SnapshotFailed(Exception):
+    """librbd refused a snapshot: errno and its message."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.errno = code
 
 
 class _Reader:
@@ -276,6 +288,29 @@ class RadosSession:
         """Drop a lock this client took; already gone (broken, image removed) is not an error."""
         with contextlib.suppress(self.rados.ObjectNotFound):
             self.ioctx(pool, namespace).unlock(header, name, cookie)
+
+    def snap_create(self, pool: str, namespace: str | None, image: str, snapshot: str) -> None:
+        """Create a snapshot through librbd in this process (python3-rbd), as `rbd snap create` does.
+
+        Raises SnapshotFailed(errno, text) for what librbd refuses (exists, not found, busy...),
+        and ListingUnsupported when python3-rbd is missing (the caller uses the CLI).
+        """
+        rbd = self._rbd_module()
+        try:
+            with rbd.Image(self.ioctx(pool, namespace), image) as opened:
+                opened.create_snap(snapshot)
+        except rbd.Error as exc:
+            code = getattr(exc, "errno", None) or next(
+                (number for kind, number in _RBD_ERRNO if isinstance(exc, getattr(rbd, kind, ()))), 0
+            )
+            raise SnapshotFailed(abs(int(code)), str(exc)) from None
+
+    def _rbd_module(self) -> Any:
+        try:
+            import rbd  # type: ignore[import-not-found]  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            raise ListingUnsupported("no python3-rbd") from None
+        return rbd
 
     def close(self) -> None:
         with self._guard:

@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import ImageMissing, RadosSession
+from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import (
+    ImageMissing,
+    RadosSession,
+    SnapshotFailed,
+)
 
 # An image/pool/namespace name that contains one of these cannot be addressed through the rbd
 # CLI at all: even `--image=NAME` goes through rbd's spec parser, which splits on them
@@ -616,6 +620,21 @@ class RbdRunner:
         parsed = ImageSpec.of(spec)
         if parsed.snap is None:
             raise ValueError(f"snap_create needs image@snap, got {parsed}")
+        session = self.rados_session()
+        if session is not None:
+            # librbd in this process: the same request `rbd snap create` makes (through the
+            # exclusive lock's owner when a VM has the image open), without a process and a
+            # cephx handshake per image.
+            try:
+                session.snap_create(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
+                return
+            except SnapshotFailed as exc:
+                text = f"({exc.errno}) {os.strerror(exc.errno)}" if exc.errno else str(exc)
+                raise RbdError(
+                    [], exc.errno or None, text, self.label, action="snap create", subject=str(parsed)
+                ) from None
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # no python3-rbd, or anything unexpected: the CLI does it and reports
         self.run(["snap", "create", "--no-progress", *parsed.options()])
 
     def snap_remove(self, spec: ImageSpec | str) -> None:
