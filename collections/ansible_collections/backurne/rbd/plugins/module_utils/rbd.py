@@ -364,9 +364,10 @@ class RbdRunner:
         self.ssh = ssh
         self.default_timeout = default_timeout
         self.label = label or (f"node {ssh.host}" if ssh else "local")
-        # Listing, header lookups and backup locks go through one in-process RADOS client when
-        # this node has python3-rados (module_utils/rados_direct.py), else through the CLIs.
-        self.in_process = in_process
+        # Listing, header lookups, backup locks and snapshot creation go through one in-process
+        # RADOS client when this node has python3-rados (module_utils/rados_direct.py), else
+        # through the CLIs. BACKURNE_RADOS_IN_PROCESS=0 (the task's environment) turns it off.
+        self.in_process = in_process and os.environ.get("BACKURNE_RADOS_IN_PROCESS", "1") != "0"
         self._session: RadosSession | None = None
         self._session_tried = False
         self._session_guard = threading.Lock()

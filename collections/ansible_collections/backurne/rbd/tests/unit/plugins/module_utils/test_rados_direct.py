@@ -342,3 +342,12 @@ def test_lock_held_by_a_live_holder_goes_through_the_cli(monkeypatch: pytest.Mon
     busy = lock_mod.try_acquire(runner, "rbd", "n", "img", lock_mod.timedelta(hours=1))
     assert isinstance(busy, lock_mod.LockBusy) and busy.holder == other
     assert [argv[argv.index("lock") + 1] for argv in runner.argvs] == ["info"]
+
+
+def test_operator_can_turn_the_in_process_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeRados(_pool({"a": ["s9"]}))
+    monkeypatch.setattr(rados_direct, "rados_connector", lambda *a: (fake, lambda: fake))
+    monkeypatch.setenv("BACKURNE_RADOS_IN_PROCESS", "0")
+    runner = CliRecorder(CephAccess())
+    assert runner.rados_session() is None
+    assert runner.list_images("rbd", "n") == {"a": ["s1"]} and runner.last_listing == "rbd"
