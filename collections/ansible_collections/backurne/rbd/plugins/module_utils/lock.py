@@ -168,7 +168,7 @@ def try_acquire(
     """
     now = datetime.now(UTC) if now is None else now
     spec = ImageSpec(pool, namespace, image)
-    header, size, _ = runner.header(spec)
+    header, size, _snapshots = runner.header(spec)
     lock_id = make_lock_id(now)
     # Take first, look second: the lock is free in nearly every case, and the holders are read
     # only when it is not (one rados call per image saved, see docs/performance.md).

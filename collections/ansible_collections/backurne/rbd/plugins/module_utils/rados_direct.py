@@ -130,7 +130,7 @@ def decode_snapshot(value: bytes) -> tuple[int, str, int]:
     if compat < 8:
         reader.u64()  # features, unused
         if version >= 2:
-            _, parent_end = reader.struct_start()
+            _parent_version, parent_end = reader.struct_start()
             reader.offset = parent_end
     namespace_type = USER_SNAPSHOT_NAMESPACE
     if version >= 3:
@@ -154,14 +154,14 @@ def user_snapshots(header_values: Iterable[tuple[str, bytes]]) -> list[str]:
         snap_id, name, namespace_type = decode_snapshot(value)
         if namespace_type == USER_SNAPSHOT_NAMESPACE:
             found.append((snap_id, name))
-    return [name for _, name in sorted(found)]
+    return [name for _snap_id, name in sorted(found)]
 
 
 def _omap_values(ioctx: Any, rados: Any, oid: str, prefix: str, after: str = "") -> list[tuple[str, bytes]]:
     values: list[tuple[str, bytes]] = []
     while True:
         with rados.ReadOpCtx() as op:
-            pairs, _ = ioctx.get_omap_vals(op, after, prefix, OMAP_PAGE)
+            pairs, _status = ioctx.get_omap_vals(op, after, prefix, OMAP_PAGE)
             ioctx.operate_read_op(op, oid)
             page = [(key, bytes(value or b"")) for key, value in pairs]
         values.extend(page)
@@ -178,7 +178,7 @@ def list_images_rados(ioctx: Any, rados: Any) -> dict[str, list[str]]:
     back to the rbd CLI.
     """
     try:
-        size, _ = ioctx.stat(DIRECTORY_OBJECT)
+        size, _mtime = ioctx.stat(DIRECTORY_OBJECT)
     except rados.ObjectNotFound:
         # No directory: the namespace does not exist (the CLI says so) or is from before
         # namespaces had one.
@@ -208,7 +208,7 @@ def list_images_rados(ioctx: Any, rados: Any) -> dict[str, list[str]]:
 def image_header(ioctx: Any, rados: Any, image: str) -> tuple[str, int, list[str]]:
     """(header object, size in bytes, user snapshots oldest first) of one format-2 image."""
     with rados.ReadOpCtx() as op:
-        found, _ = ioctx.get_omap_vals_by_keys(op, (NAME_KEY_PREFIX + image,))
+        found, _status = ioctx.get_omap_vals_by_keys(op, (NAME_KEY_PREFIX + image,))
         try:
             ioctx.operate_read_op(op, DIRECTORY_OBJECT)
         except rados.ObjectNotFound:
@@ -218,8 +218,8 @@ def image_header(ioctx: Any, rados: Any, image: str) -> tuple[str, int, list[str
         raise ImageMissing(image)
     header = HEADER_PREFIX + decode_directory_id(bytes(next(iter(entries.values()))))
     with rados.ReadOpCtx() as op:
-        sizes, _ = ioctx.get_omap_vals_by_keys(op, ("size",))
-        snaps, _ = ioctx.get_omap_vals(op, "", SNAP_KEY_PREFIX, OMAP_PAGE)
+        sizes, _status = ioctx.get_omap_vals_by_keys(op, ("size",))
+        snaps, _status = ioctx.get_omap_vals(op, "", SNAP_KEY_PREFIX, OMAP_PAGE)
         try:
             ioctx.operate_read_op(op, header)
         except rados.ObjectNotFound:
