@@ -245,3 +245,28 @@ def test_snapshot_created_in_process(lab: Lab, ns: str, node_has_rados: None) ->
     assert exists[:2] == [True, False] and "snap create" in exists[2] and "vm 7;disk" in exists[2], exists
     missing = found[spec + "-missing@s"]
     assert missing[:2] == [False, True], missing
+
+
+METADATA = r"""
+import json, sys
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+conf, spec = sys.argv[1:3]
+access = CephAccess(ceph_client="backurne", ceph_conf=conf)
+fast, cli = RbdRunner(access), RbdRunner(access, in_process=False)
+found = {"fast": fast.image_meta(spec), "cli": cli.image_meta(spec)}
+print(json.dumps({**found, "session": fast.rados_session() is not None}))
+"""
+
+
+def test_image_meta_in_process_equals_the_cli(lab: Lab, ns: str, node_has_rados: None) -> None:
+    spec = f"{POOL}/{ns}/uuid;scsi0;web"
+    lab.rbd("backup", "create", "--size", "1M", spec, admin=True)
+    lab.rbd("backup", "image-meta", "set", spec, "backurne.pve.cluster", "pve-a", admin=True)
+    lab.rbd("backup", "image-meta", "set", spec, "backurne.pve.config", '{"name": "h\u00e9", "x": 1}', admin=True)
+    found = run_node_python(METADATA, str(lab.conf("backup")), spec)
+    assert found["session"] is True
+    assert (
+        found["fast"]
+        == found["cli"]
+        == {"backurne.pve.cluster": "pve-a", "backurne.pve.config": '{"name": "h\u00e9", "x": 1}'}
+    )

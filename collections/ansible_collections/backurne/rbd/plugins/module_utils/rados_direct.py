@@ -5,8 +5,8 @@ from __future__ import annotations
 
 # Direct RADOS access in this process (python3-rados, python3-rbd) for what the rbd and rados
 # CLIs would otherwise cost one process each, per image: listing a pool, finding a backup
-# image's header, its size and snapshots, taking and dropping the backup lock on that header,
-# creating the live snapshots.
+# image's header, its size, snapshots and image-meta, taking and dropping the backup lock on
+# that header, creating the live snapshots.
 #
 # Why: every rbd/rados CLI call starts a new RADOS client (config, cephx, monitor and OSD maps),
 # 40-80 ms of CPU on the lab's 2-core VM; `rbd ls -l` also opens every image through librbd, about
@@ -34,6 +34,7 @@ DIRECTORY_OBJECT = "rbd_directory"
 HEADER_PREFIX = "rbd_header."
 SNAP_KEY_PREFIX = "snapshot_"
 NAME_KEY_PREFIX = "name_"
+META_KEY_PREFIX = "metadata_"
 # cls::rbd::SnapshotNamespaceType: USER = 0, GROUP = 1, TRASH = 2, MIRROR = 3.
 USER_SNAPSHOT_NAMESPACE = 0
 # Omap keys per read (a header has at most a few hundred snapshots; the directory can be big).
@@ -205,8 +206,8 @@ def list_images_rados(ioctx: Any, rados: Any) -> dict[str, list[str]]:
     return {name: snaps for name, snaps in listed if snaps is not None}
 
 
-def image_header(ioctx: Any, rados: Any, image: str) -> tuple[str, int, list[str]]:
-    """(header object, size in bytes, user snapshots oldest first) of one format-2 image."""
+def header_object(ioctx: Any, rados: Any, image: str) -> str:
+    """The `rbd_header.<id>` object of one format-2 image, from the pool's directory."""
     with rados.ReadOpCtx() as op:
         found, _status = ioctx.get_omap_vals_by_keys(op, (NAME_KEY_PREFIX + image,))
         try:
@@ -216,7 +217,26 @@ def image_header(ioctx: Any, rados: Any, image: str) -> tuple[str, int, list[str
         entries = dict(found)
     if not entries:
         raise ImageMissing(image)
-    header = HEADER_PREFIX + decode_directory_id(bytes(next(iter(entries.values()))))
+    return HEADER_PREFIX + decode_directory_id(bytes(next(iter(entries.values()))))
+
+
+def image_metadata(ioctx: Any, rados: Any, image: str) -> dict[str, str]:
+    """The image's `rbd image-meta` keys and values: the header's `metadata_<key>` omap entries
+    (the values are the raw UTF-8 bytes `image-meta set` stored)."""
+    header = header_object(ioctx, rados, image)
+    try:
+        values = _omap_values(ioctx, rados, header, META_KEY_PREFIX)
+    except rados.ObjectNotFound:
+        raise ImageMissing(image) from None
+    try:
+        return {key[len(META_KEY_PREFIX) :]: value.decode("utf-8") for key, value in values}
+    except UnicodeDecodeError:
+        raise ListingUnsupported(f"metadata of {image!r} is not UTF-8") from None
+
+
+def image_header(ioctx: Any, rados: Any, image: str) -> tuple[str, int, list[str]]:
+    """(header object, size in bytes, user snapshots oldest first) of one format-2 image."""
+    header = header_object(ioctx, rados, image)
     with rados.ReadOpCtx() as op:
         sizes, _status = ioctx.get_omap_vals_by_keys(op, ("size",))
         snaps, _status = ioctx.get_omap_vals(op, "", SNAP_KEY_PREFIX, OMAP_PAGE)
@@ -273,6 +293,9 @@ class RadosSession:
 
     def image_header(self, pool: str, namespace: str | None, image: str) -> tuple[str, int, list[str]]:
         return image_header(self.ioctx(pool, namespace), self.rados, image)
+
+    def image_metadata(self, pool: str, namespace: str | None, image: str) -> dict[str, str]:
+        return image_metadata(self.ioctx(pool, namespace), self.rados, image)
 
     def lock_exclusive(
         self, pool: str, namespace: str | None, header: str, name: str, cookie: str, description: str

@@ -575,15 +575,7 @@ class RbdRunner:
             try:
                 header, size, snaps = session.image_header(spec.pool, spec.namespace, spec.image)
             except ImageMissing:
-                raise RbdError(
-                    [],
-                    2,
-                    "(2) No such file or directory",
-                    self.label,
-                    action="find the header of",
-                    subject=str(spec),
-                    cause="image not found",
-                ) from None
+                raise self._missing(spec, "find the header of") from None
             except Exception:  # pylint: disable=broad-exception-caught
                 pass  # the CLI below answers, or says what is wrong
             else:
@@ -594,6 +586,27 @@ class RbdRunner:
             raise RbdError([], 0, "", self.label, action="lock", subject=str(spec), cause="image has no id (format 1?)")
         size = info.get("size")
         return f"rbd_header.{image_id}", int(size) if isinstance(size, int) else None, None
+
+    def image_meta(self, spec: ImageSpec | str) -> dict[str, str]:
+        """The image's `rbd image-meta` keys and values (in process when possible, else
+        `rbd image-meta list`). A missing image raises the RbdError the CLI would (is_not_found)."""
+        spec = ImageSpec.of(spec)
+        session = self.rados_session()
+        if session is not None:
+            try:
+                return session.image_metadata(spec.pool, spec.namespace, spec.image)
+            except ImageMissing:
+                raise self._missing(spec, "read the image-meta of") from None
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # the CLI below answers, or says what is wrong
+        args = ["image-meta", "list", *spec.options(), "--format=json"]
+        out = self.run(args)
+        found = self.parse_json(out, args) if out.strip() else {}
+        return {str(key): str(value) for key, value in found.items()} if isinstance(found, dict) else {}
+
+    def _missing(self, spec: ImageSpec, action: str) -> RbdError:
+        stderr = "(2) No such file or directory"  # what is_not_found looks for
+        return RbdError([], 2, stderr, self.label, action=action, subject=str(spec), cause="image not found")
 
     def snapshot_names(self, spec: ImageSpec | str) -> list[str]:
         """The image's user snapshots, oldest first (in process when possible, else `rbd snap ls`)."""

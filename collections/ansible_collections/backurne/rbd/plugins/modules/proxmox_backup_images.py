@@ -183,9 +183,9 @@ def main() -> None:
             }
             spec = ImageSpec(pool, ns, name)
             try:
-                # One read, then only what changed: a guest's config rarely changes between runs.
-                out = runner.run(["image-meta", "list", *spec.options(), "--format=json"])
-                current = runner.parse_json(out, ["image-meta", "list"]) if out.strip() else {}
+                # One read (in process when the node can), then only what changed: a guest's
+                # config rarely changes between runs.
+                current = runner.image_meta(spec)
                 for key, value in meta.items():
                     if current.get(key) != value:
                         runner.run(["image-meta", "set", *spec.options(), key, value])
@@ -206,10 +206,12 @@ def main() -> None:
         ]
 
         def owner(name: str) -> str | None:
+            # One omap read in process per image (the backup pool may hold thousands of other
+            # clusters' images); `rbd image-meta list` where python3-rados is missing.
             try:
-                return runner.run(["image-meta", "get", *ImageSpec(pool, ns, name).options(), META_CLUSTER]).strip()
+                return runner.image_meta(ImageSpec(pool, ns, name)).get(META_CLUSTER)
             except RbdError:
-                return None  # no such key: not a Proxmox backup of ours
+                return None  # gone meanwhile: not ours to keep
 
         owners = run_batch(others, owner, p["workers"])
         owned: dict[str, str | None] = {name: name for name in by_backup if name in listing}

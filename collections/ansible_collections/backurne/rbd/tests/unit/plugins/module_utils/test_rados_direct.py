@@ -20,6 +20,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import (
     decode_directory_id,
     decode_snapshot,
     image_header,
+    image_metadata,
     list_images_rados,
     user_snapshots,
 )
@@ -351,3 +352,23 @@ def test_operator_can_turn_the_in_process_path_off(monkeypatch: pytest.MonkeyPat
     runner = CliRecorder(CephAccess())
     assert runner.rados_session() is None
     assert runner.list_images("rbd", "n") == {"a": ["s1"]} and runner.last_listing == "rbd"
+
+
+def test_image_metadata_in_process_and_missing_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = _pool({"a": ["s1"]})
+    objects["rbd_header.id0000"]["metadata_backurne.pve.cluster"] = b"pve1"
+    objects["rbd_header.id0000"]["metadata_backurne.pve.config"] = '{"name": "h\u00e9"}'.encode()
+    fake = FakeRados(objects)
+    assert image_metadata(fake, fake, "a") == {
+        "backurne.pve.cluster": "pve1",
+        "backurne.pve.config": '{"name": "h\u00e9"}',
+    }
+    monkeypatch.setattr(rados_direct, "rados_connector", lambda *a: (fake, lambda: fake))
+    runner = CliRecorder(CephAccess())
+    assert runner.image_meta("rbd/n/a")["backurne.pve.cluster"] == "pve1" and runner.argvs == []
+    with pytest.raises(rbd_mod.RbdError) as missing:
+        runner.image_meta("rbd/n/b")
+    assert missing.value.is_not_found
+    objects["rbd_header.id0000"]["metadata_bad"] = b"\xff"
+    with pytest.raises(ListingUnsupported):
+        image_metadata(fake, fake, "a")

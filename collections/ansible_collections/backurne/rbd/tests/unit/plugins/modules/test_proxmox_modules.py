@@ -252,7 +252,7 @@ def test_example_inventory_proxmox_cluster_is_valid() -> None:
 @pytest.fixture
 def backup_pool(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """A backup pool: images -> snapshots, and image-meta per image; run() understands
-    rename, image-meta list/get/set (the calls the module makes)."""
+    rename, image-meta list/set (the calls the module makes; no python3-rados here: the CLI path)."""
     state: dict[str, Any] = {"images": {}, "meta": {}, "calls": []}
 
     def list_images(self: RbdRunner, pool: str, namespace: str | None = None) -> dict[str, list[str]]:
@@ -269,10 +269,6 @@ def backup_pool(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         meta = state["meta"].setdefault(image, {})
         if args[:2] == ["image-meta", "list"]:
             return json.dumps(meta) if meta else ""
-        if args[:2] == ["image-meta", "get"]:
-            if args[-1] not in meta:
-                raise RbdError(args, 2, "rbd: failed to get metadata", "local")
-            return meta[args[-1]] + "\n"
         if args[:2] == ["image-meta", "set"]:
             meta[args[-2]] = args[-1]
             return ""
