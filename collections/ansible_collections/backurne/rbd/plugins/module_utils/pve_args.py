@@ -8,7 +8,7 @@ from __future__ import annotations
 # because env_fallback is Ansible's.
 from typing import Any
 
-from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 PVE_AUTH_ARGS: dict[str, dict[str, Any]] = {
     "api_host": {"type": "str", "fallback": (env_fallback, ["PROXMOX_HOST"])},
@@ -23,3 +23,16 @@ PVE_AUTH_ARGS: dict[str, dict[str, Any]] = {
 }
 
 PVE_AUTH_TOGETHER = [("api_token_id", "api_token_secret")]
+
+
+def require_pve_api(module: AnsibleModule, name: str, import_error: str | None) -> None:
+    """Fail the module unless proxmoxer imports and the API host and user are set.
+
+    `import_error` is pve_client.PROXMOXER_IMPORT_ERROR (passed in: pve_client imports proxmoxer,
+    this file must not). Host and user have no default: an option or its PROXMOX_* variable.
+    """
+    if import_error is not None:
+        module.fail_json(msg=missing_required_lib("proxmoxer"), exception=import_error)
+    for key in ("api_host", "api_user"):
+        if not module.params[key]:
+            module.fail_json(msg=f"{name}: {key} is required (or PROXMOX_{key[4:].upper()} in the environment)")

@@ -188,7 +188,7 @@ profiles:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles
@@ -199,7 +199,11 @@ from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
     guests_to_read,
     tag_policy,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
+from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import (
+    PVE_AUTH_ARGS,
+    PVE_AUTH_TOGETHER,
+    require_pve_api,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
     PROXMOXER_IMPORT_ERROR,
     ProxmoxerApi,
@@ -234,11 +238,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if PROXMOXER_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("proxmoxer"), exception=PROXMOXER_IMPORT_ERROR)
-    for key in ("api_host", "api_user"):
-        if not p[key]:
-            module.fail_json(msg=f"proxmox_discover: {key} is required (or PROXMOX_{key[4:].upper()})")
+    require_pve_api(module, "proxmox_discover", PROXMOXER_IMPORT_ERROR)
     try:
         parse_profiles(p["profiles"])
         if p["profile_catalogue"]:

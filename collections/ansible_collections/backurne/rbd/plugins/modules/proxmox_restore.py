@@ -220,7 +220,7 @@ import json
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, SSH_ARGS, ceph_access, live_ssh_target
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
@@ -233,7 +233,11 @@ from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
     rbd_storages,
     split_volume,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
+from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import (
+    PVE_AUTH_ARGS,
+    PVE_AUTH_TOGETHER,
+    require_pve_api,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
     PROXMOXER_IMPORT_ERROR,
     ProxmoxerApi,
@@ -318,13 +322,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if PROXMOXER_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("proxmoxer"), exception=PROXMOXER_IMPORT_ERROR)
-    for key in ("api_host", "api_user"):
-        if not p[key]:
-            module.fail_json(
-                msg=f"proxmox_restore: {key} is required (or PROXMOX_{key[4:].upper()} in the environment)"
-            )
+    require_pve_api(module, "proxmox_restore", PROXMOXER_IMPORT_ERROR)
     if not p["images"] or len(set(p["images"])) != len(p["images"]):
         module.fail_json(msg="proxmox_restore: images must be a non-empty list without duplicates")
     if not p["hasher"] or p["timeout"] < 1:
@@ -380,6 +378,23 @@ def _target(p: dict[str, Any], storages: dict[str, Any], saved_value: str, where
     return storages[name]
 
 
+def _job(image: str, key: str, storage: str, pool: str, namespace: str | None, name: str) -> dict[str, Any]:
+    """One backup image to restore as `name` in pool[/namespace], and its entry in the result."""
+    entry = {
+        "image": image,
+        "snapshot": None,
+        "key": key,
+        "storage": storage,
+        "volume": f"{storage}:{name}",
+        "target": None,
+        "ok": False,
+        "checksum_source": None,
+        "checksum_target": None,
+        "error": None,
+    }
+    return {"image": image, "pool": pool, "namespace": namespace, "name": name, "entry": entry}
+
+
 def _plan_disks(p, metas, storages, guests, api, live) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     saved_ids = {m["vmid"] for m in metas.values()}
     if p["vmid"] is None and len(saved_ids) != 1:
@@ -405,21 +420,7 @@ def _plan_disks(p, metas, storages, guests, api, live) -> tuple[dict[str, Any], 
         picked.append(name)
         key = free_unused_key(config, taken_keys)
         taken_keys.append(key)
-        entry = {
-            "image": image,
-            "snapshot": None,
-            "key": key,
-            "storage": storage.name,
-            "volume": f"{storage.name}:{name}",
-            "target": None,
-            "ok": False,
-            "checksum_source": None,
-            "checksum_target": None,
-            "error": None,
-        }
-        jobs.append(
-            {"image": image, "pool": storage.pool, "namespace": storage.namespace, "name": name, "entry": entry}
-        )
+        jobs.append(_job(image, key, storage.name, storage.pool, storage.namespace, name))
     result = {"mode": "disk", "vmid": vmid, "node": node, "type": kind, "disks": [j["entry"] for j in jobs]}
     result["warnings_list"] = []
     return result, jobs
@@ -448,27 +449,7 @@ def _plan_guest(p, metas, storages, guests, live) -> tuple[dict[str, Any], list[
     by_key = {m["disk"]: image for image, m in metas.items()}
     jobs = []
     for key, disk in plan.disks.items():
-        entry = {
-            "image": by_key[key],
-            "snapshot": None,
-            "key": key,
-            "storage": disk["storage"],
-            "volume": f"{disk['storage']}:{disk['image']}",
-            "target": None,
-            "ok": False,
-            "checksum_source": None,
-            "checksum_target": None,
-            "error": None,
-        }
-        jobs.append(
-            {
-                "image": by_key[key],
-                "pool": disk["pool"],
-                "namespace": disk["namespace"],
-                "name": disk["image"],
-                "entry": entry,
-            }
-        )
+        jobs.append(_job(by_key[key], key, disk["storage"], disk["pool"], disk["namespace"], disk["image"]))
     unused = sorted(set(keys) - set(plan.disks))
     warnings = list(plan.warnings)
     if unused:
