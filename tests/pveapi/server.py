@@ -737,8 +737,9 @@ def guest_resource(s: State, g: dict[str, Any]) -> dict[str, Any]:
         "node": g["node"],
     }
     node = next(n for n in s.nodes if n["node"] == g["node"])
-    if node.get("status", "online") != "online":
-        item["status"] = "unknown"  # no RRD data from an offline node: no name/template/stats
+    if node.get("status", "online") != "online" or g.get("no_stats"):
+        # No RRD data (an offline node, or a guest too new to have statistics): no name/template/stats.
+        item["status"] = "unknown"
     else:
         item["status"] = g["status"]
         item["name"] = str(
@@ -876,6 +877,11 @@ def list_lxc(s: State, p: dict[str, str], user: str) -> Any:
 def get_config(kind: str) -> Handler:
     def fn(s: State, p: dict[str, str], user: str) -> Any:
         g = s.guest(p["node"], kind, int(p["vmid"]))
+        config_read_fault(g)
+        if p.get("snapshot") and parse_boolean(p.get("current", "0")):
+            # qemu-server/pve-container vm_config: the two parameters exclude each other.
+            both = "cannot use 'snapshot' parameter with 'current'"
+            raise ApiError(400, "Parameter verification failed.", {"snapshot": both, "current": both})
         if p.get("snapshot"):
             snap = g["snapshots"].get(p["snapshot"])
             if snap is None:
@@ -895,6 +901,7 @@ HANDLERS[("GET", "/nodes/{node}/lxc/{vmid}/config")] = get_config("lxc")
 def get_pending(kind: str) -> Handler:
     def fn(s: State, p: dict[str, str], user: str) -> Any:
         g = s.guest(p["node"], kind, int(p["vmid"]))
+        config_read_fault(g)
         pending = g.get("pending", {})
         deletes = set(g.get("pending_delete", []))
         out = []
@@ -1244,6 +1251,41 @@ def get_pool(s: State, p: dict[str, str], user: str) -> Any:
                 out["comment"] = pool["comment"]
             return out
     raise die(f"pool '{p['poolid']}' does not exist")
+
+
+# --------------------------------------------------------------------------
+# discovery faults (node offline at runtime, config reads failing, guests without statistics)
+# --------------------------------------------------------------------------
+# Fixture keys of a guest (not PVE config, like "agent" and "stats"):
+#   "no_stats": true        /cluster/resources lists it as PVE does a guest with no RRD data yet:
+#                           status "unknown", no name, template or statistics (see guest_resource).
+#   "config_error": {"status": 500, "message": "..."}
+#                           GET config and GET pending of that guest fail with this status and
+#                           reason (default: 500 and PVE's text for an unreadable config file).
+# Both can be set or cleared at runtime on srv.state.guests[vmid] (under srv.state.lock). A node
+# is taken offline or back online with set_node_status(srv.state, node, "offline"|"online"):
+# /nodes and /cluster/status show it offline, its guests stay in /cluster/resources with status
+# "unknown" and no statistics, and every call for it answers 595 "No route to host" (State.node).
+
+
+def config_read_fault(g: dict[str, Any]) -> None:
+    fault = g.get("config_error")
+    if not fault:
+        return
+    where = "qemu-server" if g["type"] == "qemu" else "lxc"
+    default = f"unable to open file '/etc/pve/nodes/{g['node']}/{where}/{g['vmid']}.conf' - Input/output error"
+    raise ApiError(int(fault.get("status", 500)), str(fault.get("message") or default))
+
+
+def set_node_status(s: State, node: str, status: str) -> None:
+    if status not in ("online", "offline"):
+        raise ValueError(f"node status must be online or offline, got {status!r}")
+    with s.lock:
+        for n in s.nodes:
+            if n["node"] == node:
+                n["status"] = status
+                return
+    raise ValueError(f"no node {node!r}")
 
 
 # --------------------------------------------------------------------------

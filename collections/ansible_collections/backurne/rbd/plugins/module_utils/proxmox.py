@@ -236,6 +236,9 @@ class Guest:
     status: str
     template: bool
     tags: list[str]
+    # False when /cluster/resources had no name (no RRD statistics yet, or its node is offline):
+    # the name (and template flag) are then taken from the guest's config once it is read.
+    named: bool = True
 
     @property
     def running(self) -> bool:
@@ -252,7 +255,20 @@ class Guest:
             status=str(item.get("status", "unknown")),
             template=bool(parse_boolean(item.get("template", 0))),
             tags=parse_tags(item.get("tags")),
+            named=bool(item.get("name")),
         )
+
+    def fold_config(self, config: Mapping[str, Any]) -> None:
+        """Name and template flag from the config when the resource list had none (PVE omits
+        ``name`` and ``template`` for a guest without statistics): ``name`` for qemu,
+        ``hostname`` for lxc, as PVE itself names guests."""
+        if self.named:
+            return
+        name = config.get("name" if self.type == "qemu" else "hostname")
+        if isinstance(name, str) and name:
+            self.name = name
+            self.named = True
+        self.template = bool(parse_boolean(config.get("template", 0)))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -457,13 +473,21 @@ def discover(
     # a failure of the run, not a quiet skip.
     failed: list[dict[str, Any]] = []
     for guest in guests_to_read(resources, options, skipped):
-        where = f"guest {guest.vmid} ({guest.name})"
         config = configs.get(guest.vmid)
         if config is None:
-            failed.append(
-                {"vmid": guest.vmid, "name": guest.name, "disk": None, "error": f"{where}: config not readable"}
-            )
+            # Without its config a guest the resource list does not name has no known name.
+            label = guest.name if guest.named else "?"
+            where = f"guest {guest.vmid} ({label}) on node {guest.node}"
+            failed.append({"vmid": guest.vmid, "name": label, "disk": None, "error": f"{where}: config not readable"})
             continue
+        if not guest.named:
+            guest.fold_config(config)
+            # Selected before its name was known: the patterns are applied again with it.
+            reason = selection_reason(guest, options)
+            if reason is not None:
+                skipped.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "reason": reason})
+                continue
+        where = f"guest {guest.vmid} ({guest.name})"
         profiles, notes = guest_profiles(
             tag_policy(guest.tags, options.tag_prefix),
             options.defaults,
@@ -531,19 +555,32 @@ def guests_to_read(
         if item.get("type") not in GUEST_TYPES or "vmid" not in item or "node" not in item:
             continue
         guest = Guest.from_resource(item)
-        reason = None
-        if guest.template and not options.include_templates:
-            reason = "template"
-        elif options.only_guests and not _matches(guest, options.only_guests):
-            reason = "not selected"
-        elif _matches(guest, options.exclude_guests):
-            reason = "excluded"
+        # A guest without a name in the list is read first: its name and template flag are in
+        # its config, and the patterns are applied once they are known (discover()).
+        reason = selection_reason(guest, options) if guest.named else None
         if reason is not None:
             if skipped is not None:
                 skipped.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "reason": reason})
             continue
         guests.append(guest)
     return sorted(guests, key=lambda g: g.vmid)
+
+
+def selection_reason(guest: Guest, options: DiscoveryOptions) -> str | None:
+    """Why a listed guest is not backed up in this run (None: it is)."""
+    if guest.template and not options.include_templates:
+        return "template"
+    if options.only_guests and not _matches(guest, options.only_guests):
+        return "not selected"
+    if _matches(guest, options.exclude_guests):
+        return "excluded"
+    return None
+
+
+def unmatched_patterns(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The shell patterns (a run's limit) that match none of ``names``, in their given order."""
+    listed = list(names)
+    return [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in listed)]
 
 
 def group_by_endpoint(disks: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -584,3 +621,161 @@ META_NAME = "backurne.pve.name"
 META_TYPE = "backurne.pve.type"
 META_CLUSTER = "backurne.pve.cluster"
 META_DISK = "backurne.pve.disk"
+# The guest's pending changes (GET .../pending, only the entries with a pending value or delete),
+# saved apart from the config: the config saved is the current one (GET .../config?current=1),
+# the state the snapshots hold, never changes PVE has not applied yet.
+META_PENDING = "backurne.pve.pending"
+
+
+def pending_changes(items: Iterable[Any] | None) -> dict[str, dict[str, Any]]:
+    """``GET .../pending`` cut down to what is pending: key -> ``{"value"?, "pending"?, "delete"?}``.
+
+    An item without ``pending`` or ``delete`` is the current value only (already in the config).
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
+            continue
+        change: dict[str, Any] = {}
+        if "pending" in item:
+            change["pending"] = item["pending"]
+        if item.get("delete"):
+            change["delete"] = int(item["delete"])
+        if change:
+            if "value" in item:
+                change["value"] = item["value"]
+            changes[item["key"]] = change
+    return changes
+
+
+# -- deletion only on proof ------------------------------------------------------------------
+#
+# A guest's backups fade out (backup-side expiry with the source gone, then image removal) only
+# when a complete, successful listing of its cluster shows it absent, or shows it present and no
+# longer backing that disk up (disk detached, backup=0, backurne-off, excluded). A partial
+# listing - a node offline, a failed listing or config read, a config PVE's rules refuse - proves
+# nothing about the guests it could not see: their backups are left alone, and said so.
+
+
+@dataclass
+class Coverage:
+    """What one discovery saw of its Proxmox VE cluster."""
+
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
+    # Listed, on an online node, and either read or deliberately not backed up.
+    seen: set[int] = field(default_factory=set)
+    # Listed but not positively seen: vmid -> {vmid, name, node, reason}.
+    unseen: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Outside this run's limit (backurne_limit_images): not this run's business.
+    unselected: set[int] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "problems": list(self.problems),
+            "seen": sorted(self.seen),
+            "unseen": [self.unseen[vmid] for vmid in sorted(self.unseen)],
+            "unselected": sorted(self.unselected),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Coverage:
+        """None or an unreadable value: nothing was proven (no fade-out at all)."""
+        if not isinstance(data, Mapping):
+            return cls(complete=False, problems=["no discovery coverage given"])
+        unseen = {int(item["vmid"]): dict(item) for item in data.get("unseen") or [] if isinstance(item, Mapping)}
+        return cls(
+            complete=data.get("complete") is True,
+            problems=[str(p) for p in data.get("problems") or []],
+            seen={int(v) for v in data.get("seen") or []},
+            unseen=unseen,
+            unselected={int(v) for v in data.get("unselected") or []},
+        )
+
+
+def offline_nodes(nodes: Iterable[Any] | None, cluster_status: Iterable[Any] | None) -> list[str]:
+    """Nodes not online in ``GET /nodes`` (``status``) or ``GET /cluster/status`` (``online``)."""
+    down: set[str] = set()
+    for item in nodes or []:
+        if isinstance(item, Mapping) and item.get("node") and item.get("status", "online") != "online":
+            down.add(str(item["node"]))
+    for item in cluster_status or []:
+        is_node = isinstance(item, Mapping) and item.get("type") == "node" and item.get("name")
+        if is_node and not parse_boolean(item.get("online", 1)):
+            down.add(str(item["name"]))
+    return sorted(down)
+
+
+def discovery_coverage(
+    resources: Iterable[Mapping[str, Any]],
+    found: Mapping[str, Any],
+    down_nodes: Iterable[str],
+    problems: Iterable[str] = (),
+    read_errors: Iterable[Mapping[str, Any]] = (),
+) -> Coverage:
+    """Which listed guests this discovery positively saw; ``found`` is what ``discover`` returned."""
+    down = set(down_nodes)
+    cover = Coverage(problems=[*problems, *(f"node {node} offline" for node in sorted(down))])
+    failures: dict[int, str] = {}
+    for entry in [*read_errors, *found.get("failed", [])]:
+        failures.setdefault(int(entry["vmid"]), str(entry.get("error") or "not readable"))
+    names = {int(e["vmid"]): str(e["name"]) for e in [*found.get("skipped", []), *found.get("failed", [])]}
+    unselected = {int(e["vmid"]) for e in found.get("skipped", []) if e.get("reason") == "not selected"}
+    for item in resources:
+        if item.get("type") not in GUEST_TYPES or "vmid" not in item or "node" not in item:
+            continue
+        guest = Guest.from_resource(item)
+        name = guest.name if guest.named else names.get(guest.vmid, "?")
+        reason = f"node {guest.node} offline" if guest.node in down else failures.get(guest.vmid)
+        if reason is not None:
+            cover.unseen[guest.vmid] = {"vmid": guest.vmid, "name": name, "node": guest.node, "reason": reason}
+        elif guest.vmid in unselected:
+            cover.unselected.add(guest.vmid)
+        else:
+            cover.seen.add(guest.vmid)
+    cover.complete = not cover.problems and not cover.unseen
+    return cover
+
+
+def unseen_warning(cluster: str, cover: Coverage) -> str | None:
+    """The warning of an incomplete discovery, naming the guests it could not see."""
+    if cover.complete:
+        return None
+    guests = "; ".join(f"{g['vmid']} ({g['name']}) on node {g['node']}: {g['reason']}" for g in cover.unseen.values())
+    return (
+        f"live cluster {cluster}: discovery incomplete ({'; '.join(cover.problems) or 'some guests not seen'}): "
+        "backups of guests not seen in this listing are neither expired as gone nor removed"
+        + (f"; not seen: {guests}" if guests else "")
+    )
+
+
+def vanished_fate(meta: Mapping[str, str], cover: Coverage) -> tuple[bool, str | None, dict[str, Any]]:
+    """Whether a backup image of this cluster that no disk of the run produced may fade out.
+
+    Returns (gone, why kept, guest as known: vmid/name/node). Its guest is the vmid saved in its
+    metadata: listed and seen (the disk is no longer backed up) or absent from a complete
+    listing -> gone; outside the run's limit, not seen, or absent from a partial listing -> kept.
+    """
+    raw = str(meta.get(META_VMID, ""))
+    vmid = int(raw) if raw.isdigit() else None
+    guest: dict[str, Any] = {"vmid": vmid, "name": meta.get(META_NAME) or "?", "node": "?"}
+    if vmid is not None and vmid in cover.unselected:
+        return False, "its guest is outside this run's limit", guest
+    if vmid is not None and vmid in cover.unseen:
+        seen = cover.unseen[vmid]
+        guest["node"] = seen.get("node", "?")
+        return False, f"its guest was not seen ({seen.get('reason')})", guest
+    if vmid is not None and vmid in cover.seen:
+        return True, None, guest
+    if cover.complete:
+        return True, None, guest
+    return False, f"its guest is not listed but the listing is incomplete ({'; '.join(cover.problems)})", guest
+
+
+def kept_warning(image: str, guest: Mapping[str, Any], why: str) -> str:
+    """The warning for a backup image left out of expiry (``vanished_fate`` said why)."""
+    return (
+        f"backup image {image!r} of guest {guest.get('vmid')} ({guest.get('name')}) on node {guest.get('node')}: "
+        f"neither expired as gone nor removed: {why}"
+    )

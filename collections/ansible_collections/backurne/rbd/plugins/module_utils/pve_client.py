@@ -182,6 +182,23 @@ def list_storages(api: PveApi) -> list[dict[str, Any]]:
     return list(api.get("storage") or [])
 
 
+def guest_current_config(api: PveApi, node: str, guest_type: str, vmid: int) -> dict[str, Any]:
+    """The config as it runs (``current=1``): without the pending changes PVE has not applied yet."""
+    return dict(api.get(f"nodes/{node}/{guest_type}/{vmid}/config", current=1) or {})
+
+
+def guest_pending(api: PveApi, node: str, guest_type: str, vmid: int) -> list[dict[str, Any]]:
+    return [dict(item) for item in api.get(f"nodes/{node}/{guest_type}/{vmid}/pending") or []]
+
+
+def list_nodes(api: PveApi) -> list[dict[str, Any]]:
+    return list(api.get("nodes") or [])
+
+
+def cluster_status(api: PveApi) -> list[dict[str, Any]]:
+    return list(api.get("cluster/status") or [])
+
+
 # -- fsfreeze --------------------------------------------------------------------------------
 
 

@@ -14,11 +14,17 @@ description:
     C(IDENT;DISK;OLDNAME) is renamed C(IDENT;DISK;NEWNAME) (only when exactly one old name matches
     and the new one does not exist yet). Returns the backup pool's snapshots after the renames.
   - After (with O(transfers)), it stores the guest's Proxmox config beside each disk that received a
-    snapshot, as RBD image metadata (C(backurne.pve.config), a JSON document, plus
-    C(backurne.pve.vmid), C(backurne.pve.name), C(backurne.pve.type), C(backurne.pve.disk) and
+    snapshot, as RBD image metadata (C(backurne.pve.config), the current config as a JSON
+    document, C(backurne.pve.pending), its pending changes, plus C(backurne.pve.vmid),
+    C(backurne.pve.name), C(backurne.pve.type), C(backurne.pve.disk) and
     C(backurne.pve.cluster)), so a restore can recreate the guest. Returns which backup images
     belong to this live cluster (current disks, and images of vanished guests found by their
     C(backurne.pve.cluster) metadata) for backup-side expiry.
+  - "Deletion only on proof: an image no disk of the run produced is handed to expiry as gone
+    (fade-out, then removal) only when O(coverage) proves it: its guest (C(backurne.pve.vmid))
+    was seen and no longer backs that disk up, or is absent from a complete listing. Images of
+    guests not seen (node offline, config unreadable), absent from an incomplete listing or
+    outside the run's limit are left out of expiry (RV(kept)), with a warning for the first two."
 author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
@@ -53,6 +59,11 @@ options:
         given, the metadata of each backup image that received a snapshot is written.
     type: list
     elements: dict
+  coverage:
+    description:
+      - What the discovery saw (RV(backurne.rbd.proxmox_discover#module:coverage)). Without it
+        nothing is proven and no image of a vanished guest is handed to expiry.
+    type: dict
   workers:
     description: Images handled at once.
     type: int
@@ -96,6 +107,14 @@ owned:
       up, or to null when it is gone (input O(backurne.rbd.retention#module:image_map)).
   returned: when O(transfers) is given
   type: dict
+kept:
+  description:
+    - Backup images of this live cluster no disk of the run produced that are left out of expiry
+      because nothing proves their guest gone, with C(image), C(vmid), C(name), C(node), C(reason)
+      and C(warn) (false for guests outside the run's limit: no warning for those).
+  returned: when O(transfers) is given
+  type: list
+  elements: dict
 failed_images:
   description: Backup images whose rename or metadata failed, with the reason.
   returned: always
@@ -116,9 +135,13 @@ from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
     META_CONFIG,
     META_DISK,
     META_NAME,
+    META_PENDING,
     META_TYPE,
     META_VMID,
+    Coverage,
+    kept_warning,
     renames,
+    vanished_fate,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 
@@ -132,6 +155,7 @@ def main() -> None:
             "namespace": {"type": "str"},
             "disks": {"type": "list", "elements": "dict", "required": True},
             "transfers": {"type": "list", "elements": "dict"},
+            "coverage": {"type": "dict"},
             "workers": {"type": "int", "default": 4},
         },
         supports_check_mode=True,
@@ -175,6 +199,7 @@ def main() -> None:
             guest = disk.get("guest") or {}
             meta = {
                 META_CONFIG: json.dumps(disk.get("config") or {}, sort_keys=True),
+                META_PENDING: json.dumps(disk.get("pending") or {}, sort_keys=True),
                 META_VMID: str(guest.get("vmid", "")),
                 META_NAME: str(guest.get("name", "")),
                 META_TYPE: str(guest.get("type", "")),
@@ -205,18 +230,32 @@ def main() -> None:
             name for name in sorted(listing) if name not in by_backup and parse_backup_image_name(name) is not None
         ]
 
-        def owner(name: str) -> str | None:
+        def metadata(name: str) -> dict[str, str]:
             # One omap read in process per image (the backup pool may hold thousands of other
             # clusters' images); `rbd image-meta list` where python3-rados is missing.
             try:
-                return runner.image_meta(ImageSpec(pool, ns, name)).get(META_CLUSTER)
+                return runner.image_meta(ImageSpec(pool, ns, name))
             except RbdError:
-                return None  # gone meanwhile: not ours to keep
+                return {}  # gone meanwhile: not ours to keep
 
-        owners = run_batch(others, owner, p["workers"])
+        metas = run_batch(others, metadata, p["workers"])
+        cover = Coverage.from_dict(p["coverage"])
         owned: dict[str, str | None] = {name: name for name in by_backup if name in listing}
-        owned.update({name: None for name, who in zip(others, owners, strict=True) if who == p["live_cluster"]})
+        kept: list[dict[str, Any]] = []
+        for name, meta in zip(others, metas, strict=True):
+            if meta.get(META_CLUSTER) != p["live_cluster"]:
+                continue
+            gone, why, guest = vanished_fate(meta, cover)
+            if gone:
+                owned[name] = None
+                continue
+            # Outside the run's limit is what the operator asked for: no warning.
+            warn = guest["vmid"] is None or guest["vmid"] not in cover.unselected
+            kept.append({"image": name, **guest, "reason": why, "warn": warn})
+            if warn:
+                module.warn(kept_warning(name, guest, str(why)))
         result["owned"] = owned
+        result["kept"] = kept
     result["snapshots"] = listing
     result["failed_images"] = failed
     module.exit_json(**result)

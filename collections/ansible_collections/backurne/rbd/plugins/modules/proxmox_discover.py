@@ -19,6 +19,13 @@ description:
   - "lxc: C(rootfs) always, C(mpN) only with C(backup=1), never bind mounts."
   - "Tags: C(<tag_prefix>-off) switches a guest's backups off; C(<tag_prefix>-<profile>) adds the
     profile of that name from O(profile_catalogue) to the guest's profiles."
+  - A guest the resource list shows without a name (no statistics yet) is named after its config
+    (C(name), C(hostname) for containers).
+  - The config returned is the current one (C(current=1)): the state the snapshots hold. Pending
+    changes come apart, in RV(disks[].pending).
+  - Also reads C(/nodes) and C(/cluster/status). RV(coverage) says which guests this listing
+    positively saw; a node offline, a failed read or a refused config makes it incomplete (with a
+    warning naming the guests not seen), and no backup of a guest not seen may then fade out.
   - Reads only; changes nothing.
 author:
   - backurne developers (@backurne)
@@ -149,7 +156,12 @@ disks:
       description: The guest's profiles (defaults, tags, profiles_api).
       type: dict
     config:
-      description: The guest's Proxmox config as the API returned it.
+      description: The guest's current Proxmox config (C(GET config?current=1)), without pending changes.
+      type: dict
+    pending:
+      description:
+        - The guest's pending changes (C(GET pending), the entries with a pending value or delete),
+          config key to C(value) (current), C(pending) (new value) and/or C(delete) (1, or 2 forced).
       type: dict
 endpoints:
   description: The disks per endpoint.
@@ -184,6 +196,38 @@ profiles:
   description: Every profile definition any guest uses (for expiry).
   returned: success
   type: dict
+coverage:
+  description:
+    - What this listing positively saw (input O(backurne.rbd.proxmox_backup_images#module:coverage)).
+      C(complete) is false when a node is offline (C(/nodes) or C(/cluster/status)), C(/nodes) or
+      C(/cluster/status) could not be read, or a guest's config could not be read or used.
+  returned: success
+  type: dict
+  contains:
+    complete:
+      description: Every node online, every read done, every guest's config usable.
+      type: bool
+    problems:
+      description: Why the listing is incomplete.
+      type: list
+      elements: str
+    seen:
+      description: vmids listed and positively seen (read, or deliberately not backed up).
+      type: list
+      elements: int
+    unseen:
+      description: Guests listed but not seen, each with C(vmid), C(name) (C(?) when unknown), C(node), C(reason).
+      type: list
+      elements: dict
+    unselected:
+      description: vmids outside O(only_guests).
+      type: list
+      elements: int
+unmatched_limits:
+  description: The patterns of O(only_guests) that match no guest name or vmid of the cluster (with a warning).
+  returned: success
+  type: list
+  elements: str
 """
 
 from typing import Any
@@ -195,9 +239,14 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyE
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
     DiscoveryOptions,
     discover,
+    discovery_coverage,
     group_by_endpoint,
     guests_to_read,
+    offline_nodes,
+    pending_changes,
     tag_policy,
+    unmatched_patterns,
+    unseen_warning,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import (
     PVE_AUTH_ARGS,
@@ -209,9 +258,12 @@ from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
     ProxmoxerApi,
     PveAuth,
     PveError,
+    cluster_status,
     fetch_profiles,
-    guest_config,
+    guest_current_config,
+    guest_pending,
     list_guests,
+    list_nodes,
     list_storages,
 )
 
@@ -255,6 +307,19 @@ def main() -> None:
         storage_cfg = list_storages(api)
     except PveError as exc:
         module.fail_json(msg=f"live cluster {p['live_cluster']}: {exc}")
+    # Not fatal (the guests can still be backed up), but without them nothing proves the
+    # listing complete: no backup may fade out this run.
+    problems: list[str] = []
+    node_list: list[dict[str, Any]] = []
+    status_list: list[dict[str, Any]] = []
+    try:
+        node_list = list_nodes(api)
+    except PveError as exc:
+        problems.append(f"node list not readable: {exc}")
+    try:
+        status_list = cluster_status(api)
+    except PveError as exc:
+        problems.append(f"cluster status not readable: {exc}")
 
     options = DiscoveryOptions(
         pve_cluster=p["live_cluster"],
@@ -271,12 +336,16 @@ def main() -> None:
     guests = guests_to_read(resources, options)
     warnings: list[str] = []
     read_errors: list[dict[str, Any]] = []
+    pendings: dict[int, dict[str, Any]] = {}
 
     def read(guest: Any) -> tuple[int, dict[str, Any] | None]:
         try:
-            return guest.vmid, guest_config(api, guest.node, guest.type, guest.vmid)
+            config = guest_current_config(api, guest.node, guest.type, guest.vmid)
+            pendings[guest.vmid] = pending_changes(guest_pending(api, guest.node, guest.type, guest.vmid))
+            return guest.vmid, config
         except PveError as exc:
-            read_errors.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "error": str(exc)})
+            where = f"guest {guest.vmid} ({guest.name if guest.named else '?'}) on node {guest.node}"
+            read_errors.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "error": f"{where}: {exc}"})
             return guest.vmid, None
 
     configs = {vmid: config for vmid, config in run_batch(guests, read, p["workers"]) if config is not None}
@@ -305,6 +374,20 @@ def main() -> None:
 
     found = discover(resources, configs, storage_cfg, options, answers)
     warnings.extend(found["warnings"])
+    for disk in found["disks"]:
+        disk["pending"] = pendings.get(disk["guest"]["vmid"], {})
+    coverage = discovery_coverage(resources, found, offline_nodes(node_list, status_list), problems, read_errors)
+    incomplete = unseen_warning(p["live_cluster"], coverage)
+    if incomplete:
+        warnings.append(incomplete)
+    listed = [str(e[k]) for e in [*found["guests"], *found["skipped"], *found["failed"]] for k in ("vmid", "name")]
+    listed += [str(item.get(k)) for item in resources for k in ("vmid", "name") if item.get(k) is not None]
+    unmatched = unmatched_patterns(p["only_guests"], listed)
+    if unmatched:
+        warnings.append(
+            f"live cluster {p['live_cluster']}: backurne_limit_images pattern(s) {', '.join(map(repr, unmatched))} "
+            "match no guest name or vmid"
+        )
     catalogue: dict[str, Any] = {**p["profile_catalogue"], **p["profiles"]}
     for disk in found["disks"]:
         for name, spec in disk["profiles"].items():
@@ -329,6 +412,8 @@ def main() -> None:
         excluded=found["skipped"],
         failed_guests=read_errors + [f for f in found["failed"] if f["vmid"] not in {e["vmid"] for e in read_errors}],
         profiles=catalogue,
+        coverage=coverage.to_dict(),
+        unmatched_limits=unmatched,
     )
 
 

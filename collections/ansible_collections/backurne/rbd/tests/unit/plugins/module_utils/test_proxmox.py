@@ -9,21 +9,30 @@ from typing import Any
 import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
+    Coverage,
     DiscoveryOptions,
     ProxmoxConfigError,
     agent_settings,
     ceph_endpoint,
     discover,
+    discovery_coverage,
     guest_disks,
+    guests_to_read,
+    kept_warning,
+    offline_nodes,
     parse_boolean,
     parse_property_string,
     parse_tags,
+    pending_changes,
     rbd_image_of,
     rbd_storages,
     renames,
     smbios_uuid,
     split_volume,
     tag_policy,
+    unmatched_patterns,
+    unseen_warning,
+    vanished_fate,
 )
 
 UUID = "7b10d7af-b932-4c66-b2c3-3996152ec465"
@@ -422,3 +431,147 @@ def test_renames_follow_the_guest_name() -> None:
     assert renames(disks, existing) == {f"{UUID};scsi0;web1": f"{UUID};scsi0;web2"}
     # Ambiguous: two old names for one IDENT;DISK -> nothing renamed.
     assert renames(disks, [f"{UUID};scsi0;a", f"{UUID};scsi0;b"]) == {}
+
+
+# -- names from the config, pending changes, limits ------------------------------------------
+
+
+def unnamed(vmid: int, node: str = "pve1", kind: str = "qemu") -> dict[str, Any]:
+    """A /cluster/resources item of a guest without RRD statistics: no name, no template, status unknown."""
+    return {"id": f"{kind}/{vmid}", "vmid": vmid, "node": node, "type": kind, "status": "unknown"}
+
+
+def test_a_guest_without_statistics_is_named_after_its_config() -> None:
+    res = [unnamed(107), unnamed(108, kind="lxc"), unnamed(109)]
+    confs = {
+        107: {"name": "new-07.example.org", "scsi0": "ceph-vm:vm-107-disk-0,size=1G"},
+        108: {"hostname": "ct-08", "rootfs": "ceph-ct:vm-108-disk-0,size=1G"},
+        109: {"name": "tpl-09", "template": 1, "scsi0": "ceph-vm:base-109-disk-0,size=1G"},
+    }
+    found = discover(res, confs, STORAGE_CFG, options())
+    assert sorted(d["backup_image"] for d in found["disks"]) == [
+        "ceph-ct;vm-108-disk-0;ct-08",
+        "ceph-vm;vm-107-disk-0;new-07.example.org",
+    ]
+    assert {d["guest"]["name"] for d in found["disks"]} == {"new-07.example.org", "ct-08"}
+    # Its template flag comes from the config too: a template stays out.
+    assert {(s["vmid"], s["name"], s["reason"]) for s in found["skipped"]} == {(109, "tpl-09", "template")}
+
+
+def test_name_patterns_apply_to_the_config_name() -> None:
+    res = [unnamed(107), dict(resources()[0])]
+    confs = {107: {"name": "new-07.example.org", "scsi0": "ceph-vm:vm-107-disk-0,size=1G"}, 100: QEMU_CONFIG}
+    # Unnamed guests are read whatever the patterns say (their name is in their config)...
+    assert [g.vmid for g in guests_to_read(res, options(only_guests=["web*"]))] == [100, 107]
+    found = discover(res, confs, STORAGE_CFG, options(only_guests=["new-*"]))
+    assert {d["guest"]["vmid"] for d in found["disks"]} == {107}
+    found = discover(res, confs, STORAGE_CFG, options(exclude_guests=["new-07.*"]))
+    assert 107 not in {d["guest"]["vmid"] for d in found["disks"]}
+    assert (107, "new-07.example.org", "excluded") in {(s["vmid"], s["name"], s["reason"]) for s in found["skipped"]}
+
+
+def test_pending_changes_keep_only_what_is_pending() -> None:
+    items = [
+        {"key": "scsi0", "value": "ceph-vm:vm-100-disk-0,size=32G"},
+        {"key": "memory", "value": "4096", "pending": "8192"},
+        {"key": "scsi2", "pending": "ceph-vm:vm-100-disk-9,size=1G"},
+        {"key": "onboot", "value": 1, "delete": 1},
+        {"key": "digest", "value": "abc"},
+        "junk",
+    ]
+    assert pending_changes(items) == {
+        "memory": {"value": "4096", "pending": "8192"},
+        "scsi2": {"pending": "ceph-vm:vm-100-disk-9,size=1G"},
+        "onboot": {"value": 1, "delete": 1},
+    }
+    assert pending_changes(None) == {}
+
+
+def test_unmatched_patterns() -> None:
+    assert unmatched_patterns(["web*", "typo*", "100"], ["web1", "db1", "100", "101"]) == ["typo*"]
+    assert unmatched_patterns([], ["web1"]) == []
+
+
+# -- deletion only on proof ------------------------------------------------------------------
+
+
+def test_offline_nodes_from_either_listing() -> None:
+    nodes = [{"node": "pve1", "status": "online"}, {"node": "pve2", "status": "offline"}]
+    status = [
+        {"type": "cluster", "name": "c"},
+        {"type": "node", "name": "pve1", "online": 1},
+        {"type": "node", "name": "pve3", "online": 0},
+    ]
+    assert offline_nodes(nodes, status) == ["pve2", "pve3"]
+    assert offline_nodes([], []) == []
+
+
+def test_coverage_of_a_complete_listing() -> None:
+    found = discover(resources(), configs(), STORAGE_CFG, options(only_guests=["web1", "ct1", "tpl", "off1"]))
+    cover = discovery_coverage(resources(), found, [])
+    assert cover.complete and cover.problems == [] and cover.unseen == {}
+    assert cover.seen == {100, 101, 9000, 103}  # a template, an off-tagged guest: seen, not backed up
+    assert cover.unselected == {102}
+    assert unseen_warning("pve-a", cover) is None
+
+
+def test_coverage_with_a_node_offline_and_a_failed_read() -> None:
+    res = [*resources(), unnamed(104, node="pve2")]
+    confs = {k: v for k, v in configs().items() if k != 102}  # 102's config: a 500
+    found = discover(res, confs, STORAGE_CFG, options())
+    read_errors = [{"vmid": 102, "name": "db1", "error": "guest 102 (db1) on node pve1: HTTP 500"}]
+    cover = discovery_coverage(res, found, ["pve2"], [], read_errors)
+    assert not cover.complete
+    assert cover.problems == ["node pve2 offline"]
+    assert sorted(cover.unseen) == [101, 102, 104]  # 101 and 104 live on pve2
+    assert cover.unseen[104] == {"vmid": 104, "name": "?", "node": "pve2", "reason": "node pve2 offline"}
+    assert "HTTP 500" in cover.unseen[102]["reason"]
+    text = unseen_warning("pve-a", cover)
+    assert text is not None
+    for part in ("pve-a", "node pve2 offline", "101 (ct1) on node pve2", "102 (db1) on node pve1", "104 (?)"):
+        assert part in text, text
+    # A round trip through the module result keeps every field.
+    assert Coverage.from_dict(cover.to_dict()) == cover
+
+
+def test_coverage_refused_config_is_not_seen() -> None:
+    bad = dict(configs())
+    bad[102] = {"name": "db1", "scsi0": "ceph-vm:vm-102-disk-0,size=1G,size=2G"}
+    found = discover(resources(), bad, STORAGE_CFG, options())
+    cover = discovery_coverage(resources(), found, [])
+    assert not cover.complete and list(cover.unseen) == [102]
+
+
+def test_coverage_problems_alone_make_it_incomplete() -> None:
+    found = discover(resources(), configs(), STORAGE_CFG, options())
+    cover = discovery_coverage(resources(), found, [], ["node list not readable: HTTP 500"])
+    assert not cover.complete and not cover.unseen
+
+
+def meta(vmid: str, name: str = "old") -> dict[str, str]:
+    return {"backurne.pve.cluster": "pve-a", "backurne.pve.vmid": vmid, "backurne.pve.name": name}
+
+
+def test_vanished_fate() -> None:
+    cover = Coverage(
+        complete=False,
+        problems=["node pve2 offline"],
+        seen={100},
+        unseen={102: {"vmid": 102, "name": "?", "node": "pve2", "reason": "node pve2 offline"}},
+        unselected={106},
+    )
+    assert vanished_fate(meta("100"), cover)[0] is True  # seen: the disk is no longer backed up
+    gone, why, guest = vanished_fate(meta("102", "app1"), cover)
+    assert (gone, guest) == (False, {"vmid": 102, "name": "app1", "node": "pve2"})
+    assert "node pve2 offline" in str(why)
+    assert vanished_fate(meta("106"), cover)[:2] == (False, "its guest is outside this run's limit")
+    gone, why, _ = vanished_fate(meta("105"), cover)
+    assert not gone and "incomplete" in str(why)
+    assert vanished_fate(meta("not-a-number"), cover)[0] is False
+    complete = Coverage(complete=True, seen={100})
+    assert vanished_fate(meta("105"), complete)[0] is True
+    assert vanished_fate(meta("not-a-number"), complete)[0] is True
+    # Nothing given: nothing proven.
+    assert vanished_fate(meta("105"), Coverage.from_dict(None))[0] is False
+    text = kept_warning("ceph-vm;vm-102-disk-0;app1", {"vmid": 102, "name": "app1", "node": "pve2"}, str(why))
+    assert "102 (app1) on node pve2" in text and "neither expired" in text

@@ -312,7 +312,8 @@ def test_backup_images_save_config_and_ownership(run_module, backup_pool) -> Non
     backup_pool["images"] = {current: [D1], vanished: [D1], foreign: [D1]}
     backup_pool["meta"] = {vanished: {"backurne.pve.cluster": "pve-a"}, foreign: {}}
     transfers = [{"image": "vm-100-disk-0", "backup_image": current, "ok": True, "snapshots": [D1]}]
-    args = {"live_cluster": "pve-a", "disks": [pve_disk("web1")], "transfers": transfers}
+    coverage = {"complete": True, "seen": [100]}
+    args = {"live_cluster": "pve-a", "disks": [pve_disk("web1")], "transfers": transfers, "coverage": coverage}
     result = run_module(proxmox_backup_images.main, args)
     meta = backup_pool["meta"][current]
     assert json.loads(meta["backurne.pve.config"])["scsi0"].startswith("ceph-vm:vm-100-disk-0")
@@ -327,6 +328,71 @@ def test_backup_images_save_config_and_ownership(run_module, backup_pool) -> Non
     backup_pool["calls"].clear()
     run_module(proxmox_backup_images.main, args)
     assert ["image-meta", "set"] not in backup_pool["calls"]
+
+
+def test_backup_images_save_current_config_and_pending_apart(run_module, backup_pool) -> None:
+    name = f"{UUID};scsi0;web1"
+    backup_pool["images"] = {name: [D1]}
+    disk = pve_disk("web1")
+    disk["config"]["memory"] = "4096"
+    disk["pending"] = {"memory": {"value": "4096", "pending": "8192"}, "onboot": {"value": 1, "delete": 1}}
+    transfers = [{"image": "vm-100-disk-0", "backup_image": name, "ok": True, "snapshots": [D1]}]
+    args = {"live_cluster": "pve-a", "disks": [disk], "transfers": transfers, "coverage": {"complete": True}}
+    run_module(proxmox_backup_images.main, args)
+    meta = backup_pool["meta"][name]
+    assert json.loads(meta["backurne.pve.config"])["memory"] == "4096"
+    assert json.loads(meta["backurne.pve.pending"]) == disk["pending"]
+
+
+def _vanished_pool(backup_pool: dict[str, Any]) -> dict[str, str]:
+    """Four images of cluster pve-a no disk of the run produced, one per guest fate."""
+    images = {
+        "offline": "ceph-vm;vm-102-disk-0;app1",  # its node is offline
+        "deleted": "ceph-vm;vm-105-disk-0;gone1",  # not listed at all
+        "unselected": "ceph-vm;vm-106-disk-0;other",  # outside the run's limit
+        "detached": "ceph-vm;vm-100-disk-7;web1",  # guest seen, disk no longer backed up
+    }
+    vmids = {"offline": "102", "deleted": "105", "unselected": "106", "detached": "100"}
+    for fate, image in images.items():
+        backup_pool["images"][image] = [D1]
+        backup_pool["meta"][image] = {"backurne.pve.cluster": "pve-a", "backurne.pve.vmid": vmids[fate]}
+        backup_pool["meta"][image]["backurne.pve.name"] = image.rsplit(";", 1)[1]
+    return images
+
+
+def test_backup_images_deletion_only_on_proof(run_module, backup_pool) -> None:
+    images = _vanished_pool(backup_pool)
+    incomplete = {
+        "complete": False,
+        "problems": ["node pve2 offline"],
+        "seen": [100],
+        "unseen": [{"vmid": 102, "name": "?", "node": "pve2", "reason": "node pve2 offline"}],
+        "unselected": [106],
+    }
+    args = {"live_cluster": "pve-a", "disks": [pve_disk("web1")], "transfers": [], "coverage": incomplete}
+    result = run_module(proxmox_backup_images.main, args)
+    assert result["owned"] == {images["detached"]: None}
+    kept = {k["image"]: k for k in result["kept"]}
+    assert set(kept) == {images["offline"], images["deleted"], images["unselected"]}
+    assert (kept[images["offline"]]["vmid"], kept[images["offline"]]["node"]) == (102, "pve2")
+    assert kept[images["offline"]]["name"] == "app1"  # from the image's metadata
+    # (module.warn goes to the controller's display under pytest: the texts are tested in
+    # test_proxmox.py, the warnings themselves by the integration tests.)
+    assert [k["warn"] for k in result["kept"]] == [True, True, False]  # sorted: deleted, offline, unselected
+
+    # A complete listing without guests 102 and 105: both gone; the limit still holds.
+    complete = dict(incomplete, complete=True, problems=[], unseen=[], seen=[100])
+    result = run_module(proxmox_backup_images.main, dict(args, coverage=complete))
+    assert result["owned"] == {images["detached"]: None, images["deleted"]: None, images["offline"]: None}
+    assert [k["image"] for k in result["kept"]] == [images["unselected"]]
+
+
+def test_backup_images_without_coverage_proves_nothing(run_module, backup_pool) -> None:
+    images = _vanished_pool(backup_pool)
+    args = {"live_cluster": "pve-a", "disks": [pve_disk("web1")], "transfers": []}
+    result = run_module(proxmox_backup_images.main, args)
+    assert result["owned"] == {}
+    assert {k["image"] for k in result["kept"]} == set(images.values())
 
 
 def test_info_lists_the_saved_config(run_module, backup_pool) -> None:
