@@ -16,6 +16,8 @@ def _records(
     checksum: dict[str, Any] | None = None,
     retention_live: dict[str, Any] | None = None,
     retention_backup: dict[str, Any] | None = None,
+    pool: str | None = None,
+    namespace: str | None = None,
 ) -> list[dict[str, Any]]:
     def usable(result: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if not result or result.get("skipped") else result
@@ -27,6 +29,8 @@ def _records(
         usable(checksum),
         usable(retention_live),
         usable(retention_backup),
+        pool=pool,
+        namespace=namespace or None,
     )
 
 

@@ -14,6 +14,9 @@ from typing import Any
 RECORD_FIELDS = (
     "cluster",
     "image",
+    "pool",
+    "namespace",
+    "rbd_image",
     "backup_image",
     "profiles",
     "kind",
@@ -48,8 +51,14 @@ def image_records(
     checksum: Mapping[str, Any] | None = None,
     retention_live: Mapping[str, Any] | None = None,
     retention_backup: Mapping[str, Any] | None = None,
+    pool: str | None = None,
+    namespace: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per image the snapshot task planned for, in image order."""
+    """One record per image the snapshot task planned for, in image order.
+
+    ``pool``/``namespace``: the live pool of a plain cluster (Proxmox VE plans carry their own
+    ``source_pool``/``source_namespace``); ``rbd_image`` is then ``POOL[/NAMESPACE]/IMAGE``.
+    """
     transfers = _by_image(transfer)
     sums = _by_image(checksum)
     expired_live = _by_image(retention_live)
@@ -76,10 +85,15 @@ def image_records(
             status = "failed"
         elif status == "up-to-date" and plan.get("kind", "none") != "none":
             status = "planned"
+        live_pool = plan.get("source_pool") or pool
+        live_ns = plan.get("source_namespace") if plan.get("source_pool") else namespace
         records.append(
             {
                 "cluster": cluster,
                 "image": image,
+                "pool": live_pool,
+                "namespace": live_ns or None,
+                "rbd_image": rbd_image_spec(live_pool, live_ns, image),
                 "backup_image": backup_image,
                 "profiles": list(plan.get("due", [])),
                 "kind": sent.get("kind") or plan.get("kind", "none"),
@@ -172,6 +186,12 @@ def checksum_records(cluster: str, checksum: Mapping[str, Any] | None) -> list[d
     return records
 
 
+def rbd_image_spec(pool: str | None, namespace: str | None, image: str) -> str:
+    """``pool/namespace/image`` as rbd writes it (``pool/image`` without a namespace); the bare
+    image when the pool is unknown."""
+    return "/".join(part for part in (pool, namespace, image) if part) if pool else image
+
+
 def _size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -191,7 +211,8 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
         rows.append(
             (
                 str(rec["cluster"]),
-                str(rec["image"]),
+                # With pool and namespace: one image name may exist in several pools/namespaces.
+                str(rec.get("rbd_image") or rec["image"]),
                 ",".join(rec["profiles"]) or "-",
                 result,
                 _size(rec["bytes_logical"]),

@@ -170,6 +170,11 @@ planned_backup:
   description: Per backup image, the snapshots this run is to transfer.
   returned: success
   type: dict
+unmatched_limits:
+  description: The patterns of O(only_images) that match no image of the pool (with a warning).
+  returned: success
+  type: list
+  elements: str
 failed_images:
   description: Images that failed, with the reason; the other images were still handled.
   returned: always
@@ -207,6 +212,10 @@ from ansible_collections.backurne.rbd.plugins.module_utils.shard import plan_pri
 
 def matches(image: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)
+
+
+def matches_any(pattern: str, images: Any) -> bool:
+    return any(fnmatch.fnmatchcase(image, pattern) for image in images)
 
 
 def selected(image: str, include: list[str], exclude: list[str], only: list[str]) -> bool:
@@ -322,6 +331,13 @@ def main() -> None:
             "before": before,
             "after": {image: sorted([*snaps, *planned_live[image]]) for image, snaps in before.items()},
         }
+    result["unmatched_limits"] = [pattern for pattern in p["only_images"] if not matches_any(pattern, live)]
+    if result["unmatched_limits"]:
+        # An operator's typo must not pass for "nothing due" (the playbook fails a dry run on it).
+        module.warn(
+            f"{where}: backurne_limit_images pattern(s) {', '.join(map(repr, result['unmatched_limits']))} "
+            "match no image"
+        )
     result["failed_images"] = [{"image": plan["image"], "error": plan["error"]} for plan in plans if not plan["ok"]]
     if result["failed_images"] and p["fail_on_error"]:
         module.fail_json(msg="; ".join(item["error"] for item in result["failed_images"]), **result)

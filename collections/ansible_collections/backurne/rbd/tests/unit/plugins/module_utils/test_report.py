@@ -60,3 +60,22 @@ def test_report_lines_table_and_summary() -> None:
     assert len(lines) == 5
     assert "3 image(s): 1 transferred, 1 failed" in lines[-1]
     assert "2.0 KiB" in lines[1]
+
+
+def test_records_name_the_rbd_image_with_pool_and_namespace() -> None:
+    plain = image_records("c", SNAP, TRANSFER, pool="rbd", namespace="ns1")
+    assert {(r["image"], r["pool"], r["namespace"], r["rbd_image"]) for r in plain} == {
+        ("a", "rbd", "ns1", "rbd/ns1/a"),
+        ("b", "rbd", "ns1", "rbd/ns1/b"),
+        ("c", "rbd", "ns1", "rbd/ns1/c"),
+    }
+    assert image_records("c", SNAP, pool="rbd")[0]["rbd_image"] == "rbd/a"
+    # Proxmox VE plans carry their own pool and namespace (one cluster, several storages).
+    pve = {"images": [dict(SNAP["images"][0], source_pool="rbd", source_namespace="pve-ct")]}
+    (record,) = image_records("pve", pve, pool="ignored")
+    assert (record["pool"], record["namespace"], record["rbd_image"]) == ("rbd", "pve-ct", "rbd/pve-ct/a")
+    lines = report_lines(plain)
+    assert lines[1].split()[:2] == ["c", "rbd/ns1/a"]
+    # Records from before (no rbd_image) still print.
+    old = [{k: v for k, v in r.items() if k not in ("pool", "namespace", "rbd_image")} for r in plain]
+    assert report_lines(old)[1].split()[:2] == ["c", "a"]

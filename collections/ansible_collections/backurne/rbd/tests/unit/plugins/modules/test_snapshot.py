@@ -95,3 +95,10 @@ def test_only_images_narrows_include(run_module, live) -> None:
     result = run_module(snapshot.main, args(include=["web", "new"], only_images=["w*", "broken"]))
     assert [plan["image"] for plan in result["images"]] == ["web"]
     assert live["_created"] == ["web@backup;daily;7;2026-11-29T12:00:00.000000"]
+
+
+def test_only_images_matching_nothing_are_named(run_module, live) -> None:
+    # "broken" matches an image (outside include): a match all the same, not a typo.
+    result = run_module(snapshot.main, args(include=["web"], only_images=["w*", "typo*", "broken"]))
+    assert result["unmatched_limits"] == ["typo*"]
+    assert run_module(snapshot.main, args())["unmatched_limits"] == []
