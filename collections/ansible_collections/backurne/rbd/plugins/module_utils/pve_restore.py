@@ -242,3 +242,22 @@ def recreate_config(
     if not plan.disks:
         raise PveRestoreError("none of the saved config's disks has a backup image to restore from")
     return plan
+
+
+def pending_note(pending: Mapping[str, Any]) -> str | None:
+    """A warning naming the changes that were pending (not applied) when the backup was taken.
+
+    The saved config is the one the guest ran with (``current=1``), the state its disks'
+    snapshots hold: a recreated guest gets that, never changes PVE had not applied yet.
+    """
+    if not pending:
+        return None
+    parts = []
+    for key in sorted(pending):
+        change = pending[key] if isinstance(pending[key], Mapping) else {}
+        parts.append(f"{key} (delete)" if change.get("delete") else f"{key}={change.get('pending')}")
+    return (
+        "the guest had changes pending (not applied) when it was backed up, not restored: "
+        + ", ".join(parts)
+        + "; the restored config is the one it ran with"
+    )

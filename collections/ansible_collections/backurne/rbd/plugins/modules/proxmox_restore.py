@@ -24,6 +24,9 @@ description:
     regenerated, disks without a backup (C(backup=0), non-RBD storages) are dropped with a
     warning. A container cannot be recreated through the API (Proxmox VE creates containers
     only from a template); restore its disks with O(mode=disk).
+  - The saved config is the one the guest ran with when backed up (C(current=1)), the state its
+    disks' snapshots hold. Changes that were pending then (C(backurne.pve.pending)) are not
+    recreated; a warning names them.
   - The target storages must be RBD storages of the Proxmox VE cluster whose pool/namespace
     lies on the Ceph cluster reached through O(live_host).
   - Everything is validated (images, saved configs, snapshots, guest ids, storages) before the
@@ -227,6 +230,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
     META_CLUSTER,
     META_CONFIG,
     META_DISK,
+    META_PENDING,
     META_TYPE,
     META_VMID,
     parse_property_string,
@@ -251,6 +255,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.pve_restore import (
     PveRestoreError,
     allocate_disk_names,
     free_unused_key,
+    pending_note,
     recreate_config,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
@@ -273,8 +278,13 @@ def _read_meta(backup: RbdRunner, pool: str, namespace: str | None, image: str) 
         config = json.loads(meta[META_CONFIG])
     except ValueError as exc:
         raise PveRestoreError(f"backup image {spec}: saved config is not JSON ({exc})") from None
+    try:
+        pending = json.loads(meta.get(META_PENDING) or "{}")
+    except ValueError:
+        pending = {}  # informative only: the saved config alone is restored
     return {
         "config": config,
+        "pending": pending if isinstance(pending, dict) else {},
         "disk": meta[META_DISK],
         "vmid": meta.get(META_VMID, ""),
         "type": meta.get(META_TYPE, ""),
@@ -452,6 +462,9 @@ def _plan_guest(p, metas, storages, guests, live) -> tuple[dict[str, Any], list[
         jobs.append(_job(by_key[key], key, disk["storage"], disk["pool"], disk["namespace"], disk["image"]))
     unused = sorted(set(keys) - set(plan.disks))
     warnings = list(plan.warnings)
+    note = pending_note(next(iter(metas.values())).get("pending") or {})
+    if note:
+        warnings.append(note)
     if unused:
         warnings.append(f"backup images of disks the saved config does not restore: {', '.join(unused)}")
     result = {

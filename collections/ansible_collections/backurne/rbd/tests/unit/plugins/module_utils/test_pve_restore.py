@@ -113,3 +113,19 @@ def test_recreate_onto_another_storage_and_refusals() -> None:
     # no smbios1 saved: one is made anyway (PVE would make one too, but say what we send)
     plan = recreate_config("qemu", {"scsi0": "ceph-vm:vm-1-disk-0"}, 250, ["scsi0"], STORAGES, {})
     assert plan.config["smbios1"].startswith("uuid=")
+
+
+def test_pending_note_names_what_was_not_applied() -> None:
+    from ansible_collections.backurne.rbd.plugins.module_utils.pve_restore import pending_note
+
+    assert pending_note({}) is None
+    note = pending_note(
+        {
+            "memory": {"value": "4096", "pending": "8192"},
+            "scsi2": {"pending": "ceph-vm:vm-100-disk-9,size=1G"},
+            "onboot": {"value": 1, "delete": 1},
+        }
+    )
+    assert note is not None
+    assert "memory=8192" in note and "onboot (delete)" in note and "scsi2=ceph-vm:vm-100-disk-9" in note
+    assert "not restored" in note
