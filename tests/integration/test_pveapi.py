@@ -774,3 +774,74 @@ def test_lab_instance_and_images(lab: Any) -> None:
                 assert (parent["image"], parent["snapshot"]) == (img["parent"], "__base__"), spec
             if img["fill_mib"]:
                 assert used[img["image"]] > 0, f"{spec} has no data"
+
+
+# --------------------------------------------------------------------------
+# discovery faults: a node taken offline at runtime, config reads failing, no statistics
+# --------------------------------------------------------------------------
+def test_node_taken_offline_at_runtime(srv: Any) -> None:
+    px = px_token(srv)
+    assert px.nodes("pve1").qemu(100).config.get()["name"] == "web1"
+    pveapi.set_node_status(srv.state, "pve1", "offline")
+    assert {n["node"]: n["status"] for n in px.nodes.get()}["pve1"] == "offline"
+    status = {item["name"]: item["online"] for item in px.cluster.status.get() if item["type"] == "node"}
+    assert status["pve1"] == 0
+    guests = {item["vmid"]: item for item in px.cluster.resources.get(type="vm")}
+    # Still listed (pmxcfs is cluster-wide), without statistics: no name, no template.
+    assert guests[100]["status"] == "unknown" and "name" not in guests[100] and "template" not in guests[100]
+    assert guests[100]["tags"]  # tags come from the cluster-wide config, not from statistics
+    validate_returns("/cluster/resources", "GET", list(guests.values()))
+    for call in (
+        lambda: px.nodes("pve1").qemu(100).config.get(),
+        lambda: px.nodes("pve1").qemu(100).config.get(current=1),
+        lambda: px.nodes("pve1").qemu(100).pending.get(),
+        lambda: px.nodes("pve1").qemu(100).status.current.get(),
+    ):
+        with pytest.raises(ResourceException) as exc:
+            call()
+        assert exc.value.status_code == 595
+    pveapi.set_node_status(srv.state, "pve1", "online")
+    assert px.nodes("pve1").qemu(100).config.get(current=1)["name"] == "web1"
+
+
+def test_config_read_errors_and_guests_without_statistics(srv: Any) -> None:
+    px = px_token(srv)
+    with srv.state.lock:
+        srv.state.guests[101]["config_error"] = {"status": 500}
+        srv.state.guests[102]["no_stats"] = True
+    for call in (lambda: px.nodes("pve1").qemu(101).config.get(), lambda: px.nodes("pve1").qemu(101).pending.get()):
+        with pytest.raises(ResourceException) as exc:
+            call()
+        assert exc.value.status_code == 500
+        assert "nodes/pve1/qemu-server/101.conf' - Input/output error" in str(exc.value)
+    assert px.nodes("pve1").qemu(101).status.current.get()["vmid"] == 101  # only config reads fail
+    guests = {item["vmid"]: item for item in px.cluster.resources.get(type="vm")}
+    assert guests[102]["status"] == "unknown" and "name" not in guests[102] and "maxmem" not in guests[102]
+    assert guests[100]["name"] == "web1"
+    assert px.nodes("pve2").qemu(102).config.get()["name"] == "app1"
+
+
+def test_current_config_and_pending(srv: Any) -> None:
+    px = px_token(srv)
+    with srv.state.lock:
+        g = srv.state.guests[100]
+        g["pending"] = {"memory": "8192", "scsi5": "ceph-vm:vm-100-disk-9,size=1M"}
+        g["pending_delete"] = ["onboot"]
+        g["config"]["onboot"] = 1
+        running_memory = g["config"].get("memory")
+    merged = px.nodes("pve1").qemu(100).config.get()
+    current = px.nodes("pve1").qemu(100).config.get(current=1)
+    assert merged["memory"] == "8192" and "scsi5" in merged and "onboot" not in merged
+    assert current.get("memory") == running_memory and "scsi5" not in current and current["onboot"] == 1
+    pending = {item["key"]: item for item in px.nodes("pve1").qemu(100).pending.get()}
+    assert pending["memory"]["pending"] == "8192" and pending["onboot"]["delete"] == 1
+    assert "value" not in pending["scsi5"]
+    # qemu-server refuses current together with snapshot.
+    r = raw(
+        srv,
+        "GET",
+        "/nodes/pve1/qemu/100/config",
+        params={"current": 1, "snapshot": "x1"},
+        headers={"Authorization": f"PVEAPIToken={srv.credentials.full_token_id}={srv.credentials.token_secret}"},
+    )
+    assert r.status_code == 400 and "cannot use 'snapshot' parameter with 'current'" in r.text
