@@ -111,7 +111,7 @@ kept:
   description:
     - Backup images of this live cluster no disk of the run produced that are left out of expiry
       because nothing proves their guest gone, with C(image), C(vmid), C(name), C(node), C(reason)
-      and C(warn) (false for guests outside the run's limit: no warning for those).
+      and C(warn) (false for guests outside the run's limit, which get no warning).
   returned: when O(transfers) is given
   type: list
   elements: dict

@@ -21,7 +21,7 @@ description:
     profile of that name from O(profile_catalogue) to the guest's profiles."
   - A guest the resource list shows without a name (no statistics yet) is named after its config
     (C(name), C(hostname) for containers).
-  - The config returned is the current one (C(current=1)): the state the snapshots hold. Pending
+  - The config returned is the current one (C(current=1)), the state the snapshots hold. Pending
     changes come apart, in RV(disks[].pending).
   - Also reads C(/nodes) and C(/cluster/status). RV(coverage) says which guests this listing
     positively saw; a node offline, a failed read or a refused config makes it incomplete (with a
