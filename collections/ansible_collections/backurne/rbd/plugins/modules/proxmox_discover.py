@@ -344,8 +344,9 @@ def main() -> None:
             pendings[guest.vmid] = pending_changes(guest_pending(api, guest.node, guest.type, guest.vmid))
             return guest.vmid, config
         except PveError as exc:
-            where = f"guest {guest.vmid} ({guest.name if guest.named else '?'}) on node {guest.node}"
-            read_errors.append({"vmid": guest.vmid, "name": guest.name, "disk": None, "error": f"{where}: {exc}"})
+            name = guest.name if guest.named else "?"  # not listed with a name, config unread: unknown
+            where = f"guest {guest.vmid} ({name}) on node {guest.node}"
+            read_errors.append({"vmid": guest.vmid, "name": name, "disk": None, "error": f"{where}: {exc}"})
             return guest.vmid, None
 
     configs = {vmid: config for vmid, config in run_batch(guests, read, p["workers"]) if config is not None}
