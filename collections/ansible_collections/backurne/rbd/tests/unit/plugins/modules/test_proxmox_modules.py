@@ -12,7 +12,13 @@ import yaml
 
 from ansible_collections.backurne.rbd.plugins.module_utils.config import ConfigError, validate_live_cluster
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.modules import info, proxmox_backup_images, proxmox_snapshot, retention
+from ansible_collections.backurne.rbd.plugins.modules import (
+    info,
+    proxmox_backup_images,
+    proxmox_discover,
+    proxmox_snapshot,
+    retention,
+)
 
 D1 = "backup;daily;2;2026-11-01T00:00:00.000000"
 D2 = "backup;daily;2;2026-11-02T00:00:00.000000"
@@ -405,3 +411,64 @@ def test_info_lists_the_saved_config(run_module, backup_pool) -> None:
     assert by_name["bare"]["meta"] == {}  # rbd prints nothing at all for no metadata
     plain = run_module(info.main, {"pool": "rbd"})
     assert all("meta" not in image for image in plain["images"])
+
+
+# -- proxmox_discover against a fake API ------------------------------------------------------
+
+
+class DiscoverApi:
+    """A cluster of two nodes: pve2 offline (its guest 102 listed, unreadable), guest 107 without
+    statistics, pending changes on 100."""
+
+    def __init__(self, auth: Any) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def get(self, path: str, **params: Any) -> Any:
+        self.calls.append((path, params))
+        answers: dict[str, Any] = {
+            "cluster/resources": [
+                {"id": "qemu/100", "type": "qemu", "vmid": 100, "node": "pve1", "status": "running", "name": "web1"},
+                {"id": "qemu/102", "type": "qemu", "vmid": 102, "node": "pve2", "status": "unknown"},
+                {"id": "qemu/107", "type": "qemu", "vmid": 107, "node": "pve1", "status": "unknown"},
+            ],
+            "storage": [{"storage": "ceph-vm", "type": "rbd", "pool": "rbd"}],
+            "nodes": [{"node": "pve1", "status": "online"}, {"node": "pve2", "status": "offline"}],
+            "cluster/status": [
+                {"type": "node", "name": "pve1", "online": 1},
+                {"type": "node", "name": "pve2", "online": 0},
+            ],
+            "nodes/pve1/qemu/100/config": {"name": "web1", "memory": "4096", "scsi0": "ceph-vm:vm-100-disk-0,size=1G"},
+            "nodes/pve1/qemu/100/pending": [{"key": "memory", "value": "4096", "pending": "8192"}],
+            "nodes/pve1/qemu/107/config": {"name": "new-07.example.org", "scsi0": "ceph-vm:vm-107-disk-0,size=1G"},
+            "nodes/pve1/qemu/107/pending": [],
+        }
+        if path.startswith("nodes/pve2/"):
+            from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import PveError
+
+            raise PveError(f"GET {path}: 595 No route to host")
+        if path.endswith("/config"):
+            assert params == {"current": 1}, params  # the running config, never the pending-merged one
+        return answers[path]
+
+
+def test_proxmox_discover_coverage_names_pending_and_limits(run_module, monkeypatch) -> None:
+    monkeypatch.setattr(proxmox_discover, "ProxmoxerApi", DiscoverApi)
+    monkeypatch.setattr(proxmox_discover, "PROXMOXER_IMPORT_ERROR", None)
+    args = {"api_host": "pve.example", "api_user": "root@pam", "api_password": "pw", "live_cluster": "pve-a"}
+    result = run_module(proxmox_discover.main, {**args, "use_smbios": False})
+    by_vmid = {d["guest"]["vmid"]: d for d in result["disks"]}
+    assert by_vmid[107]["backup_image"] == "ceph-vm;vm-107-disk-0;new-07.example.org"
+    assert by_vmid[100]["config"]["memory"] == "4096"
+    assert by_vmid[100]["pending"] == {"memory": {"value": "4096", "pending": "8192"}}
+    coverage = result["coverage"]
+    assert coverage["complete"] is False and coverage["problems"] == ["node pve2 offline"]
+    assert coverage["seen"] == [100, 107]
+    assert coverage["unseen"] == [{"vmid": 102, "name": "?", "node": "pve2", "reason": "node pve2 offline"}]
+    assert [(f["vmid"], f["name"]) for f in result["failed_guests"]] == [(102, "?")]
+    assert "595" in result["failed_guests"][0]["error"] and "pve2" in result["failed_guests"][0]["error"]
+    assert result["unmatched_limits"] == []
+
+    result = run_module(proxmox_discover.main, {**args, "only_guests": ["new-*", "typo*"]})
+    assert [d["guest"]["vmid"] for d in result["disks"]] == [107]
+    assert result["unmatched_limits"] == ["typo*"]
+    assert result["coverage"]["unselected"] == [100]
