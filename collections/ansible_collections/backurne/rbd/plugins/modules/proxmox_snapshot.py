@@ -14,8 +14,13 @@ description:
     M(backurne.rbd.snapshot) does), and creates the due snapshots guest by guest.
   - For a running qemu guest whose agent is enabled with C(freeze-fs) on, the guest is frozen once
     (C(fsfreeze-freeze) through the API), all its due disks are snapshotted, and it is thawed on
-    every path, also when a snapshot fails or the freeze times out. A guest whose agent does not
-    answer is snapshotted crash-consistent, with a warning. Stopped guests and containers are not frozen.
+    every path, also when a snapshot fails or the freeze fails or times out: the thaw is retried
+    with backoff and confirmed with C(fsfreeze-status) for up to O(thaw_timeout) seconds. A guest
+    not confirmed thawed by then is listed in RV(may_be_frozen) and fails the task (with
+    O(fail_on_error)), after the other guests are done.
+  - A guest whose agent is absent or does not answer is snapshotted crash-consistent, with a
+    warning. A freeze the API refuses (HTTP 403, a user without the guest-agent privilege) follows
+    O(on_freeze_denied). Stopped guests and containers are not frozen.
   - Hooks C(pre_vm), C(pre_disk), C(post_disk), C(post_vm) run as C(HOOK KIND GUESTNAME DISK); a
     failing pre hook cancels its guest or disk with a warning carrying its output.
   - Returns the plans in the shape of M(backurne.rbd.snapshot), with C(source_pool) and
@@ -68,9 +73,28 @@ options:
     type: bool
     default: true
   freeze_timeout:
-    description: Seconds a C(fsfreeze-freeze) or C(fsfreeze-thaw) call may take.
+    description: Seconds one C(fsfreeze-freeze), C(fsfreeze-thaw) or C(fsfreeze-status) call may take.
     type: int
     default: 60
+  thaw_timeout:
+    description:
+      - Seconds spent thawing a guest and confirming with C(fsfreeze-status) after a freeze attempt
+        (retries with a pause growing from 0.5 to 5 s). At least one thaw and one status call are made.
+      - A guest not confirmed thawed by then (still frozen, no answer, or a freeze of ours still
+        unanswered) is reported in RV(may_be_frozen).
+    type: int
+    default: 60
+  on_freeze_denied:
+    description:
+      - What to do when the API refuses C(fsfreeze-freeze) with HTTP 403 (the API user lacks
+        C(VM.GuestAgent.FileSystemMgmt), or C(VM.Monitor) before PVE 9).
+      - V(fail) snapshots nothing for that guest and fails its disks with a message naming the
+        privilege; V(crash_consistent) snapshots it unfrozen with a warning.
+      - An agent that is not configured or not running is not a refusal: always crash-consistent
+        with a warning.
+    type: str
+    choices: [fail, crash_consistent]
+    default: fail
   hooks:
     description: Executables run around the snapshots (absolute paths on this node).
     type: dict
@@ -97,7 +121,7 @@ options:
     type: int
     default: 4
   fail_on_error:
-    description: Fail the task when a disk failed (the others are still handled).
+    description: Fail the task when a disk failed or a guest may be frozen (the others are still handled).
     type: bool
     default: true
 """
@@ -130,6 +154,12 @@ images:
     source_namespace:
       description: Namespace of the disk, or null.
       type: str
+    freeze:
+      description:
+        - Present when a freeze of the disk's guest was attempted. C(state) is C(thawed) (confirmed
+          by C(fsfreeze-status)), C(not-frozen) (the agent is absent or not running), C(denied)
+          (HTTP 403) or C(may-be-frozen); C(message) says why for the last.
+      type: dict
     disk:
       description: Config key of the disk.
       type: str
@@ -164,6 +194,13 @@ failed_images:
   returned: always
   type: list
   elements: dict
+may_be_frozen:
+  description:
+    - Guests not confirmed thawed after their freeze, with C(vmid), C(name), C(node) and C(error)
+      (the message naming the guest).
+  returned: always
+  type: list
+  elements: dict
 """
 
 from typing import Any
@@ -182,6 +219,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingE
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles, plan_image
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
+    ON_FREEZE_DENIED,
     PROXMOXER_IMPORT_ERROR,
     ProxmoxerApi,
     PveAuth,
@@ -195,6 +233,19 @@ HOOK_OPTIONS = {kind: {"type": "path"} for kind in ("pre_vm", "pre_disk", "post_
 
 def pool_key(pool: str, namespace: str | None) -> str:
     return pool + (f"/{namespace}" if namespace else "")
+
+
+def may_be_frozen(
+    by_guest: dict[Any, list[dict[str, Any]]], guest_info: dict[Any, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The guests whose thaw was not confirmed, one entry each, named."""
+    found = []
+    for vmid, guest_plans in by_guest.items():
+        freeze = next((plan["freeze"] for plan in guest_plans if plan.get("freeze")), None)
+        if freeze and freeze.get("state") == "may-be-frozen":
+            guest = guest_info[vmid]
+            found.append({**{k: guest.get(k) for k in ("vmid", "name", "node")}, "error": freeze.get("message")})
+    return found
 
 
 def main() -> None:
@@ -212,6 +263,8 @@ def main() -> None:
             "create": {"type": "bool", "default": True},
             "freeze": {"type": "bool", "default": True},
             "freeze_timeout": {"type": "int", "default": 60},
+            "thaw_timeout": {"type": "int", "default": 60},
+            "on_freeze_denied": {"type": "str", "choices": list(ON_FREEZE_DENIED), "default": "fail"},
             "hooks": {"type": "dict", "default": {}, "options": HOOK_OPTIONS},
             "hook_timeout": {"type": "int", "default": 600},
             "workers": {"type": "int", "default": 4},
@@ -230,6 +283,9 @@ def main() -> None:
         module.fail_json(msg=f"proxmox_snapshot: bad input: {exc}")
     if p["workers"] < 1:
         module.fail_json(msg=f"proxmox_snapshot: workers must be at least 1, got {p['workers']}")
+    for key in ("freeze_timeout", "thaw_timeout"):
+        if p[key] < 1:
+            module.fail_json(msg=f"proxmox_snapshot: {key} must be at least 1, got {p[key]}")
     for index, disk in enumerate(p["disks"]):
         missing = [k for k in ("image", "pool", "backup_image", "guest") if not disk.get(k)]
         if missing:
@@ -363,6 +419,8 @@ def main() -> None:
             p["hook_timeout"],
             p["freeze"],
             p["freeze_timeout"],
+            thaw_timeout=p["thaw_timeout"],
+            on_freeze_denied=p["on_freeze_denied"],
         )
 
     def on_error(vmid: Any, exc: BaseException) -> tuple[list[str], list[str]]:
@@ -411,8 +469,10 @@ def main() -> None:
     for warning in warnings:
         module.warn(warning)
     result["failed_images"] = [{"image": plan["image"], "error": plan["error"]} for plan in plans if not plan["ok"]]
-    if result["failed_images"] and p["fail_on_error"]:
-        module.fail_json(msg="; ".join(item["error"] for item in result["failed_images"]), **result)
+    result["may_be_frozen"] = may_be_frozen(by_guest, guest_info)
+    problems = [item["error"] for item in [*result["failed_images"], *result["may_be_frozen"]]]
+    if problems and p["fail_on_error"]:
+        module.fail_json(msg="; ".join(problems), **result)
     module.exit_json(**result)
 
 
