@@ -11,6 +11,7 @@ proxmoxer is imported lazily: the modules report a missing library with ``missin
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -433,6 +434,64 @@ def frozen(
                     f"{where} on node {node} may be frozen: not confirmed thawed within {thaw_timeout:g} s "
                     f"({result.detail}); thaw it by hand (qm guest cmd {vmid} fsfreeze-thaw) and check"
                 )
+
+
+def recheck_thawed(
+    api: PveApi, guest: Mapping[str, Any], plans: list[dict[str, Any]], call_timeout: float, thaw_timeout: float
+) -> tuple[list[str], list[str]]:
+    """A guest an earlier run may have left frozen, with nothing to snapshot now: thaw and verify
+    it anyway (so it does not wait for its next due snapshot); its plans get ``freeze``."""
+    node, vmid = str(guest["node"]), int(guest["vmid"])
+    where = f"guest {vmid} ({guest.get('name')})"
+    calls: list[str] = []
+    result = thaw_and_verify(
+        api, node, vmid, ThawPolicy(timeout=thaw_timeout, call_timeout=call_timeout), lambda: False, calls
+    )
+    message = None
+    if not result.thawed:
+        message = (
+            f"{where} on node {node} may be frozen (since an earlier run): not confirmed thawed within "
+            f"{thaw_timeout:g} s ({result.detail}); thaw it by hand (qm guest cmd {vmid} fsfreeze-thaw) and check"
+        )
+    for plan in plans:
+        plan["freeze"] = {"state": "thawed" if result.thawed else "may-be-frozen", "message": message}
+    return [f"{where}: {text}" for text in result.warnings], calls
+
+
+# Guests a run could not confirm thawed, per live cluster, on the node running proxmox_snapshot:
+# the next run thaws and verifies them even when they have nothing due.
+THAW_PENDING_FILE = "pve-thaw-pending.json"
+
+
+def load_thaw_pending(path: str, cluster: str) -> dict[str, dict[str, Any]]:
+    """vmid (text) -> {node, since, message}; an unreadable file counts as empty."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    pending = data.get(cluster) if isinstance(data, dict) else None
+    return {str(k): v for k, v in pending.items() if isinstance(v, dict)} if isinstance(pending, dict) else {}
+
+
+def save_thaw_pending(path: str, cluster: str, pending: Mapping[str, Mapping[str, Any]]) -> None:
+    """Replace this cluster's entry, atomically (several clusters may share the file)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    if pending:
+        data[cluster] = {str(k): dict(v) for k, v in pending.items()}
+    else:
+        data.pop(cluster, None)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True)
+    os.replace(tmp, path)
 
 
 # -- profiles_api ----------------------------------------------------------------------------

@@ -124,6 +124,12 @@ options:
     description: Fail the task when a disk failed or a guest may be frozen (the others are still handled).
     type: bool
     default: true
+  state_dir:
+    description:
+      - Directory of backurne's state on this node. The guests a run could not confirm thawed are
+        kept in C(pve-thaw-pending.json) there, and the next run thaws and verifies them even when
+        nothing of theirs is due. Default C($BACKURNE_STATE_DIR), else C(/var/lib/backurne).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -203,6 +209,7 @@ may_be_frozen:
   elements: dict
 """
 
+import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -217,13 +224,18 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, validate_prefix
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles, plan_image
+from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
     ON_FREEZE_DENIED,
     PROXMOXER_IMPORT_ERROR,
+    THAW_PENDING_FILE,
     ProxmoxerApi,
     PveAuth,
     PveError,
+    load_thaw_pending,
+    recheck_thawed,
+    save_thaw_pending,
     snapshot_guest,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
@@ -248,6 +260,38 @@ def may_be_frozen(
     return found
 
 
+def remember_may_be_frozen(
+    path: str,
+    cluster: str,
+    pending: dict[str, dict[str, Any]],
+    by_guest: dict[Any, list[dict[str, Any]]],
+    guest_info: dict[Any, dict[str, Any]],
+) -> str | None:
+    """Keep the guests not confirmed thawed for the next run; drop those confirmed thawed."""
+    now = parse_now(None).isoformat(timespec="seconds")
+    updated = dict(pending)
+    for vmid, guest_plans in by_guest.items():
+        freeze = next((plan["freeze"] for plan in guest_plans if plan.get("freeze")), None)
+        if freeze is None:
+            continue
+        if freeze.get("state") == "may-be-frozen":
+            since = pending.get(str(vmid), {}).get("since", now)
+            updated[str(vmid)] = {
+                "node": guest_info[vmid].get("node"),
+                "since": since,
+                "message": freeze.get("message"),
+            }
+        else:
+            updated.pop(str(vmid), None)
+    if updated == pending:
+        return None
+    try:
+        save_thaw_pending(path, cluster, updated)
+    except OSError as exc:
+        return f"cannot remember the guests that may be frozen in {path}: {exc}"
+    return None
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -269,6 +313,7 @@ def main() -> None:
             "hook_timeout": {"type": "int", "default": 600},
             "workers": {"type": "int", "default": 4},
             "fail_on_error": {"type": "bool", "default": True},
+            "state_dir": {"type": "path"},
         },
         required_together=PVE_AUTH_TOGETHER,
         supports_check_mode=True,
@@ -382,11 +427,22 @@ def main() -> None:
             live[plan["image"]] = [*live[plan["image"]], snap]
             plan["created"].append(snap)
 
+    # Guests an earlier run could not confirm thawed, still running with their agent on here.
+    pending_path = os.path.join(state_dir(p["state_dir"]), THAW_PENDING_FILE)
+    pending = load_thaw_pending(pending_path, cluster)
+    recheck = {str(d["guest"].get("vmid")) for d in p["disks"] if d["guest"].get("freeze")} & set(pending)
+    if not p["freeze"]:
+        recheck = set()
     needs_api = (
         not module.check_mode
         and p["freeze"]
-        and any(plan["guest"] and plan.get("new_snapshots") for plan in plans)
-        and any(d["guest"].get("freeze") for d in p["disks"])
+        and (
+            bool(recheck)
+            or (
+                any(plan["guest"] and plan.get("new_snapshots") for plan in plans)
+                and any(d["guest"].get("freeze") for d in p["disks"])
+            )
+        )
     )
     api = None
     warnings: list[str] = []
@@ -410,7 +466,7 @@ def main() -> None:
     agent_calls: dict[str, list[str]] = {}
 
     def handle(vmid: Any) -> tuple[list[str], list[str]]:
-        return snapshot_guest(
+        notes, calls = snapshot_guest(
             guest_info[vmid],
             by_guest[vmid],
             create,
@@ -422,6 +478,12 @@ def main() -> None:
             thaw_timeout=p["thaw_timeout"],
             on_freeze_denied=p["on_freeze_denied"],
         )
+        if api is not None and str(vmid) in recheck and not any(plan.get("freeze") for plan in by_guest[vmid]):
+            more, rechecked = recheck_thawed(
+                api, guest_info[vmid], by_guest[vmid], p["freeze_timeout"], p["thaw_timeout"]
+            )
+            notes, calls = notes + more, calls + rechecked
+        return notes, calls
 
     def on_error(vmid: Any, exc: BaseException) -> tuple[list[str], list[str]]:
         for plan in by_guest[vmid]:
@@ -429,12 +491,31 @@ def main() -> None:
                 plan.update(ok=False, error=f"guest {vmid}: {exc}", transfers=[])
         return [], []
 
-    if not module.check_mode and to_create:
+    if not module.check_mode and api is None:
+        # Could not even ask: those guests stay "may be frozen", and this run says so again.
+        for vmid in by_guest:
+            if str(vmid) in recheck:
+                entry = pending[str(vmid)]
+                for plan in by_guest[vmid]:
+                    plan["freeze"] = {
+                        "state": "may-be-frozen",
+                        "message": f"guest {vmid} ({guest_info[vmid].get('name')}) may be frozen since "
+                        f"{entry.get('since')} and cannot be checked now (no usable API): {entry.get('message')}",
+                    }
+    elif module.check_mode:
+        for vmid in sorted(recheck):
+            warnings.append(
+                f"guest {vmid} may be frozen since {pending[vmid].get('since')}: {pending[vmid].get('message')}"
+            )
+    if not module.check_mode and (to_create or (recheck and api is not None)):
         outcomes = run_batch(list(by_guest), handle, p["workers"], on_error=on_error)
         for vmid, (notes, calls) in zip(by_guest, outcomes, strict=True):
             warnings.extend(notes)
             if calls:
                 agent_calls[str(vmid)] = calls
+        problem = remember_may_be_frozen(pending_path, cluster, pending, by_guest, guest_info)
+        if problem:
+            warnings.append(problem)
     for plan in plans:
         plan.pop("created", None)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -152,7 +153,8 @@ def snapshot_args(disks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def fake_api(monkeypatch: pytest.MonkeyPatch) -> type[FakeApi]:
+def fake_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeApi]:
+    monkeypatch.setenv("BACKURNE_STATE_DIR", str(tmp_path / "state"))
     FakeApi.calls = []
     FakeApi.stuck = set()
     monkeypatch.setattr(proxmox_snapshot, "ProxmoxerApi", FakeApi)
@@ -193,6 +195,19 @@ def test_proxmox_snapshot_guest_left_frozen_fails_naming_it_after_the_others(run
     assert [g["vmid"] for g in result["may_be_frozen"]] == [100]
     assert "guest 100 (web100) on node pve1 may be frozen" in result["msg"]
     assert result["failed_images"] == []
+
+    # The next run, nothing due: the guest is thawed and checked anyway, and forgotten once thawed.
+    pending = Path(os.environ["BACKURNE_STATE_DIR"]) / "pve-thaw-pending.json"
+    assert list(json.loads(pending.read_text())["pve-a"]) == ["100"]
+    fake_api.stuck, fake_api.calls = set(), []
+    snaps = {snap.rsplit("@", 1)[1] for snap in pools["created"]}
+    pools["pools"]["rbd/a"] = {"vm-100-disk-0": sorted(snaps), "vm-101-disk-0": sorted(snaps)}
+    again = run_module(proxmox_snapshot.main, snapshot_args(disks, thaw_timeout=1, fail_on_error=True))
+    assert len(pools["created"]) == 2  # nothing new was due
+    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-thaw", "fsfreeze-status"]
+    assert all("/qemu/100/" in c for c in fake_api.calls)
+    assert again["may_be_frozen"] == [] and again["images"][0]["freeze"]["state"] == "thawed"
+    assert "pve-a" not in json.loads(pending.read_text())
 
 
 def test_proxmox_snapshot_failure_halfway_thaws_and_fails_alone(run_module, pools, fake_api) -> None:
