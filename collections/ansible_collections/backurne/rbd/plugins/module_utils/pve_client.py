@@ -298,7 +298,8 @@ def thaw_and_verify(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ThawResult:
     """Thaw, then ask ``fsfreeze-status``, again and again with a growing pause, until the guest
-    says ``thawed`` or ``policy.timeout`` is spent (at least one round).
+    says ``thawed`` or ``policy.timeout`` is spent (at least one round; each call may take
+    ``policy.call_timeout``).
 
     "thawed" counts only when no freeze of ours was in flight when the status was asked: a
     freeze we stopped waiting for may still land after the thaw. When the API refuses the status
@@ -309,8 +310,10 @@ def thaw_and_verify(
     deadline = clock() + policy.timeout
     pause = policy.first_pause
     last = "no answer yet"
+    # Each call gets its whole call_timeout, also in the last round: no round starts after the
+    # deadline, so the phase lasts at most timeout + 2 x call_timeout.
+    budget = policy.call_timeout
     while True:
-        budget = max(0.1, min(policy.call_timeout, deadline - clock()))
         pending = freeze_in_flight()
         calls.append("fsfreeze-thaw")
         thaw_ok = False
@@ -319,7 +322,6 @@ def thaw_and_verify(
             thaw_ok = True
         except (PveError, TimeoutError, OSError) as exc:
             last = f"fsfreeze-thaw failed: {exc}"
-        budget = max(0.1, min(policy.call_timeout, deadline - clock()))
         pending = pending or freeze_in_flight()
         calls.append("fsfreeze-status")
         try:

@@ -79,7 +79,8 @@ options:
   thaw_timeout:
     description:
       - Seconds spent thawing a guest and confirming with C(fsfreeze-status) after a freeze attempt
-        (retries with a pause growing from 0.5 to 5 s). At least one thaw and one status call are made.
+        (retries with a pause growing from 0.5 to 5 s). At least one thaw and one status call are
+        made; no round starts after this time, each call may take O(freeze_timeout).
       - A guest not confirmed thawed by then (still frozen, no answer, or a freeze of ours still
         unanswered) is reported in RV(may_be_frozen).
     type: int
