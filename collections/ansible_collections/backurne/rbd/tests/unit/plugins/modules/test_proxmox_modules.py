@@ -263,6 +263,8 @@ def test_config_accepts_proxmox_and_drops_secrets() -> None:
         ({"type": "proxmox", "proxmox": dict(PVE, profile_catalogue={"x": {}})}, "profile_catalogue"),
         ({"type": "proxmox", "proxmox": PVE, "ceph_endpoint": {"default": "pve1"}}, "ceph_endpoint.default"),
         ({"type": "plain", "proxmox": PVE}, "only for a live cluster of type proxmox"),
+        ({"type": "proxmox", "proxmox": dict(PVE, thaw_timeout=0)}, "thaw_timeout"),
+        ({"type": "proxmox", "proxmox": dict(PVE, on_freeze_denied="ignore")}, "on_freeze_denied must be fail or"),
     ],
 )
 def test_config_refuses(spec: dict[str, Any], message: str) -> None:
