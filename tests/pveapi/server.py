@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import contextlib
 import copy
 import gzip
@@ -740,7 +741,8 @@ class EventLog:
     def __init__(self, path: Path | None = None) -> None:
         self.lock = threading.Lock()
         self.path = path
-        self.entries: list[dict[str, Any]] = []
+        # bounded: the lab's daemon serves every test of a suite
+        self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=100_000)
         self._seq = 0
         self._request = 0
 
