@@ -14,7 +14,7 @@ description:
     M(backurne.rbd.snapshot) does), and creates the due snapshots guest by guest.
   - For a running qemu guest whose agent is enabled with C(freeze-fs) on, the guest is frozen once
     (C(fsfreeze-freeze) through the API), all its due disks are snapshotted, and it is thawed on
-    every path, also when a snapshot fails or the freeze fails or times out: the thaw is retried
+    every path, also when a snapshot fails or the freeze fails or times out; the thaw is retried
     with backoff and confirmed with C(fsfreeze-status) for up to O(thaw_timeout) seconds. A guest
     not confirmed thawed by then is listed in RV(may_be_frozen) and fails the task (with
     O(fail_on_error)), after the other guests are done.
@@ -91,7 +91,7 @@ options:
         C(VM.GuestAgent.FileSystemMgmt), or C(VM.Monitor) before PVE 9).
       - V(fail) snapshots nothing for that guest and fails its disks with a message naming the
         privilege; V(crash_consistent) snapshots it unfrozen with a warning.
-      - An agent that is not configured or not running is not a refusal: always crash-consistent
+      - An agent that is not configured or not running is not a refusal; it is always crash-consistent
         with a warning.
     type: str
     choices: [fail, crash_consistent]
