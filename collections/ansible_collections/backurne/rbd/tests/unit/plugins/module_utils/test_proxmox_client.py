@@ -213,7 +213,7 @@ def test_freeze_denied_crash_consistent_when_asked() -> None:
     api = FakeApi(fail={"fsfreeze-freeze": DENIED})
     made, create = recorder(api)
     batch = plans("scsi0")
-    warnings, _ = snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5, on_freeze_denied="crash_consistent")
+    warnings, _calls = snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5, on_freeze_denied="crash_consistent")
     assert made == ["scsi0"] and batch[0]["ok"] is True
     assert any("refused" in w and "crash-consistent" in w for w in warnings)
 
