@@ -605,6 +605,7 @@ start_pve() {
     setsid /usr/bin/python3 "$PVE_SERVER" --listen "$LIVE_IP:$PVE_PORT" --fixture "$PVE_FIXTURE" \
         --cert-dir "$PVE_DIR/tls" --record "$PVE_DIR/record.jsonl" \
         --users "$PVE_DIR/credentials.json" --pid-file "$PVE_DIR/server.pid" \
+        --faults "$PVE_DIR/faults.json" \
         </dev/null >>"$PVE_DIR/server.log" 2>&1 9>&- &
     wait_for 20 "PVE API stand-in on $LIVE_IP:$PVE_PORT" pve_running \
         || { tail -n 20 "$PVE_DIR/server.log" >&2; die "the PVE API stand-in did not start"; }
@@ -653,6 +654,7 @@ env_content() {
         BACKURNE_LAB_PVE_CA "$PVE_DIR/tls/pve-root-ca.pem" \
         BACKURNE_LAB_PVE_CREDENTIALS "$PVE_DIR/credentials.json" \
         BACKURNE_LAB_PVE_RECORD "$PVE_DIR/record.jsonl" \
+        BACKURNE_LAB_PVE_FAULTS "$PVE_DIR/faults.json" \
         BACKURNE_LAB_PVE_FIXTURE "$PVE_FIXTURE"
 }
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import contextlib
 import copy
 import gzip
@@ -40,6 +41,7 @@ import secrets
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -499,6 +501,9 @@ class State:
             }
             guest["frozen"] = False
             self.guests[vmid] = guest
+        # fault injection and the request event log (section "fault injection" below)
+        self.faults = Faults()
+        self.events = EventLog()
 
     # -- helpers ----------------------------------------------------------
     def _check_config(self, where: str, kind: str, config: dict[str, Any]) -> None:
@@ -616,6 +621,157 @@ def agent_enabled(conf: dict[str, Any]) -> bool:
     except ValueError:
         return False
     return bool(parse_boolean(enabled))
+
+
+# --------------------------------------------------------------------------
+# fault injection (tests): guest-agent faults, API outages, the request event log
+# --------------------------------------------------------------------------
+# PVE 9's privileges per agent command (Agent.pm: check => ['perm', '/vms/{vmid}', [...], any => 1])
+AGENT_PRIVS = {
+    "fsfreeze-freeze": "VM.GuestAgent.FileSystemMgmt|VM.GuestAgent.Unrestricted",
+    "fsfreeze-thaw": "VM.GuestAgent.FileSystemMgmt|VM.GuestAgent.Unrestricted",
+    "fsfreeze-status": "VM.GuestAgent.Audit|VM.GuestAgent.FileSystemMgmt|VM.GuestAgent.Unrestricted",
+    "ping": "VM.GuestAgent.Audit|VM.GuestAgent.Unrestricted",
+}
+AGENT_PATH_RE = re.compile(r"^/nodes/[^/]+/qemu/(\d+)/agent/([\w-]+)$")
+
+
+class Faults:
+    """Faults a test injects: ``srv.inject(spec)`` (private instance) or ``--faults FILE`` (the
+    lab's: JSON, re-read when the file changes). An empty spec is the faithful server. Keys:
+
+    ``deny_agent``: ``true`` or a list of vmids: every agent call answers 403
+        ``Permission check failed (/vms/VMID, PRIVS)`` (a token without the guest-agent privilege).
+    ``agent_mode``: ``{"VMID": "serial"|"concurrent"}``: ``serial`` runs the guest's agent
+        commands one after another, as qemu-ga does (a thaw waits behind a slow freeze);
+        ``concurrent`` (the default) lets a thaw overtake a slow freeze, which lands after it.
+    ``slow``: ``[{"vmid", "command", "seconds"}]``: extra time the command takes before it acts.
+    ``fail``: ``[{"vmid", "command", "times", "status", "message", "delay", "effect"}]``: the
+        command answers ``status`` (default 500) with ``message`` (default PVE's
+        ``VM VMID qmp command 'guest-COMMAND' failed - got timeout``) after ``delay`` seconds,
+        ``times`` times (default: always), and still acts on the guest when ``effect`` is true
+        (a freeze answered 500 that froze the guest).
+    ``outage``: ``{"after": COMMAND, "vmid", "nth", "seconds"}``: once the ``nth`` (default 1)
+        successful COMMAND (of ``vmid``, when given) has been answered, the API is gone for
+        ``seconds`` (``null``: until the faults change): new connections are reset, requests
+        on open ones are dropped unanswered, as when pveproxy is killed.
+    ``vmid`` absent in a rule: every guest. ``command`` ``"*"``: every agent command.
+    """
+
+    def __init__(self, spec: dict[str, Any] | None = None, path: Path | None = None) -> None:
+        self.lock = threading.Lock()
+        self.path = path
+        self._stamp: tuple[float, int] | None = None
+        self.agent_locks: dict[int, threading.Lock] = {}
+        self.set(spec or {})
+
+    def set(self, spec: dict[str, Any]) -> None:
+        """Replace the faults; counters and any outage start afresh."""
+        with self.lock:
+            self.spec = copy.deepcopy(spec)
+            self.used: dict[int, int] = {}  # fail rule index -> times answered
+            self.successes = 0  # successful outage.after commands seen
+            self.down_until: float | None = None  # an outage in progress (inf: until changed)
+
+    def refresh(self) -> None:
+        """The lab instance: re-read the faults file when it changed (absent: no faults)."""
+        if self.path is None:
+            return
+        try:
+            st = self.path.stat()
+            stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        self.set(json.loads(self.path.read_text() or "{}") if stamp else {})
+
+    @staticmethod
+    def _matches(rule: dict[str, Any], vmid: int, command: str) -> bool:
+        return rule.get("vmid") in (None, vmid) and rule.get("command", "*") in ("*", command)
+
+    def denied(self, vmid: int) -> bool:
+        deny = self.spec.get("deny_agent")
+        return deny is True or (isinstance(deny, list) and vmid in deny)
+
+    def serial(self, vmid: int) -> threading.Lock | None:
+        if (self.spec.get("agent_mode") or {}).get(str(vmid)) != "serial":
+            return None
+        with self.lock:
+            return self.agent_locks.setdefault(vmid, threading.Lock())
+
+    def slow(self, vmid: int, command: str) -> float:
+        return sum(float(r.get("seconds", 0)) for r in self.spec.get("slow", []) if self._matches(r, vmid, command))
+
+    def failure(self, vmid: int, command: str) -> dict[str, Any] | None:
+        """The fail rule this call answers with (counted), or None."""
+        with self.lock:
+            for index, rule in enumerate(self.spec.get("fail", [])):
+                if not self._matches(rule, vmid, command):
+                    continue
+                times = rule.get("times")
+                if times is not None and self.used.get(index, 0) >= int(times):
+                    continue
+                self.used[index] = self.used.get(index, 0) + 1
+                return rule
+        return None
+
+    def succeeded(self, vmid: int, command: str) -> None:
+        """An agent command answered 200: maybe the outage starts (after this answer)."""
+        outage = self.spec.get("outage")
+        if not outage or outage.get("after") != command or outage.get("vmid") not in (None, vmid):
+            return
+        with self.lock:
+            self.successes += 1
+            if self.successes == int(outage.get("nth", 1)) and self.down_until is None:
+                seconds = outage.get("seconds")
+                self.down_until = float("inf") if seconds is None else time.monotonic() + float(seconds)
+
+    def down(self) -> bool:
+        until = self.down_until
+        return until is not None and time.monotonic() < until
+
+
+class EventLog:
+    """Every request twice, in order: when it arrives and when it completes (``seq`` orders all
+    events; ``request`` pairs them). Kept in memory (``srv.events()``) and, with a path,
+    appended to a JSON-lines file."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.lock = threading.Lock()
+        self.path = path
+        # bounded: the lab's daemon serves every test of a suite
+        self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=100_000)
+        self._seq = 0
+        self._request = 0
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self._seq += 1
+            entry = {"seq": self._seq, "time": time.time(), **entry}
+            self.entries.append(entry)
+            if self.path is not None:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def arrive(self, method: str, path: str) -> int:
+        with self.lock:
+            self._request += 1
+            request = self._request
+        entry: dict[str, Any] = {"event": "arrive", "request": request, "method": method, "path": path}
+        m = AGENT_PATH_RE.match(path[len(API_PREFIX) :] if path.startswith(API_PREFIX) else path)
+        if m:
+            entry.update(vmid=int(m.group(1)), command=m.group(2))
+        self._add(entry)
+        return request
+
+    def complete(self, request: int, status: int, **extra: Any) -> None:
+        """``status`` 0: dropped unanswered (an outage)."""
+        self._add({"event": "complete", "request": request, "status": status, **extra})
+
+    def refused(self) -> None:
+        self._add({"event": "refused"})
 
 
 # --------------------------------------------------------------------------
@@ -1101,46 +1257,16 @@ def agent_command(command: str) -> Handler:
     def fn(s: State, p: dict[str, str], user: str) -> Any:
         vmid = int(p["vmid"])
         entry: dict[str, Any] = {"time": time.time(), "node": p["node"], "vmid": vmid, "command": command, "user": user}
+        faults = s.faults
+        serial = faults.serial(vmid)
         try:
-            with s.lock:
-                g = s.guest(p["node"], "qemu", vmid)
-                agent = g.get("agent", {})
-                # Agent.pm assert_agent_available, in this order
-                if not agent_enabled(g["config"]):
-                    raise die("No QEMU guest agent configured")
-                if g["status"] != "running":
-                    raise die(f"VM {vmid} is not running")
-                delay = float(agent.get("delay", 0))
-            if delay:
-                # a slow guest (freeze timeouts), or PVE's guest-ping timeout before it
-                # decides the agent is not running; outside the lock
-                time.sleep(delay)
-            with s.lock:
-                if not agent.get("running", True):
-                    raise die("QEMU guest agent is not running")
-                injected = agent.get("errors", {}).get(command)
-                if injected:
-                    raise die(f"VM {vmid} qmp command 'guest-{command}' failed - {injected}")
-                nfs = int(agent.get("filesystems", 2))
-                if command == "fsfreeze-freeze":
-                    if g["frozen"]:
-                        raise die(
-                            f"VM {vmid} qmp command 'guest-fsfreeze-freeze' failed - "
-                            "The command guest-fsfreeze-freeze has been disabled for this instance"
-                        )
-                    g["frozen"] = True
-                    result: Any = nfs
-                elif command == "fsfreeze-thaw":
-                    result = nfs if g["frozen"] else 0
-                    g["frozen"] = False
-                elif command == "fsfreeze-status":
-                    result = "frozen" if g["frozen"] else "thawed"
-                elif command == "ping":
-                    result = {}
-                else:  # pragma: no cover - only registered commands get here
-                    raise die(f"unknown agent command {command}")
+            if faults.denied(vmid):  # the permission check runs before the handler body
+                raise ApiError(403, f"Permission check failed (/vms/{vmid}, {AGENT_PRIVS[command]})")
+            with serial or contextlib.nullcontext():
+                result = run_agent_command(s, p, vmid, command)
             entry["result"] = result
             entry["status"] = 200
+            faults.succeeded(vmid, command)
             return {"result": result}
         except ApiError as e:
             entry["error"] = e.message
@@ -1151,6 +1277,58 @@ def agent_command(command: str) -> Handler:
 
     fn.locks_itself = True  # type: ignore[attr-defined]
     return fn
+
+
+def run_agent_command(s: State, p: dict[str, str], vmid: int, command: str) -> Any:
+    """One agent command as PVE and qemu-ga run it (a serial agent holds its lock around this)."""
+    with s.lock:
+        g = s.guest(p["node"], "qemu", vmid)
+        agent = g.get("agent", {})
+        # Agent.pm assert_agent_available, in this order
+        if not agent_enabled(g["config"]):
+            raise die("No QEMU guest agent configured")
+        if g["status"] != "running":
+            raise die(f"VM {vmid} is not running")
+        delay = float(agent.get("delay", 0))
+    failure = s.faults.failure(vmid, command)
+    delay += s.faults.slow(vmid, command) + float((failure or {}).get("delay", 0))
+    if delay:
+        # a slow guest (freeze timeouts), or PVE's guest-ping timeout before it
+        # decides the agent is not running; outside the lock
+        time.sleep(delay)
+    with s.lock:
+        if not agent.get("running", True):
+            raise die("QEMU guest agent is not running")
+        injected = agent.get("errors", {}).get(command)
+        if injected:
+            raise die(f"VM {vmid} qmp command 'guest-{command}' failed - {injected}")
+        if failure is not None:
+            if failure.get("effect"):
+                apply_agent_command(g, vmid, command, agent)
+            message = failure.get("message") or f"VM {vmid} qmp command 'guest-{command}' failed - got timeout"
+            raise ApiError(int(failure.get("status", 500)), message)
+        return apply_agent_command(g, vmid, command, agent)
+
+
+def apply_agent_command(g: dict[str, Any], vmid: int, command: str, agent: dict[str, Any]) -> Any:
+    nfs = int(agent.get("filesystems", 2))
+    if command == "fsfreeze-freeze":
+        if g["frozen"]:
+            raise die(
+                f"VM {vmid} qmp command 'guest-fsfreeze-freeze' failed - "
+                "The command guest-fsfreeze-freeze has been disabled for this instance"
+            )
+        g["frozen"] = True
+        return nfs
+    if command == "fsfreeze-thaw":
+        result = nfs if g["frozen"] else 0
+        g["frozen"] = False
+        return result
+    if command == "fsfreeze-status":
+        return "frozen" if g["frozen"] else "thawed"
+    if command == "ping":
+        return {}
+    raise die(f"unknown agent command {command}")  # pragma: no cover - only registered commands get here
 
 
 for _cmd in ("fsfreeze-freeze", "fsfreeze-thaw", "fsfreeze-status", "ping"):
@@ -1360,6 +1538,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         reason = reason.splitlines()[0] if reason else ""
         reason = reason.encode("latin-1", "replace").decode("latin-1")
         self.send_response_only(status, reason)
+        self._status = status
         now = formatdate(usegmt=True)
         self.send_header("Server", SERVER_HEADER)
         self.send_header("Date", now)
@@ -1428,6 +1607,20 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         return params
 
     def _dispatch(self, method: str) -> None:
+        state = self.server.state
+        state.faults.refresh()
+        request = state.events.arrive(method, urllib.parse.urlsplit(self.path).path)
+        self._status = 0
+        try:
+            if state.faults.down():
+                # an outage (fault injection): dropped unanswered, the connection closed
+                self.close_connection = True
+                return
+            self._serve(method)
+        finally:
+            state.events.complete(request, self._status)
+
+    def _serve(self, method: str) -> None:
         self._user = None
         split = urllib.parse.urlsplit(self.path)
         path = split.path
@@ -1556,6 +1749,12 @@ class ApiServer(http.server.ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
+        if self.state.faults.down():
+            # an outage (fault injection): reset the connection, as a dead pveproxy would
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            self.state.events.refused()
+            raise OSError("outage")
         # headers and body are separate writes: without this, Nagle + delayed ACK cost 40 ms a request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # the handshake runs in the request thread: a stuck client never blocks accept()
@@ -1706,6 +1905,21 @@ class RunningServer:
             return []
         return [json.loads(line) for line in self.record_path.read_text().splitlines() if line.strip()]
 
+    # -- fault injection (see Faults) -------------------------------------
+    def inject(self, spec: dict[str, Any]) -> None:
+        """Replace the injected faults (``{}``: none); counters and outages start afresh."""
+        self.state.faults.set(spec)
+
+    def frozen(self, vmid: int) -> bool:
+        """The guest's filesystems are frozen (what fsfreeze-status answers)."""
+        with self.state.lock:
+            return bool(self.state.guests[vmid]["frozen"])
+
+    def events(self) -> list[dict[str, Any]]:
+        """The request event log: arrive/complete per request, in order (EventLog)."""
+        with self.state.events.lock:
+            return [dict(e) for e in self.state.events.entries]
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -1757,6 +1971,7 @@ def start_server(
         creds.write(creds_path)
     record_path = Path(record) if record else work / "record.jsonl"
     state.record_path = record_path
+    state.events.path = work / "events.jsonl"
     log_path = work / "server.log"
     log = open(log_path, "a")  # noqa: SIM115 - closed by stop()
     server = ApiServer((host, port), state, Auth(creds), tls_context(pem, key), log)
@@ -1785,6 +2000,8 @@ def main(argv: list[str] | None = None) -> int:
         help="credentials JSON (user, password, token_id, token_secret); generated beside the certs if absent",
     )
     ap.add_argument("--pid-file", help="written once the socket listens")
+    ap.add_argument("--faults", help="fault-injection JSON (see Faults), re-read when it changes; absent: none")
+    ap.add_argument("--events", help="JSON-lines file receiving the request event log (arrive/complete)")
     args = ap.parse_args(argv)
 
     host, _, port_s = args.listen.rpartition(":")
@@ -1801,6 +2018,10 @@ def main(argv: list[str] | None = None) -> int:
             Credentials.generate().write(users)
     creds = Credentials.load(users)
     state = State(load_fixture(args.fixture), load_schema(), Path(args.record))
+    if args.faults:
+        state.faults.path = Path(args.faults)
+    if args.events:
+        state.events.path = Path(args.events)
     server = ApiServer((host, int(port_s)), state, Auth(creds), tls_context(pem, key), sys.stderr)
     if args.pid_file:
         Path(args.pid_file).write_text(f"{os.getpid()}\n")

@@ -39,6 +39,8 @@ PROXMOX_KEYS = {
     "profiles_api_timeout",
     "freeze",
     "freeze_timeout",
+    "thaw_timeout",
+    "on_freeze_denied",
     "hooks",
     "hook_timeout",
     "api_delegate",
@@ -125,9 +127,13 @@ def _proxmox(where: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             parse_profiles(pve["profile_catalogue"])
         except PolicyError as exc:
             raise ConfigError(f"{where}: proxmox.profile_catalogue: {exc}") from exc
-    for key in ("api_port", "api_timeout", "profiles_api_timeout", "freeze_timeout", "hook_timeout"):
+    for key in ("api_port", "api_timeout", "profiles_api_timeout", "freeze_timeout", "thaw_timeout", "hook_timeout"):
         if key in pve and pve[key] is not None:
             _positive_int(where, f"proxmox.{key}", pve[key], 1)
+    if pve.get("on_freeze_denied") not in (None, "fail", "crash_consistent"):
+        raise ConfigError(
+            f"{where}: proxmox.on_freeze_denied must be fail or crash_consistent, got {pve['on_freeze_denied']!r}"
+        )
     # The secrets stay in the inventory: this normalised copy may be printed.
     for key in PROXMOX_SECRETS:
         if pve.pop(key, None):

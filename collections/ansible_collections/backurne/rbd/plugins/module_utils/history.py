@@ -12,6 +12,10 @@
 - ``transfers``: per backup image, the last successful and the last failed transfer (with its
   error), written by the transfer module at the end of each image. The check reports an image
   whose latest attempt failed, between backup runs, without waiting for it to age.
+- ``freezes``: per backup image of a Proxmox guest, the outcome of the guest's last fsfreeze
+  (proxmox_snapshot's ``freeze`` in each plan, written by the transfer module that receives the
+  plans): the check reports a guest that may have been left frozen until a later freeze of it is
+  confirmed thawed.
 
 Times are naive UTC datetimes (as in the policy), stored as ISO text. Plain ``sqlite3`` from
 the standard library; writers wait up to 30 s for a lock (two modules on one node).
@@ -44,6 +48,13 @@ CREATE TABLE IF NOT EXISTS transfers (
     last_error TEXT,
     failures INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS freezes (
+    backup_image TEXT PRIMARY KEY,
+    guest TEXT,
+    time TEXT NOT NULL,
+    may_be_frozen INTEGER NOT NULL,
+    message TEXT
+);
 """
 
 
@@ -63,6 +74,17 @@ class TransferState:
         if self.last_failure is None:
             return False
         return self.last_success is None or self.last_failure >= self.last_success
+
+
+@dataclass(frozen=True)
+class FreezeState:
+    """The outcome of the last fsfreeze of the guest owning ``backup_image``."""
+
+    backup_image: str
+    guest: str | None
+    time: datetime
+    may_be_frozen: bool
+    message: str | None
 
 
 def _time(text: str | None) -> datetime | None:
@@ -139,6 +161,24 @@ class History:
                     (backup_image, image, stamp, error),
                 )
 
+    def record_freeze(self, state: FreezeState) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO freezes (backup_image, guest, time, may_be_frozen, message) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (backup_image) DO UPDATE SET guest = excluded.guest, time = excluded.time,"
+                " may_be_frozen = excluded.may_be_frozen, message = excluded.message",
+                (state.backup_image, state.guest, state.time.isoformat(), int(state.may_be_frozen), state.message),
+            )
+
+    def freeze_states(self, backup_images: Iterable[str]) -> dict[str, FreezeState]:
+        wanted = set(backup_images)
+        rows = self._db.execute("SELECT backup_image, guest, time, may_be_frozen, message FROM freezes")
+        return {
+            name: FreezeState(name, guest, datetime.fromisoformat(stamp), bool(flag), message)
+            for name, guest, stamp, flag, message in rows
+            if name in wanted
+        }
+
     def transfer_states(self, backup_images: Iterable[str]) -> dict[str, TransferState]:
         wanted = set(backup_images)
         states: dict[str, TransferState] = {}
@@ -147,6 +187,40 @@ class History:
             if backup_image in wanted:
                 states[backup_image] = TransferState(backup_image, _time(success), _time(failure), error, failures)
         return states
+
+
+def _guest_label(plan: Mapping[str, object]) -> str | None:
+    guest = plan.get("guest")
+    if not isinstance(guest, Mapping):
+        return None
+    return f"{guest.get('vmid')} ({guest.get('name')})"
+
+
+def record_freeze_results(state_dir: str, plans: Iterable[Mapping[str, object]], when: datetime) -> str | None:
+    """Record each plan's ``freeze`` outcome (Proxmox guests); an error text instead of raising.
+
+    Plans without ``freeze`` (no freeze attempted: plain images, nothing due, containers) change
+    nothing: an earlier "may be frozen" stays until a freeze of that guest is confirmed thawed.
+    """
+    try:
+        with History(state_dir) as history:
+            for plan in plans:
+                freeze, backup_image = plan.get("freeze"), plan.get("backup_image")
+                if not isinstance(freeze, Mapping) or not isinstance(backup_image, str):
+                    continue
+                message = freeze.get("message")
+                history.record_freeze(
+                    FreezeState(
+                        backup_image,
+                        _guest_label(plan),
+                        when,
+                        freeze.get("state") == "may-be-frozen",
+                        None if message is None else str(message),
+                    )
+                )
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot record the fsfreeze history in {db_path(state_dir)}: {exc}"
+    return None
 
 
 def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, object]], when: datetime) -> str | None:

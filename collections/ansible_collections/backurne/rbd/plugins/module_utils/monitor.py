@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ansible_collections.backurne.rbd.plugins.module_utils.history import TransferState
+from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState, TransferState
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, backup_image_name_for_plain
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Profile, Snap, newest_shared
 
@@ -110,6 +110,7 @@ def check_images(
     backup_names: Mapping[str, str] | None = None,
     first_seen: Mapping[str, datetime] | None = None,
     transfers: Mapping[str, TransferState] | None = None,
+    freezes: Mapping[str, FreezeState] | None = None,
 ) -> list[Finding]:
     """Findings for every live image of ``cluster``, in image order.
 
@@ -118,6 +119,8 @@ def check_images(
     history database.
 
     - critical ``transfer-failed``: the image's latest transfer attempt failed (``transfers``).
+    - critical ``may-be-frozen``: the last fsfreeze of the image's Proxmox guest was not confirmed
+      undone (``freezes``, keyed by backup image): the guest may still be frozen.
     - critical ``no-backup``: no backup image, or none of our snapshots on it, unless the live
       image is younger than the shortest interval x ``grace_factor``: its age is counted from
       ``live_created`` (Ceph's create time), or when unknown from ``first_seen``; unknown in
@@ -158,6 +161,9 @@ def check_images(
                 "transfer-failed",
                 f"last transfer failed {format_age(now - state.last_failure)} ago{in_row}: {error}",
             )
+        freeze = (freezes or {}).get(backup_image)
+        if freeze is not None and freeze.may_be_frozen and freeze.time <= now:
+            add(image, "critical", "may-be-frozen", _frozen_message(freeze, now))
         backup_snap_names = list(backup_snapshots.get(backup_image, ()))
         backup = _ours(backup_snap_names, prefix)
 
@@ -224,6 +230,14 @@ def check_images(
                 f"expired {format_age(now - expires)} ago",
             )
     return findings
+
+
+def _frozen_message(freeze: FreezeState, now: datetime) -> str:
+    detail = " ".join(str(freeze.message or "thaw not confirmed").split())
+    if len(detail) > 200:
+        detail = detail[:197] + "..."
+    guest = f"guest {freeze.guest}" if freeze.guest else "its guest"
+    return f"{guest} may be frozen (fsfreeze {format_age(now - freeze.time)} ago): {detail}"
 
 
 def check_faded(

@@ -30,6 +30,7 @@ RECORD_FIELDS = (
     "expired_backup",
     "error",
     "note",
+    "may_be_frozen",
 )
 REDACTED = "********"
 _SECRET_KEY = re.compile(r"password|secret|token(?!_id)|passphrase|(^|_)key$", re.IGNORECASE)
@@ -80,6 +81,11 @@ def image_records(
             )
             if text
         ]
+        # The guest's fsfreeze was not confirmed undone (proxmox_snapshot): the disk's backup is
+        # what it is, the guest is what the operator must look at.
+        freeze = plan.get("freeze") or {}
+        may_be_frozen = freeze.get("state") == "may-be-frozen"
+        notes = [text for text in (sent.get("note"), freeze.get("message") if may_be_frozen else None) if text]
         status = sent.get("status") or ("failed" if not plan.get("ok", True) else "up-to-date")
         if errors:
             status = "failed"
@@ -106,7 +112,8 @@ def image_records(
                 "expired_live": len(expired_live.get(image, {}).get("deleted", [])),
                 "expired_backup": len(expired_backup.get(backup_image, {}).get("deleted", [])),
                 "error": "; ".join(errors) or None,
-                "note": sent.get("note"),
+                "note": "; ".join(notes) or None,
+                "may_be_frozen": may_be_frozen,
             }
         )
     return records
@@ -181,6 +188,7 @@ def checksum_records(cluster: str, checksum: Mapping[str, Any] | None) -> list[d
                 "expired_backup": 0,
                 "error": item.get("error"),
                 "note": item.get("skipped"),
+                "may_be_frozen": False,
             }
         )
     return records
@@ -208,6 +216,8 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     for rec in records:
         verified = {None: "-", True: "yes", False: "NO"}[rec["verified"]]
         result = rec["status"] if rec["status"] != "transferred" else rec["kind"]
+        if rec.get("may_be_frozen"):
+            result += ", MAY BE FROZEN"
         rows.append(
             (
                 str(rec["cluster"]),
@@ -226,11 +236,13 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     failed = sum(1 for rec in records if rec["status"] == "failed")
     moved = sum(1 for rec in records if rec["status"] == "transferred")
+    frozen = sum(1 for rec in records if rec.get("may_be_frozen"))
     lines.append(
         f"{len(records)} image(s): {moved} transferred, {failed} failed, "
         f"{len(records) - moved - failed} unchanged or planned; "
         f"{_size(sum(rec['bytes_logical'] for rec in records))} logical, "
         f"{_size(sum(rec['bytes_wire'] for rec in records))} on the wire"
+        + (f"; {frozen} of a guest that may be frozen" if frozen else "")
     )
     return lines
 

@@ -20,6 +20,9 @@ description:
   - Critical C(transfer-failed) when the latest transfer of an image failed, as recorded by
     M(backurne.rbd.transfer) in the history database C(history.sqlite) of O(state_dir) on this
     node (the backup and check playbooks both run on the first backup node).
+  - Critical C(may-be-frozen) when the last fsfreeze of a Proxmox guest was not confirmed undone
+    (M(backurne.rbd.proxmox_snapshot)'s C(may_be_frozen), recorded in the same history database by
+    M(backurne.rbd.transfer)); it stays until a later freeze of that guest is confirmed thawed.
   - Critical C(faded-out) for a backup image whose live image is gone and that is still there
     O(expiry_grace) past its removal time (newest snapshot's expiry plus
     O(extra_retention_time)), or that holds none of our snapshots.
@@ -140,8 +143,8 @@ findings:
       type: str
     code:
       description: >-
-        C(no-backup), C(no-shared-snapshot), C(too-old), C(not-expired), C(transfer-failed) or
-        C(faded-out) (then RV(findings[].image) is the backup image name).
+        C(no-backup), C(no-shared-snapshot), C(too-old), C(not-expired), C(transfer-failed),
+        C(may-be-frozen) or C(faded-out) (then RV(findings[].image) is the backup image name).
       type: str
     message:
       description: What is wrong, for a human.
@@ -187,7 +190,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_duration_or_zero,
     parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.history import History, TransferState
+from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState, History, TransferState
 from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
     check_faded,
     check_images,
@@ -349,6 +352,7 @@ def main() -> None:
     # History: first sight of each image, last transfer outcomes (written by the transfer module).
     first_seen: dict[str, datetime] = {}
     transfers: dict[str, TransferState] = {}
+    freezes: dict[str, FreezeState] = {}
     known_backups: dict[str, str] = {}
     if p["history"]:
         try:
@@ -360,6 +364,7 @@ def main() -> None:
                     write=not module.check_mode,
                 )
                 transfers = history.transfer_states(filter(None, map(backup_name, live_snapshots)))
+                freezes = history.freeze_states(filter(None, map(backup_name, live_snapshots)))
                 known_backups = history.known_backup_images(p["live_cluster"])
         except (OSError, sqlite3.Error) as exc:
             module.warn(f"check: history database unusable, checking without it: {exc}")
@@ -426,6 +431,7 @@ def main() -> None:
                 backup_names=backup_names,
                 first_seen=first_seen,
                 transfers=transfers,
+                freezes=freezes,
             )
         findings.sort(key=lambda finding: finding.image)  # stable: each image's own order stays
         findings += check_faded(

@@ -14,8 +14,13 @@ description:
     M(backurne.rbd.snapshot) does), and creates the due snapshots guest by guest.
   - For a running qemu guest whose agent is enabled with C(freeze-fs) on, the guest is frozen once
     (C(fsfreeze-freeze) through the API), all its due disks are snapshotted, and it is thawed on
-    every path, also when a snapshot fails or the freeze times out. A guest whose agent does not
-    answer is snapshotted crash-consistent, with a warning. Stopped guests and containers are not frozen.
+    every path, also when a snapshot fails or the freeze fails or times out; the thaw is retried
+    with backoff and confirmed with C(fsfreeze-status) for up to O(thaw_timeout) seconds. A guest
+    not confirmed thawed by then is listed in RV(may_be_frozen) and fails the task (with
+    O(fail_on_error)), after the other guests are done.
+  - A guest whose agent is absent or does not answer is snapshotted crash-consistent, with a
+    warning. A freeze the API refuses (HTTP 403, a user without the guest-agent privilege) follows
+    O(on_freeze_denied). Stopped guests and containers are not frozen.
   - Hooks C(pre_vm), C(pre_disk), C(post_disk), C(post_vm) run as C(HOOK KIND GUESTNAME DISK); a
     failing pre hook cancels its guest or disk with a warning carrying its output.
   - Returns the plans in the shape of M(backurne.rbd.snapshot), with C(source_pool) and
@@ -68,9 +73,29 @@ options:
     type: bool
     default: true
   freeze_timeout:
-    description: Seconds a C(fsfreeze-freeze) or C(fsfreeze-thaw) call may take.
+    description: Seconds one C(fsfreeze-freeze), C(fsfreeze-thaw) or C(fsfreeze-status) call may take.
     type: int
     default: 60
+  thaw_timeout:
+    description:
+      - Seconds spent thawing a guest and confirming with C(fsfreeze-status) after a freeze attempt
+        (retries with a pause growing from 0.5 to 5 s). At least one thaw and one status call are
+        made; no round starts after this time, each call may take O(freeze_timeout).
+      - A guest not confirmed thawed by then (still frozen, no answer, or a freeze of ours still
+        unanswered) is reported in RV(may_be_frozen).
+    type: int
+    default: 60
+  on_freeze_denied:
+    description:
+      - What to do when the API refuses C(fsfreeze-freeze) with HTTP 403 (the API user lacks
+        C(VM.GuestAgent.FileSystemMgmt), or C(VM.Monitor) before PVE 9).
+      - V(fail) snapshots nothing for that guest and fails its disks with a message naming the
+        privilege; V(crash_consistent) snapshots it unfrozen with a warning.
+      - An agent that is not configured or not running is not a refusal; it is always crash-consistent
+        with a warning.
+    type: str
+    choices: [fail, crash_consistent]
+    default: fail
   hooks:
     description: Executables run around the snapshots (absolute paths on this node).
     type: dict
@@ -97,9 +122,15 @@ options:
     type: int
     default: 4
   fail_on_error:
-    description: Fail the task when a disk failed (the others are still handled).
+    description: Fail the task when a disk failed or a guest may be frozen (the others are still handled).
     type: bool
     default: true
+  state_dir:
+    description:
+      - Directory of backurne's state on this node. The guests a run could not confirm thawed are
+        kept in C(pve-thaw-pending.json) there, and the next run thaws and verifies them even when
+        nothing of theirs is due. Default C($BACKURNE_STATE_DIR), else C(/var/lib/backurne).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -130,6 +161,12 @@ images:
     source_namespace:
       description: Namespace of the disk, or null.
       type: str
+    freeze:
+      description:
+        - Present when a freeze of the disk's guest was attempted. C(state) is C(thawed) (confirmed
+          by C(fsfreeze-status)), C(not-frozen) (the agent is absent or not running), C(denied)
+          (HTTP 403) or C(may-be-frozen); C(message) says why for the last.
+      type: dict
     disk:
       description: Config key of the disk.
       type: str
@@ -164,8 +201,16 @@ failed_images:
   returned: always
   type: list
   elements: dict
+may_be_frozen:
+  description:
+    - Guests not confirmed thawed after their freeze, with C(vmid), C(name), C(node) and C(error)
+      (the message naming the guest).
+  returned: always
+  type: list
+  elements: dict
 """
 
+import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -180,12 +225,18 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, validate_prefix
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles, plan_image
+from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
+    ON_FREEZE_DENIED,
     PROXMOXER_IMPORT_ERROR,
+    THAW_PENDING_FILE,
     ProxmoxerApi,
     PveAuth,
     PveError,
+    load_thaw_pending,
+    recheck_thawed,
+    save_thaw_pending,
     snapshot_guest,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
@@ -195,6 +246,51 @@ HOOK_OPTIONS = {kind: {"type": "path"} for kind in ("pre_vm", "pre_disk", "post_
 
 def pool_key(pool: str, namespace: str | None) -> str:
     return pool + (f"/{namespace}" if namespace else "")
+
+
+def may_be_frozen(
+    by_guest: dict[Any, list[dict[str, Any]]], guest_info: dict[Any, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The guests whose thaw was not confirmed, one entry each, named."""
+    found = []
+    for vmid, guest_plans in by_guest.items():
+        freeze = next((plan["freeze"] for plan in guest_plans if plan.get("freeze")), None)
+        if freeze and freeze.get("state") == "may-be-frozen":
+            guest = guest_info[vmid]
+            found.append({**{k: guest.get(k) for k in ("vmid", "name", "node")}, "error": freeze.get("message")})
+    return found
+
+
+def remember_may_be_frozen(
+    path: str,
+    cluster: str,
+    pending: dict[str, dict[str, Any]],
+    by_guest: dict[Any, list[dict[str, Any]]],
+    guest_info: dict[Any, dict[str, Any]],
+) -> str | None:
+    """Keep the guests not confirmed thawed for the next run; drop those confirmed thawed."""
+    now = parse_now(None).isoformat(timespec="seconds")
+    updated = dict(pending)
+    for vmid, guest_plans in by_guest.items():
+        freeze = next((plan["freeze"] for plan in guest_plans if plan.get("freeze")), None)
+        if freeze is None:
+            continue
+        if freeze.get("state") == "may-be-frozen":
+            since = pending.get(str(vmid), {}).get("since", now)
+            updated[str(vmid)] = {
+                "node": guest_info[vmid].get("node"),
+                "since": since,
+                "message": freeze.get("message"),
+            }
+        else:
+            updated.pop(str(vmid), None)
+    if updated == pending:
+        return None
+    try:
+        save_thaw_pending(path, cluster, updated)
+    except OSError as exc:
+        return f"cannot remember the guests that may be frozen in {path}: {exc}"
+    return None
 
 
 def main() -> None:
@@ -212,10 +308,13 @@ def main() -> None:
             "create": {"type": "bool", "default": True},
             "freeze": {"type": "bool", "default": True},
             "freeze_timeout": {"type": "int", "default": 60},
+            "thaw_timeout": {"type": "int", "default": 60},
+            "on_freeze_denied": {"type": "str", "choices": list(ON_FREEZE_DENIED), "default": "fail"},
             "hooks": {"type": "dict", "default": {}, "options": HOOK_OPTIONS},
             "hook_timeout": {"type": "int", "default": 600},
             "workers": {"type": "int", "default": 4},
             "fail_on_error": {"type": "bool", "default": True},
+            "state_dir": {"type": "path"},
         },
         required_together=PVE_AUTH_TOGETHER,
         supports_check_mode=True,
@@ -230,6 +329,9 @@ def main() -> None:
         module.fail_json(msg=f"proxmox_snapshot: bad input: {exc}")
     if p["workers"] < 1:
         module.fail_json(msg=f"proxmox_snapshot: workers must be at least 1, got {p['workers']}")
+    for key in ("freeze_timeout", "thaw_timeout"):
+        if p[key] < 1:
+            module.fail_json(msg=f"proxmox_snapshot: {key} must be at least 1, got {p[key]}")
     for index, disk in enumerate(p["disks"]):
         missing = [k for k in ("image", "pool", "backup_image", "guest") if not disk.get(k)]
         if missing:
@@ -326,11 +428,22 @@ def main() -> None:
             live[plan["image"]] = [*live[plan["image"]], snap]
             plan["created"].append(snap)
 
+    # Guests an earlier run could not confirm thawed, still running with their agent on here.
+    pending_path = os.path.join(state_dir(p["state_dir"]), THAW_PENDING_FILE)
+    pending = load_thaw_pending(pending_path, cluster)
+    recheck = {str(d["guest"].get("vmid")) for d in p["disks"] if d["guest"].get("freeze")} & set(pending)
+    if not p["freeze"]:
+        recheck = set()
     needs_api = (
         not module.check_mode
         and p["freeze"]
-        and any(plan["guest"] and plan.get("new_snapshots") for plan in plans)
-        and any(d["guest"].get("freeze") for d in p["disks"])
+        and (
+            bool(recheck)
+            or (
+                any(plan["guest"] and plan.get("new_snapshots") for plan in plans)
+                and any(d["guest"].get("freeze") for d in p["disks"])
+            )
+        )
     )
     api = None
     warnings: list[str] = []
@@ -354,7 +467,7 @@ def main() -> None:
     agent_calls: dict[str, list[str]] = {}
 
     def handle(vmid: Any) -> tuple[list[str], list[str]]:
-        return snapshot_guest(
+        notes, calls = snapshot_guest(
             guest_info[vmid],
             by_guest[vmid],
             create,
@@ -363,7 +476,15 @@ def main() -> None:
             p["hook_timeout"],
             p["freeze"],
             p["freeze_timeout"],
+            thaw_timeout=p["thaw_timeout"],
+            on_freeze_denied=p["on_freeze_denied"],
         )
+        if api is not None and str(vmid) in recheck and not any(plan.get("freeze") for plan in by_guest[vmid]):
+            more, rechecked = recheck_thawed(
+                api, guest_info[vmid], by_guest[vmid], p["freeze_timeout"], p["thaw_timeout"]
+            )
+            notes, calls = notes + more, calls + rechecked
+        return notes, calls
 
     def on_error(vmid: Any, exc: BaseException) -> tuple[list[str], list[str]]:
         for plan in by_guest[vmid]:
@@ -371,12 +492,31 @@ def main() -> None:
                 plan.update(ok=False, error=f"guest {vmid}: {exc}", transfers=[])
         return [], []
 
-    if not module.check_mode and to_create:
+    if not module.check_mode and api is None:
+        # Could not even ask: those guests stay "may be frozen", and this run says so again.
+        for vmid in by_guest:
+            if str(vmid) in recheck:
+                entry = pending[str(vmid)]
+                for plan in by_guest[vmid]:
+                    plan["freeze"] = {
+                        "state": "may-be-frozen",
+                        "message": f"guest {vmid} ({guest_info[vmid].get('name')}) may be frozen since "
+                        f"{entry.get('since')} and cannot be checked now (no usable API): {entry.get('message')}",
+                    }
+    elif module.check_mode:
+        for vmid in sorted(recheck):
+            warnings.append(
+                f"guest {vmid} may be frozen since {pending[vmid].get('since')}: {pending[vmid].get('message')}"
+            )
+    if not module.check_mode and (to_create or (recheck and api is not None)):
         outcomes = run_batch(list(by_guest), handle, p["workers"], on_error=on_error)
         for vmid, (notes, calls) in zip(by_guest, outcomes, strict=True):
             warnings.extend(notes)
             if calls:
                 agent_calls[str(vmid)] = calls
+        problem = remember_may_be_frozen(pending_path, cluster, pending, by_guest, guest_info)
+        if problem:
+            warnings.append(problem)
     for plan in plans:
         plan.pop("created", None)
 
@@ -411,8 +551,10 @@ def main() -> None:
     for warning in warnings:
         module.warn(warning)
     result["failed_images"] = [{"image": plan["image"], "error": plan["error"]} for plan in plans if not plan["ok"]]
-    if result["failed_images"] and p["fail_on_error"]:
-        module.fail_json(msg="; ".join(item["error"] for item in result["failed_images"]), **result)
+    result["may_be_frozen"] = may_be_frozen(by_guest, guest_info)
+    problems = [item["error"] for item in [*result["failed_images"], *result["may_be_frozen"]]]
+    if problems and p["fail_on_error"]:
+        module.fail_json(msg="; ".join(problems), **result)
     module.exit_json(**result)
 
 

@@ -213,7 +213,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.history import record_transfer_results
+from ansible_collections.backurne.rbd.plugins.module_utils.history import record_freeze_results, record_transfer_results
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration
 from ansible_collections.backurne.rbd.plugins.module_utils.progress import (
@@ -443,6 +443,10 @@ def main() -> None:
             {**plan, "status": "failed"} for plan in plans if not plan.get("ok", True) and plan.get("error")
         ]
         problem = record_transfer_results(state_dir(p["state_dir"]), [*results, *plan_failures], parse_now(None))
+        if problem:
+            module.warn(problem)
+        # Proxmox guests: the outcome of their fsfreeze (the plans' `freeze`), for the check.
+        problem = record_freeze_results(state_dir(p["state_dir"]), plans, parse_now(None))
         if problem:
             module.warn(problem)
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from ansible_collections.backurne.rbd.plugins.module_utils.history import History, record_transfer_results
+from ansible_collections.backurne.rbd.plugins.module_utils.history import (
+    History,
+    record_freeze_results,
+    record_transfer_results,
+)
 
 T1 = datetime(2026, 11, 29, 10)
 T2 = datetime(2026, 11, 29, 11)
@@ -52,3 +56,24 @@ def test_unusable_state_dir_is_reported_not_raised(tmp_path: Path) -> None:
     failed = [{"image": "a", "backup_image": "x;a;None", "status": "failed"}]
     problem = record_transfer_results(str(blocker), failed, T1)
     assert problem is not None and problem.startswith(f"cannot record the transfer history in {blocker}/history.sqlite")
+
+
+def test_freeze_outcomes_until_a_confirmed_thaw(tmp_path: Path) -> None:
+    guest = {"vmid": 100, "name": "web1"}
+    left = {"state": "may-be-frozen", "message": "guest 100 (web1) may be frozen"}
+    plans = [
+        {"image": "vm-100-disk-0", "backup_image": "u;scsi0;web1", "guest": guest, "freeze": left},
+        {"image": "vm-101-disk-0", "backup_image": "u;scsi0;db1"},  # no freeze attempted
+    ]
+    assert record_freeze_results(str(tmp_path), plans, T1) is None
+    assert record_freeze_results(str(tmp_path), [plans[0] | {"freeze": None}], T2) is None  # nothing due
+    with History(str(tmp_path)) as history:
+        states = history.freeze_states(["u;scsi0;web1", "u;scsi0;db1"])
+    assert list(states) == ["u;scsi0;web1"]
+    web = states["u;scsi0;web1"]
+    assert web.may_be_frozen and web.time == T1 and web.guest == "100 (web1)" and web.message == left["message"]
+    thawed = plans[0] | {"freeze": {"state": "thawed", "message": None}}
+    assert record_freeze_results(str(tmp_path), [thawed], T3) is None
+    with History(str(tmp_path)) as history:
+        web = history.freeze_states(["u;scsi0;web1"])["u;scsi0;web1"]
+    assert not web.may_be_frozen and web.time == T3

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState
 from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
     Finding,
     check_images,
@@ -227,3 +228,13 @@ def test_format_age() -> None:
     assert format_age(timedelta(hours=5, minutes=10)) == "5h10m"
     assert format_age(timedelta(minutes=42)) == "42m"
     assert format_age(timedelta(seconds=-5)) == "0s"
+
+
+def test_guest_that_may_be_frozen_is_critical() -> None:
+    s = snap(ago(hours=2))
+    left = FreezeState("prod;web;None", "100 (web1)", ago(hours=1), True, "not confirmed thawed within 60 s")
+    findings = check({"web": [s]}, {"prod;web;None": [s]}, freezes={"prod;web;None": left})
+    assert codes(findings) == [("web", "critical", "may-be-frozen")]
+    assert findings[0].message == "guest 100 (web1) may be frozen (fsfreeze 1h ago): not confirmed thawed within 60 s"
+    thawed = FreezeState("prod;web;None", "100 (web1)", ago(minutes=5), False, None)
+    assert check({"web": [s]}, {"prod;web;None": [s]}, freezes={"prod;web;None": thawed}) == []

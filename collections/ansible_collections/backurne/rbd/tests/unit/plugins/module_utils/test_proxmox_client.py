@@ -16,20 +16,37 @@ import pytest
 from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
     PveAuth,
     PveError,
+    ThawPolicy,
     fetch_profiles,
     frozen,
     run_hook,
     snapshot_guest,
+    thaw_and_verify,
 )
+
+VERIFIED = ["fsfreeze-freeze", "fsfreeze-thaw", "fsfreeze-status"]
 
 
 class FakeApi:
-    """Records agent calls; ``fail`` maps a command to an exception, ``hang`` to a delay."""
+    """A guest agent behind the API, recording calls.
 
-    def __init__(self, fail: dict[str, Exception] | None = None, hang: dict[str, float] | None = None) -> None:
+    ``fail`` maps a command to an exception (raised ``times[command]`` times, default always);
+    with ``effect`` the command changes the guest although it fails (a freeze answered 500 that
+    froze); ``hang`` maps a command to a delay. ``fsfreeze-status`` answers the guest's state.
+    """
+
+    def __init__(
+        self,
+        fail: dict[str, Exception] | None = None,
+        hang: dict[str, float] | None = None,
+        times: dict[str, int] | None = None,
+        effect: bool = False,
+    ) -> None:
         self.calls: list[str] = []
         self.fail = fail or {}
         self.hang = hang or {}
+        self.times = times or {}
+        self.effect = effect
         self.state = "thawed"
 
     def get(self, path: str, **params: Any) -> Any:
@@ -40,10 +57,19 @@ class FakeApi:
         self.calls.append(command)
         if command in self.hang:
             time.sleep(self.hang[command])
-        if command in self.fail:
+        if command in self.fail and self.times.get(command, 1) > 0:
+            if command in self.times:
+                self.times[command] -= 1
+            if self.effect:
+                self._apply(command)
             raise self.fail[command]
-        self.state = {"fsfreeze-freeze": "frozen", "fsfreeze-thaw": "thawed"}.get(command, self.state)
+        if command == "fsfreeze-status":
+            return {"result": self.state}
+        self._apply(command)
         return {"result": 2}
+
+    def _apply(self, command: str) -> None:
+        self.state = {"fsfreeze-freeze": "frozen", "fsfreeze-thaw": "thawed"}.get(command, self.state)
 
 
 GUEST = {"vmid": 100, "name": "web1", "node": "pve1", "type": "qemu", "freeze": True}
@@ -81,11 +107,13 @@ def recorder(api: FakeApi, fail_on: str | None = None) -> tuple[list[str], Any]:
 def test_freeze_once_snapshot_all_then_thaw() -> None:
     api = FakeApi()
     made, create = recorder(api)
-    warnings, calls = snapshot_guest(GUEST, plans("scsi0", "scsi1", "efidisk0"), create, api, {}, 5, True, 5)
+    batch = plans("scsi0", "scsi1", "efidisk0")
+    warnings, calls = snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5)
     assert made == ["scsi0", "scsi1", "efidisk0"]
-    assert api.calls == ["fsfreeze-freeze", "fsfreeze-thaw"]
+    assert api.calls == VERIFIED
     assert calls == api.calls and warnings == []
     assert api.state == "thawed"
+    assert all(plan["freeze"] == {"state": "thawed", "message": None} for plan in batch)
 
 
 def test_thaw_when_a_snapshot_fails_halfway() -> None:
@@ -93,7 +121,7 @@ def test_thaw_when_a_snapshot_fails_halfway() -> None:
     made, create = recorder(api, fail_on="scsi1")
     batch = plans("scsi0", "scsi1", "scsi2")
     snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5)
-    assert api.calls == ["fsfreeze-freeze", "fsfreeze-thaw"]
+    assert api.calls == VERIFIED
     assert made == ["scsi0", "scsi2"]  # the others go on
     assert batch[1]["ok"] is False and "No space left" in batch[1]["error"]
     assert batch[1]["transfers"] == []
@@ -103,35 +131,185 @@ def test_thaw_when_the_block_raises() -> None:
     api = FakeApi()
     with pytest.raises(KeyboardInterrupt), frozen(api, "pve1", 100, "guest 100", 5):
         raise KeyboardInterrupt
-    assert api.calls == ["fsfreeze-freeze", "fsfreeze-thaw"]
+    assert api.calls == VERIFIED and api.state == "thawed"
 
 
-def test_agent_not_answering_gives_crash_consistent_snapshot() -> None:
-    api = FakeApi(fail={"fsfreeze-freeze": PveError("500 QEMU guest agent is not running")})
+@pytest.mark.parametrize(
+    "why", ["QEMU guest agent is not running", "No QEMU guest agent configured", "VM 100 is not running"]
+)
+def test_agent_not_answering_gives_crash_consistent_snapshot(why: str) -> None:
+    api = FakeApi(fail={"fsfreeze-freeze": PveError(f"POST x: 500 Internal Server Error: {why}", 500)})
     made, create = recorder(api)
-    warnings, _calls = snapshot_guest(GUEST, plans("scsi0"), create, api, {}, 5, True, 5)
+    batch = plans("scsi0")
+    warnings, _calls = snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5)
     assert made == ["scsi0"]  # not skipped
-    assert any("crash-consistent" in w and "not running" in w for w in warnings)
-    assert api.calls == ["fsfreeze-freeze", "fsfreeze-thaw"]  # balanced
+    assert any("crash-consistent" in w and why in w for w in warnings)
+    assert api.calls == ["fsfreeze-freeze", "fsfreeze-thaw"]  # balanced; never reached the guest: no status
+    assert batch[0]["freeze"]["state"] == "not-frozen"
 
 
-def test_freeze_timeout_still_thaws() -> None:
-    api = FakeApi(hang={"fsfreeze-freeze": 1.0})
+def test_freeze_timeout_still_thaws_once_the_late_freeze_landed() -> None:
+    # The freeze answers after 0.6 s (freeze_timeout 0.2): the snapshots do not wait for it, the
+    # thaw phase does (a thaw before the freeze lands would be overtaken by it).
+    api = FakeApi(hang={"fsfreeze-freeze": 0.6})
     made, create = recorder(api)
-    started = time.monotonic()
-    warnings, _calls = snapshot_guest(GUEST, plans("scsi0"), create, api, {}, 5, True, 0.2)
-    assert time.monotonic() - started < 0.9  # did not wait for the hung call
+    batch = plans("scsi0")
+    warnings, _calls = snapshot_guest(GUEST, batch, create, api, {}, 5, True, 0.2, thaw_timeout=30)
     assert made == ["scsi0"]
     assert any("no answer after 0.2 s" in w for w in warnings)
-    assert api.calls[-1] == "fsfreeze-thaw"
+    assert api.state == "thawed" and api.calls[-2:] == ["fsfreeze-thaw", "fsfreeze-status"]
+    assert batch[0]["freeze"]["state"] == "thawed"
 
 
-def test_thaw_failure_is_retried_and_reported() -> None:
-    api = FakeApi(fail={"fsfreeze-thaw": PveError("500 timeout")})
-    with frozen(api, "pve1", 100, "guest 100", 5, thaw_attempts=2) as state:
-        pass
-    assert api.calls == ["fsfreeze-freeze", "fsfreeze-thaw", "fsfreeze-thaw"]
-    assert any("fsfreeze-thaw failed 2 times" in w for w in state.warnings)
+def test_freeze_500_that_froze_is_thawed_and_verified() -> None:
+    qga = PveError("500 Internal Server Error: VM 100 qmp command 'guest-fsfreeze-freeze' failed - timeout", 500)
+    api = FakeApi(fail={"fsfreeze-freeze": qga}, effect=True)
+    made, create = recorder(api)
+    batch = plans("scsi0")
+    warnings, _calls = snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5)
+    assert made == ["scsi0"] and api.state == "thawed"
+    assert api.calls == VERIFIED
+    assert any("may still have reached the guest" in w for w in warnings)
+    assert batch[0]["freeze"]["state"] == "thawed"
+
+
+def test_thaw_never_confirmed_marks_the_guest_may_be_frozen() -> None:
+    api = FakeApi(fail={"fsfreeze-thaw": PveError("POST x: Connection refused")})
+    batch = plans("scsi0", "scsi1")
+    snapshot_guest(GUEST, batch, lambda p: None, api, {}, 5, True, 5, thaw_timeout=0)
+    assert api.state == "frozen"
+    assert api.calls == VERIFIED  # one round at least, even with no time
+    for plan in batch:
+        assert plan["freeze"]["state"] == "may-be-frozen"
+        assert "guest 100 (web1) on node pve1 may be frozen" in plan["freeze"]["message"]
+        assert "'frozen'" in plan["freeze"]["message"]
+        assert plan["ok"] is True  # the snapshots themselves are fine
+
+
+DENIED = PveError(
+    "POST x: 403 Forbidden: Permission check failed "
+    "(/vms/100, VM.GuestAgent.FileSystemMgmt|VM.GuestAgent.Unrestricted)",
+    403,
+)
+
+
+def test_freeze_denied_fails_the_guest_by_default() -> None:
+    api = FakeApi(fail={"fsfreeze-freeze": DENIED})
+    made, create = recorder(api)
+    batch = plans("scsi0", "scsi1")
+    batch[1]["transfers"].insert(0, {"from_snap": None, "to_snap": "backup;daily;7;2025-12-31T00:00:00.000000"})
+    snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5)
+    assert made == [] and api.calls == ["fsfreeze-freeze"]  # no thaw: it would be refused too
+    for plan in batch:
+        assert plan["ok"] is False and plan["new_snapshots"] == []
+        assert "guest 100 (web1)" in plan["error"] and "VM.GuestAgent.FileSystemMgmt" in plan["error"]
+        assert "on_freeze_denied" in plan["error"]
+        assert plan["freeze"]["state"] == "denied"
+    assert batch[0]["transfers"] == []
+    assert [t["to_snap"] for t in batch[1]["transfers"]] == ["backup;daily;7;2025-12-31T00:00:00.000000"]
+
+
+def test_freeze_denied_crash_consistent_when_asked() -> None:
+    api = FakeApi(fail={"fsfreeze-freeze": DENIED})
+    made, create = recorder(api)
+    batch = plans("scsi0")
+    warnings, _calls = snapshot_guest(GUEST, batch, create, api, {}, 5, True, 5, on_freeze_denied="crash_consistent")
+    assert made == ["scsi0"] and batch[0]["ok"] is True
+    assert any("refused" in w and "crash-consistent" in w for w in warnings)
+
+
+# -- the thaw loop, on a fake clock ---------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.pauses: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def direct(fn: Any, timeout: float) -> Any:
+    return fn()
+
+
+def run_loop(api: FakeApi, clock: FakeClock, timeout: float = 60, in_flight: Any = lambda: False) -> Any:
+    calls: list[str] = []
+    result = thaw_and_verify(
+        api,
+        "pve1",
+        100,
+        ThawPolicy(timeout=timeout, call_timeout=5),
+        in_flight,
+        calls,
+        call=direct,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    return result, calls
+
+
+def test_thaw_failing_three_times_then_ok() -> None:
+    api = FakeApi(fail={"fsfreeze-thaw": PveError("500 got timeout", 500)}, times={"fsfreeze-thaw": 3})
+    api.state = "frozen"
+    clock = FakeClock()
+    result, calls = run_loop(api, clock)
+    assert result.thawed and api.state == "thawed"
+    assert calls == ["fsfreeze-thaw", "fsfreeze-status"] * 4
+    assert clock.pauses == [0.5, 1.0, 2.0]  # backoff
+
+
+def test_thaw_gives_up_at_the_deadline() -> None:
+    api = FakeApi(fail={"fsfreeze-thaw": PveError("POST x: Connection refused")})
+    api.state = "frozen"
+    clock = FakeClock()
+    result, calls = run_loop(api, clock, timeout=20)
+    assert not result.thawed and "'frozen'" in result.detail
+    assert sum(clock.pauses) == 20  # exactly the budget, the last pause cut short
+    assert max(clock.pauses) == 5.0
+    assert calls.count("fsfreeze-status") == len(clock.pauses) + 1
+
+
+def test_status_unreachable_is_not_thawed() -> None:
+    api = FakeApi(fail={"fsfreeze-status": PveError("POST x: Connection reset by peer")})
+    result, _calls = run_loop(api, FakeClock(), timeout=3)
+    assert not result.thawed and "Connection reset" in result.detail
+
+
+def test_thawed_status_does_not_count_while_our_freeze_is_in_flight() -> None:
+    # A concurrent agent: the thaw overtakes the slow freeze, which lands two rounds later.
+    api = FakeApi()
+    clock = FakeClock()
+    rounds = {"n": 0}
+
+    def in_flight() -> bool:
+        rounds["n"] += 1
+        if rounds["n"] == 3:  # the freeze lands now, after two thaws
+            api.state = "frozen"
+        return rounds["n"] < 3
+
+    result, calls = run_loop(api, clock, in_flight=in_flight)
+    assert result.thawed and api.state == "thawed"
+    assert calls.count("fsfreeze-thaw") == 3
+
+
+def test_freeze_never_answering_is_not_thawed() -> None:
+    result, _calls = run_loop(FakeApi(), FakeClock(), timeout=10, in_flight=lambda: True)
+    assert not result.thawed and "has not answered" in result.detail
+
+
+def test_status_refused_falls_back_on_the_thaw_answer() -> None:
+    status_denied = PveError("403 Forbidden: Permission check failed (/vms/100, VM.GuestAgent.Audit)", 403)
+    api = FakeApi(fail={"fsfreeze-status": status_denied})
+    api.state = "frozen"
+    result, calls = run_loop(api, FakeClock())
+    assert result.thawed and calls == ["fsfreeze-thaw", "fsfreeze-status"]
+    assert "VM.GuestAgent.Audit" in result.warnings[0]
 
 
 @pytest.mark.parametrize(

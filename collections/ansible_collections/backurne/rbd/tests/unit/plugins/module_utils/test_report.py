@@ -79,3 +79,21 @@ def test_records_name_the_rbd_image_with_pool_and_namespace() -> None:
     # Records from before (no rbd_image) still print.
     old = [{k: v for k, v in r.items() if k not in ("pool", "namespace", "rbd_image")} for r in plain]
     assert report_lines(old)[1].split()[:2] == ["c", "a"]
+
+
+def test_a_guest_that_may_be_frozen_shows_in_its_records_and_the_table() -> None:
+    message = "guest 100 (web1) on node pve1 may be frozen: not confirmed thawed within 60 s"
+    plans = {
+        "images": [
+            dict(SNAP["images"][0], freeze={"state": "may-be-frozen", "message": message}),
+            dict(SNAP["images"][1], freeze={"state": "thawed", "message": None}),
+        ]
+    }
+    records = image_records("c", plans, TRANSFER)
+    by_image = {r["image"]: r for r in records}
+    assert by_image["a"]["may_be_frozen"] is True and message in by_image["a"]["note"]
+    assert by_image["a"]["status"] == "transferred"  # the disk's backup itself is fine
+    assert by_image["b"]["may_be_frozen"] is False and by_image["b"]["note"] is None
+    lines = report_lines(records)
+    assert "full, MAY BE FROZEN" in lines[1]
+    assert lines[-1].endswith("; 1 of a guest that may be frozen")

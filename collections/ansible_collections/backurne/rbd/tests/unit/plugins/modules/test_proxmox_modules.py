@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,7 +103,10 @@ def test_retention_backup_side_by_map(run_module, pools) -> None:
 
 
 class FakeApi:
+    """The API with guest agents; a guest in ``stuck`` never thaws."""
+
     calls: ClassVar[list[str]] = []
+    stuck: ClassVar[set[int]] = set()
 
     def __init__(self, auth: Any) -> None:
         assert auth.api_password == "pw"
@@ -112,6 +116,9 @@ class FakeApi:
 
     def post(self, path: str, **params: Any) -> Any:
         FakeApi.calls.append(path)
+        if path.endswith("/fsfreeze-status"):
+            vmid = int(path.split("/qemu/")[1].split("/")[0])
+            return {"result": "frozen" if vmid in FakeApi.stuck else "thawed"}
         return {"result": 1}
 
 
@@ -152,8 +159,10 @@ def snapshot_args(disks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def fake_api(monkeypatch: pytest.MonkeyPatch) -> type[FakeApi]:
+def fake_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeApi]:
+    monkeypatch.setenv("BACKURNE_STATE_DIR", str(tmp_path / "state"))
     FakeApi.calls = []
+    FakeApi.stuck = set()
     monkeypatch.setattr(proxmox_snapshot, "ProxmoxerApi", FakeApi)
     monkeypatch.setattr(proxmox_snapshot, "PROXMOXER_IMPORT_ERROR", None)
     return FakeApi
@@ -175,10 +184,36 @@ def test_proxmox_snapshot_plans_in_snapshot_shape(run_module, pools, fake_api) -
     assert item["kind"] == "full" and item["source_pool"] == "rbd" and item["source_namespace"] == "a"
     assert item["transfers"] == [{"from_snap": None, "to_snap": item["new_snapshots"][0]}]
     assert images[f"{UUID};rootfs;web101"]["source_namespace"] == "b"
-    # One freeze and one thaw, for the only guest with freeze on.
-    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-freeze", "fsfreeze-thaw"]
+    # One freeze and one verified thaw, for the only guest with freeze on.
+    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-freeze", "fsfreeze-thaw", "fsfreeze-status"]
     assert all("/qemu/100/" in c for c in fake_api.calls)
     assert set(result["live_snapshots"]) == set(images)
+    assert item["freeze"] == {"state": "thawed", "message": None} and "freeze" not in images[f"{UUID};rootfs;web101"]
+    assert result["may_be_frozen"] == []
+
+
+def test_proxmox_snapshot_guest_left_frozen_fails_naming_it_after_the_others(run_module, pools, fake_api) -> None:
+    pools["pools"]["rbd/a"] = {"vm-100-disk-0": [], "vm-101-disk-0": []}
+    fake_api.stuck = {100}
+    disks = [disk(100, "scsi0", "vm-100-disk-0", "a"), disk(101, "scsi0", "vm-101-disk-0", "a")]
+    result = run_module(proxmox_snapshot.main, snapshot_args(disks, thaw_timeout=1, fail_on_error=True))
+    assert len(pools["created"]) == 2  # both guests snapshotted, the batch went on
+    assert [g["vmid"] for g in result["may_be_frozen"]] == [100]
+    assert "guest 100 (web100) on node pve1 may be frozen" in result["msg"]
+    assert result["failed_images"] == []
+
+    # The next run, nothing due: the guest is thawed and checked anyway, and forgotten once thawed.
+    pending = Path(os.environ["BACKURNE_STATE_DIR"]) / "pve-thaw-pending.json"
+    assert list(json.loads(pending.read_text())["pve-a"]) == ["100"]
+    fake_api.stuck, fake_api.calls = set(), []
+    snaps = {snap.rsplit("@", 1)[1] for snap in pools["created"]}
+    pools["pools"]["rbd/a"] = {"vm-100-disk-0": sorted(snaps), "vm-101-disk-0": sorted(snaps)}
+    again = run_module(proxmox_snapshot.main, snapshot_args(disks, thaw_timeout=1, fail_on_error=True))
+    assert len(pools["created"]) == 2  # nothing new was due
+    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-thaw", "fsfreeze-status"]
+    assert all("/qemu/100/" in c for c in fake_api.calls)
+    assert again["may_be_frozen"] == [] and again["images"][0]["freeze"]["state"] == "thawed"
+    assert "pve-a" not in json.loads(pending.read_text())
 
 
 def test_proxmox_snapshot_failure_halfway_thaws_and_fails_alone(run_module, pools, fake_api) -> None:
@@ -190,7 +225,7 @@ def test_proxmox_snapshot_failure_halfway_thaws_and_fails_alone(run_module, pool
     assert "Disk quota exceeded" in result["failed_images"][0]["error"]
     failed = next(i for i in result["images"] if i["image"] == "vm-100-disk-0")
     assert failed["transfers"] == []
-    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-freeze", "fsfreeze-thaw"]
+    assert [c.rsplit("/", 1)[-1] for c in fake_api.calls] == ["fsfreeze-freeze", "fsfreeze-thaw", "fsfreeze-status"]
     assert pools["created"] == [f"rbd/a/vm-100-disk-1@{result['images'][0]['new_snapshots'][0]}"]
 
 
@@ -234,6 +269,8 @@ def test_config_accepts_proxmox_and_drops_secrets() -> None:
         ({"type": "proxmox", "proxmox": dict(PVE, profile_catalogue={"x": {}})}, "profile_catalogue"),
         ({"type": "proxmox", "proxmox": PVE, "ceph_endpoint": {"default": "pve1"}}, "ceph_endpoint.default"),
         ({"type": "plain", "proxmox": PVE}, "only for a live cluster of type proxmox"),
+        ({"type": "proxmox", "proxmox": dict(PVE, thaw_timeout=0)}, "thaw_timeout"),
+        ({"type": "proxmox", "proxmox": dict(PVE, on_freeze_denied="ignore")}, "on_freeze_denied must be fail or"),
     ],
 )
 def test_config_refuses(spec: dict[str, Any], message: str) -> None:
