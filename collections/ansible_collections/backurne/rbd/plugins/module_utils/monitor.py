@@ -118,6 +118,8 @@ def check_images(
     history database.
 
     - critical ``transfer-failed``: the image's latest transfer attempt failed (``transfers``).
+    - critical ``checksum-mismatch``: a backup snapshot was found unequal to live (checksum module)
+      and set aside, and no transfer of the image has succeeded since (``transfers``).
     - critical ``no-backup``: no backup image, or none of our snapshots on it, unless the live
       image is younger than the shortest interval x ``grace_factor``: its age is counted from
       ``live_created`` (Ceph's create time), or when unknown from ``first_seen``; unknown in
@@ -158,6 +160,8 @@ def check_images(
                 "transfer-failed",
                 f"last transfer failed {format_age(now - state.last_failure)} ago{in_row}: {error}",
             )
+        if state is not None and state.healing and state.set_aside_at is not None and state.set_aside_at <= now:
+            add(image, "critical", "checksum-mismatch", _set_aside_message(state, state.set_aside_at, now))
         backup_snap_names = list(backup_snapshots.get(backup_image, ()))
         backup = _ours(backup_snap_names, prefix)
 
@@ -224,6 +228,17 @@ def check_images(
                 f"expired {format_age(now - expires)} ago",
             )
     return findings
+
+
+def _set_aside_message(state: TransferState, at: datetime, now: datetime) -> str:
+    when = f"at {at.isoformat(timespec='seconds')} UTC ({format_age(now - at)} ago)"
+    if state.set_aside_snapshots:
+        names = ", ".join(state.set_aside_snapshots)
+        return f"backup snapshot {names} removed after a checksum mismatch {when}; the next backup re-sends it"
+    detail = " ".join(str(state.set_aside_detail or "").split())
+    if len(detail) > 160:
+        detail = detail[:157] + "..."
+    return f"backup snapshot differed from live {when}, not removed: {detail}"
 
 
 def check_faded(

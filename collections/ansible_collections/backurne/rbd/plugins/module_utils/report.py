@@ -27,6 +27,7 @@ RECORD_FIELDS = (
     "expired_backup",
     "error",
     "note",
+    "set_aside",
 )
 REDACTED = "********"
 _SECRET_KEY = re.compile(r"password|secret|token(?!_id)|passphrase|(^|_)key$", re.IGNORECASE)
@@ -92,10 +93,21 @@ def image_records(
                 "expired_live": len(expired_live.get(image, {}).get("deleted", [])),
                 "expired_backup": len(expired_backup.get(backup_image, {}).get("deleted", [])),
                 "error": "; ".join(errors) or None,
-                "note": sent.get("note"),
+                "note": _join_notes(sent.get("note"), summed.get("note") if summed else None),
+                "set_aside": _set_aside(summed),
             }
         )
     return records
+
+
+def _join_notes(*notes: Any) -> str | None:
+    return "; ".join(str(note) for note in notes if note) or None
+
+
+def _set_aside(summed: Mapping[str, Any] | None) -> list[str]:
+    """Backup snapshots the checksum found unequal to live and removed (self-healing)."""
+    names = (summed or {}).get("set_aside")
+    return [str(name) for name in names] if isinstance(names, list) else []
 
 
 def secret_values(args: Any) -> set[str]:
@@ -166,7 +178,8 @@ def checksum_records(cluster: str, checksum: Mapping[str, Any] | None) -> list[d
                 "expired_live": 0,
                 "expired_backup": 0,
                 "error": item.get("error"),
-                "note": item.get("skipped"),
+                "note": _join_notes(item.get("skipped"), item.get("note")),
+                "set_aside": _set_aside(item),
             }
         )
     return records

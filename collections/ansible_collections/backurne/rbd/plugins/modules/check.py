@@ -20,6 +20,9 @@ description:
   - Critical C(transfer-failed) when the latest transfer of an image failed, as recorded by
     M(backurne.rbd.transfer) in the history database C(history.sqlite) of O(state_dir) on this
     node (the backup and check playbooks both run on the first backup node).
+  - Critical C(checksum-mismatch) when a backup snapshot of the image was found unequal to live
+    and set aside by M(backurne.rbd.checksum) (history database), until a later successful
+    transfer of the image (the next backup run re-sends it).
   - Critical C(faded-out) for a backup image whose live image is gone and that is still there
     O(expiry_grace) past its removal time (newest snapshot's expiry plus
     O(extra_retention_time)), or that holds none of our snapshots.
@@ -140,8 +143,8 @@ findings:
       type: str
     code:
       description: >-
-        C(no-backup), C(no-shared-snapshot), C(too-old), C(not-expired), C(transfer-failed) or
-        C(faded-out) (then RV(findings[].image) is the backup image name).
+        C(no-backup), C(no-shared-snapshot), C(too-old), C(not-expired), C(transfer-failed),
+        C(checksum-mismatch) or C(faded-out) (then RV(findings[].image) is the backup image name).
       type: str
     message:
       description: What is wrong, for a human.

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from ansible_collections.backurne.rbd.plugins.module_utils.history import TransferState
 from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
     Finding,
     check_images,
@@ -227,3 +228,26 @@ def test_format_age() -> None:
     assert format_age(timedelta(hours=5, minutes=10)) == "5h10m"
     assert format_age(timedelta(minutes=42)) == "42m"
     assert format_age(timedelta(seconds=-5)) == "0s"
+
+
+def test_a_set_aside_snapshot_is_critical_until_a_later_success() -> None:
+    s = snap(ago(hours=2))
+    removed = snap(ago(hours=1))
+    at = ago(minutes=30)
+    healing = TransferState("prod;web;None", ago(hours=1), None, None, 0, at, (removed,), "note")
+    found = check({"web": [s, removed]}, {"prod;web;None": [s]}, transfers={"prod;web;None": healing})
+    assert codes(found) == [("web", "critical", "checksum-mismatch")]
+    assert found[0].message == (
+        f"backup snapshot {removed} removed after a checksum mismatch at {at.isoformat(timespec='seconds')} UTC "
+        "(30m ago); the next backup re-sends it"
+    )
+    # Could not be removed: the note says why.
+    stuck = TransferState("prod;web;None", None, None, None, 0, at, (), "not removed: locked by backurne;h;1;t")
+    (finding,) = check({"web": [s]}, {"prod;web;None": [s]}, transfers={"prod;web;None": stuck})
+    assert finding.code == "checksum-mismatch" and "not removed: locked by" in finding.message
+    # A transfer succeeded since: healed, nothing to say.
+    healed = TransferState("prod;web;None", ago(minutes=5), None, None, 0, at, (removed,), "note")
+    assert check({"web": [s]}, {"prod;web;None": [s]}, transfers={"prod;web;None": healed}) == []
+    # An event after `now` (a check "as of" an earlier time) is not reported.
+    future = TransferState("prod;web;None", None, None, None, 0, NOW + timedelta(hours=1), (removed,), "note")
+    assert check({"web": [s]}, {"prod;web;None": [s]}, transfers={"prod;web;None": future}) == []
