@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from playbook_helpers import (
+    POOL,
     T_CHECKSUM,
     T_TRANSFER,
     PlaybookRun,
@@ -31,6 +32,9 @@ from playbook_helpers import (
 )
 from test_check_playbook import run_script
 from test_verify_playbook import run_verify
+
+from ansible_collections.backurne.rbd.plugins.module_utils.head_guard import reset_written_head
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, ImageSpec, RbdError, RbdRunner
 
 FORCE = {"backurne_force": True}
 VERIFY = {"backurne_force": True, "backurne_verify": True}
@@ -220,3 +224,26 @@ def test_an_unconfirmed_snapshot_does_not_advance_the_live_base(lab, ns, tmp_pat
     assert snaps(lab, "live", ns, img) == [s2]
     assert assert_shared_equal(lab, ns, img, bimg) == [s2]
     assert checksum(lab, "backup", ns, bimg, s1) == data1
+
+
+def test_head_guard_through_the_rbd_cli(lab, ns) -> None:
+    """The guard's CLI path (`rbd info`, `rbd diff --from-snap`, `rbd snap rollback`): this test
+    process has no python3-rbd, so RbdRunner uses the CLIs, as on a node without it."""
+    runner = RbdRunner(
+        CephAccess("ceph", "backurne", str(lab.keyring("backup")), str(lab.conf("backup"))), in_process=False
+    )
+    image = ImageSpec(POOL, ns, "guarded")
+    lab.write_image("backup", spec(ns, image.image), 8, seed=340, admin=True)
+    lab.rbd("backup", "snap", "create", spec(ns, image.image, "base"), admin=True)
+    base = checksum(lab, "backup", ns, image.image, "base")
+    assert reset_written_head(runner, image, "base") is None
+    lab.overwrite("backup", spec(ns, image.image), 0.05, seed=341, admin=True)
+    assert checksum(lab, "backup", ns, image.image) != base
+    assert "rolled back" in (reset_written_head(runner, image, "base") or "")
+    assert checksum(lab, "backup", ns, image.image) == base
+    # A HEAD resized since its snapshot differs too (even with no data written).
+    lab.rbd("backup", "resize", "--no-progress", "--size", "16M", spec(ns, image.image), admin=True)
+    assert runner.head_differs(image.at("base")) is True
+    with pytest.raises(RbdError) as caught:
+        runner.head_differs(image.at("missing"))
+    assert caught.value.is_not_found, caught.value
