@@ -21,7 +21,7 @@ description:
   - The destination is created on the first full backup.
   - Before an incremental, a backup image whose HEAD differs from the base snapshot (written
     since, e.g. by hand, or holding a newer snapshot's data) is rolled back to that snapshot,
-    and the image's C(note) says so: foreign writes never reach a new backup snapshot.
+    and the image's C(note) says so. Foreign writes never reach a new backup snapshot.
 author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
