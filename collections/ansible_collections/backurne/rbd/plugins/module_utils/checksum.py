@@ -114,6 +114,7 @@ class SetAside:
     foreign: list[str] = field(default_factory=list)  # differed, but not ours: left in place
     listing: list[str] | None = None  # the backup image's snapshots afterwards, oldest first
     errors: list[str] = field(default_factory=list)
+    dry_run: bool = False  # check mode: `removed` holds what would be removed
 
     def unconfirmed(self) -> list[str]:
         """Snapshots of `listing` that must not count as backed up: from the undecided one on,
@@ -145,7 +146,7 @@ def set_aside_mismatches(
     sides. `remove=False` (check mode) only says what would go. Errors are returned, never
     raised: the image has failed already, the caller reports everything.
     """
-    outcome = SetAside()
+    outcome = SetAside(dry_run=not remove)
     image = backup_spec.at(None)
     try:
         lock = try_acquire(backup, image.pool, image.namespace, image.image, lock_ttl)
@@ -202,16 +203,17 @@ def set_aside_note(backup_image: str, compared: ChecksumResult, outcome: SetAsid
         f"backup snapshot {compared.snapshot!r} of {backup_image!r} differed from live "
         f"(checksums {compared.live} != {compared.backup})"
     )
+    removed = "would be removed" if outcome.dry_run else "removed"
     parts = []
     if compared.snapshot in outcome.removed:
-        parts.append(f"{head}: removed")
+        parts.append(f"{head}: {removed}")
     elif compared.snapshot in outcome.foreign:
         parts.append(f"{head}: not a backurne snapshot, left in place")
     else:
         parts.append(f"{head}: not removed")
     older = [name for name in outcome.removed if name != compared.snapshot]
     if older:
-        parts.append(f"older snapshot(s) {', '.join(map(repr, older))} differed too: removed")
+        parts.append(f"older snapshot(s) {', '.join(map(repr, older))} differed too: {removed}")
     if outcome.foreign and compared.snapshot not in outcome.foreign:
         parts.append(f"foreign snapshot(s) {', '.join(map(repr, outcome.foreign))} differed too: left in place")
     if outcome.removed:

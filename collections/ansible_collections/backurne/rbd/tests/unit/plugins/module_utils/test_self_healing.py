@@ -168,6 +168,9 @@ def test_check_mode_removes_nothing(locks) -> None:
     live, backup = Side([A, B, C]), Side([A, B, C])
     outcome = run(live, backup, C, comparer(bad={B})[0], remove=False)
     assert backup.removed == [] and outcome.removed == [B, C]
+    note = set_aside_note(BACKUP.image, ChecksumResult("rbd/web", C, "h", "x", False), outcome)
+    assert f"{C!r} of 'prod;web;None' differed from live (checksums h != x): would be removed" in note
+    assert f"{B!r} differed too: would be removed" in note
 
 
 def test_head_guard_rolls_back_only_a_differing_head() -> None:
