@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+# Per-image snapshot listings a task returns for the images it handled (backup image -> names).
+LISTINGS = ("backup_snapshots", "confirmed_snapshots")
+
 
 def merge_results(results: Sequence[Any]) -> dict[str, Any]:
     """One registered result from several nodes' results of the same batch task.
 
-    `images` and `failed_images` are concatenated (each node returned only its share),
-    `backup_snapshots` dicts merged, `changed` is any; skipped (or missing) results are left
-    out, and when every result was skipped the merge is skipped too.
+    `images` and `failed_images` are concatenated (each node returned only its share), the
+    listings (`backup_snapshots`, and the checksum's `confirmed_snapshots`) dicts merged,
+    `changed` is any; skipped (or missing) results are left out, and when every result was
+    skipped the merge is skipped too.
     """
     if isinstance(results, Mapping) or not isinstance(results, Sequence):
         raise TypeError(f"merge_results expects a list of registered results, got {type(results).__name__}")
@@ -23,7 +27,7 @@ def merge_results(results: Sequence[Any]) -> dict[str, Any]:
     if not usable:
         return {"skipped": True, "changed": False, "images": [], "failed_images": []}
     merged: dict[str, Any] = {"changed": False, "images": [], "failed_images": []}
-    snapshots: dict[str, Any] = {}
+    listings: dict[str, dict[str, Any]] = {key: {} for key in LISTINGS}
     for result in usable:
         merged["changed"] = merged["changed"] or bool(result.get("changed"))
         merged["images"] += list(result.get("images") or [])
@@ -31,9 +35,9 @@ def merge_results(results: Sequence[Any]) -> dict[str, Any]:
         if result.get("failed") and not result.get("images"):
             # The task itself failed on that node (not one image): say so once per node.
             merged["failed_images"].append({"image": None, "error": str(result.get("msg") or "task failed")})
-        snapshots.update(result.get("backup_snapshots") or {})
-    if snapshots:
-        merged["backup_snapshots"] = snapshots
+        for key in LISTINGS:
+            listings[key].update(result.get(key) or {})
+    merged.update({key: listing for key, listing in listings.items() if listing})
     return merged
 
 

@@ -16,6 +16,9 @@
   (proxmox_snapshot's ``freeze`` in each plan, written by the transfer module that receives the
   plans): the check reports a guest that may have been left frozen until a later freeze of it is
   confirmed thawed.
+- ``set_aside``: per backup image, the last time a backup snapshot was found unequal to live (by
+  the checksum module: backup.yml with verify on, verify.yml) and removed, with the note saying
+  what. The check reports it until a later successful transfer of that image.
 
 Times are naive UTC datetimes (as in the policy), stored as ISO text. Plain ``sqlite3`` from
 the standard library; writers wait up to 30 s for a lock (two modules on one node).
@@ -23,10 +26,11 @@ the standard library; writers wait up to 30 s for a lock (two modules on one nod
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 DB_NAME = "history.sqlite"
@@ -55,6 +59,13 @@ CREATE TABLE IF NOT EXISTS freezes (
     may_be_frozen INTEGER NOT NULL,
     message TEXT
 );
+CREATE TABLE IF NOT EXISTS set_aside (
+    backup_image TEXT PRIMARY KEY,
+    image TEXT,
+    at TEXT NOT NULL,
+    snapshots TEXT NOT NULL,
+    detail TEXT
+);
 """
 
 
@@ -67,6 +78,17 @@ class TransferState:
     last_failure: datetime | None
     last_error: str | None
     failures: int
+    # The last checksum mismatch that set backup snapshots aside (see ``set_aside``).
+    set_aside_at: datetime | None = None
+    set_aside_snapshots: tuple[str, ...] = ()
+    set_aside_detail: str | None = None
+
+    @property
+    def healing(self) -> bool:
+        """Snapshots were set aside after a mismatch and no transfer has succeeded since."""
+        if self.set_aside_at is None:
+            return False
+        return self.last_success is None or self.last_success < self.set_aside_at
 
     @property
     def failing(self) -> bool:
@@ -179,6 +201,18 @@ class History:
             if name in wanted
         }
 
+    def record_set_aside(
+        self, backup_image: str, image: str, snapshots: Iterable[str], when: datetime, detail: str | None = None
+    ) -> None:
+        """Backup snapshots of ``backup_image`` found unequal to live (and removed, says ``detail``)."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO set_aside (backup_image, image, at, snapshots, detail) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (backup_image) DO UPDATE SET image = excluded.image, at = excluded.at,"
+                " snapshots = excluded.snapshots, detail = excluded.detail",
+                (backup_image, image, when.isoformat(), json.dumps(list(snapshots)), detail),
+            )
+
     def transfer_states(self, backup_images: Iterable[str]) -> dict[str, TransferState]:
         wanted = set(backup_images)
         states: dict[str, TransferState] = {}
@@ -186,6 +220,17 @@ class History:
         for backup_image, success, failure, error, failures in rows:
             if backup_image in wanted:
                 states[backup_image] = TransferState(backup_image, _time(success), _time(failure), error, failures)
+        for backup_image, at, snapshots, detail in self._db.execute(
+            "SELECT backup_image, at, snapshots, detail FROM set_aside"
+        ):
+            if backup_image in wanted:
+                state = states.get(backup_image) or TransferState(backup_image, None, None, None, 0)
+                states[backup_image] = replace(
+                    state,
+                    set_aside_at=_time(at),
+                    set_aside_snapshots=tuple(json.loads(snapshots)),
+                    set_aside_detail=detail,
+                )
         return states
 
 
@@ -241,4 +286,25 @@ def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, objec
                     history.record_transfer(backup_image, image, False, when, str(result.get("error") or "failed"))
     except (OSError, sqlite3.Error) as exc:
         return f"cannot record the transfer history in {db_path(state_dir)}: {exc}"
+    return None
+
+
+def record_set_aside(state_dir: str, results: Iterable[Mapping[str, object]], when: datetime) -> str | None:
+    """Record the checksum module's mismatches (its per-image results); an error text instead of raising.
+
+    Each result is a backup image whose snapshot differed from live: ``set_aside`` (the
+    snapshots removed; empty when none could be) and ``note`` (what happened).
+    """
+    try:
+        with History(state_dir) as history:
+            for result in results:
+                backup_image, image = result.get("backup_image"), result.get("image")
+                if not isinstance(backup_image, str) or not isinstance(image, str):
+                    continue
+                removed = result.get("set_aside")
+                snapshots = [str(name) for name in removed] if isinstance(removed, list) else []
+                note = result.get("note") or result.get("error")
+                history.record_set_aside(backup_image, image, snapshots, when, str(note) if note else None)
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot record the set-aside snapshots in {db_path(state_dir)}: {exc}"
     return None

@@ -121,6 +121,8 @@ def check_images(
     - critical ``transfer-failed``: the image's latest transfer attempt failed (``transfers``).
     - critical ``may-be-frozen``: the last fsfreeze of the image's Proxmox guest was not confirmed
       undone (``freezes``, keyed by backup image): the guest may still be frozen.
+    - critical ``checksum-mismatch``: a backup snapshot was found unequal to live (checksum module)
+      and set aside, and no transfer of the image has succeeded since (``transfers``).
     - critical ``no-backup``: no backup image, or none of our snapshots on it, unless the live
       image is younger than the shortest interval x ``grace_factor``: its age is counted from
       ``live_created`` (Ceph's create time), or when unknown from ``first_seen``; unknown in
@@ -164,6 +166,8 @@ def check_images(
         freeze = (freezes or {}).get(backup_image)
         if freeze is not None and freeze.may_be_frozen and freeze.time <= now:
             add(image, "critical", "may-be-frozen", _frozen_message(freeze, now))
+        if state is not None and state.healing and state.set_aside_at is not None and state.set_aside_at <= now:
+            add(image, "critical", "checksum-mismatch", _set_aside_message(state, state.set_aside_at, now))
         backup_snap_names = list(backup_snapshots.get(backup_image, ()))
         backup = _ours(backup_snap_names, prefix)
 
@@ -238,6 +242,17 @@ def _frozen_message(freeze: FreezeState, now: datetime) -> str:
         detail = detail[:197] + "..."
     guest = f"guest {freeze.guest}" if freeze.guest else "its guest"
     return f"{guest} may be frozen (fsfreeze {format_age(now - freeze.time)} ago): {detail}"
+
+
+def _set_aside_message(state: TransferState, at: datetime, now: datetime) -> str:
+    when = f"at {at.isoformat(timespec='seconds')} UTC ({format_age(now - at)} ago)"
+    if state.set_aside_snapshots:
+        names = ", ".join(state.set_aside_snapshots)
+        return f"backup snapshot {names} removed after a checksum mismatch {when}; the next backup re-sends it"
+    detail = " ".join(str(state.set_aside_detail or "").split())
+    if len(detail) > 160:
+        detail = detail[:157] + "..."
+    return f"backup snapshot differed from live {when}, not removed: {detail}"
 
 
 def check_faded(

@@ -328,6 +328,54 @@ class RadosSession:
             )
             raise SnapshotFailed(abs(int(code)), str(exc)) from None
 
+    def head_differs(self, pool: str, namespace: str | None, image: str, snapshot: str) -> bool:
+        """Whether the image's HEAD differs from `snapshot` (librbd in this process, python3-rbd).
+
+        A size change, or any extent diff_iterate reports since the snapshot (object granular:
+        the object map answers without reading data). Stops at the first extent. Raises
+        SnapshotFailed for what librbd refuses (image or snapshot missing...) and
+        ListingUnsupported when python3-rbd is missing (the caller uses the CLI).
+        """
+        rbd = self._rbd_module()
+
+        class _Found(Exception):
+            pass
+
+        def found(_offset: int, _length: int, _exists: bool) -> int:
+            raise _Found
+
+        try:
+            with rbd.Image(self.ioctx(pool, namespace), image, read_only=True) as opened:
+                head_size = opened.size()
+                sizes = {snap["name"]: snap["size"] for snap in opened.list_snaps()}
+                if snapshot not in sizes:
+                    raise SnapshotFailed(errno.ENOENT, f"snapshot {snapshot!r} not found")
+                if sizes[snapshot] != head_size:
+                    return True
+                try:
+                    opened.diff_iterate(0, head_size, snapshot, found, include_parent=True, whole_object=True)
+                except _Found:
+                    return True
+        except rbd.Error as exc:
+            raise SnapshotFailed(self._rbd_errno(rbd, exc), str(exc)) from None
+        return False
+
+    def snap_rollback(self, pool: str, namespace: str | None, image: str, snapshot: str) -> None:
+        """`rbd snap rollback` through librbd in this process; errors as in head_differs."""
+        rbd = self._rbd_module()
+        try:
+            with rbd.Image(self.ioctx(pool, namespace), image) as opened:
+                opened.rollback_to_snap(snapshot)
+        except rbd.Error as exc:
+            raise SnapshotFailed(self._rbd_errno(rbd, exc), str(exc)) from None
+
+    @staticmethod
+    def _rbd_errno(rbd: Any, exc: BaseException) -> int:
+        code = getattr(exc, "errno", None) or next(
+            (number for kind, number in _RBD_ERRNO if isinstance(exc, getattr(rbd, kind, ()))), 0
+        )
+        return abs(int(code))
+
     def _rbd_module(self) -> Any:
         try:
             import rbd  # type: ignore[import-not-found]  # pylint: disable=import-outside-toplevel

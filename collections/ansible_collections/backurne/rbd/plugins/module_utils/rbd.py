@@ -657,6 +657,51 @@ class RbdRunner:
             raise ValueError(f"snap_remove needs image@snap, got {parsed}")
         self.run(["snap", "rm", "--no-progress", *parsed.options()])
 
+    def head_differs(self, spec: ImageSpec | str) -> bool:
+        """Whether image's HEAD differs from image@snap: another size, or any extent written since.
+
+        In process when possible (librbd's diff_iterate, stopping at the first extent), else
+        `rbd info` twice and `rbd diff --from-snap --whole-object`. Object granular: an object
+        written back to the same bytes still counts (the answer is "maybe" -> roll back).
+        """
+        parsed = ImageSpec.of(spec)
+        if parsed.snap is None:
+            raise ValueError(f"head_differs needs image@snap, got {parsed}")
+        session = self.rados_session()
+        if session is not None:
+            try:
+                return session.head_differs(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
+            except SnapshotFailed as exc:
+                raise self._librbd_error(exc, "diff", parsed) from None
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # no python3-rbd, or anything unexpected: the CLI answers
+        head, snap = self.image_info(parsed.at(None)), self.image_info(parsed)
+        if head.get("size") != snap.get("size"):
+            return True
+        extents = self.json(["diff", f"--from-snap={parsed.snap}", "--whole-object", *parsed.options(with_snap=False)])
+        return bool(extents)
+
+    def snap_rollback(self, spec: ImageSpec | str, timeout: float | None = None) -> None:
+        """Reset image's HEAD to image@snap (`rbd snap rollback`); writes every object: may take a while."""
+        parsed = ImageSpec.of(spec)
+        if parsed.snap is None:
+            raise ValueError(f"snap_rollback needs image@snap, got {parsed}")
+        session = self.rados_session()
+        if session is not None:
+            try:
+                session.snap_rollback(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
+                return
+            except SnapshotFailed as exc:
+                raise self._librbd_error(exc, "snap rollback", parsed) from None
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # no python3-rbd, or anything unexpected: the CLI does it and reports
+        self.run(["snap", "rollback", "--no-progress", *parsed.options()], timeout=timeout)
+
+    def _librbd_error(self, exc: SnapshotFailed, action: str, spec: ImageSpec) -> RbdError:
+        # The text rbd would print, so that is_not_found & co. work as for the CLI.
+        text = f"({exc.errno}) {os.strerror(exc.errno)}: {exc}" if exc.errno else str(exc)
+        return RbdError([], exc.errno or None, text, self.label, action=action, subject=str(spec))
+
     def create(self, spec: ImageSpec | str, size_bytes: int) -> None:
         self.run(["create", f"--size={int(size_bytes)}B", *ImageSpec.of(spec).options(with_snap=False)])
 

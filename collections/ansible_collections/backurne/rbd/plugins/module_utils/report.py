@@ -31,6 +31,7 @@ RECORD_FIELDS = (
     "error",
     "note",
     "may_be_frozen",
+    "set_aside",
 )
 REDACTED = "********"
 _SECRET_KEY = re.compile(r"password|secret|token(?!_id)|passphrase|(^|_)key$", re.IGNORECASE)
@@ -112,11 +113,22 @@ def image_records(
                 "expired_live": len(expired_live.get(image, {}).get("deleted", [])),
                 "expired_backup": len(expired_backup.get(backup_image, {}).get("deleted", [])),
                 "error": "; ".join(errors) or None,
-                "note": "; ".join(notes) or None,
+                "note": _join_notes(*notes, summed.get("note") if summed else None),
                 "may_be_frozen": may_be_frozen,
+                "set_aside": _set_aside(summed),
             }
         )
     return records
+
+
+def _join_notes(*notes: Any) -> str | None:
+    return "; ".join(str(note) for note in notes if note) or None
+
+
+def _set_aside(summed: Mapping[str, Any] | None) -> list[str]:
+    """Backup snapshots the checksum found unequal to live and removed (self-healing)."""
+    names = (summed or {}).get("set_aside")
+    return [str(name) for name in names] if isinstance(names, list) else []
 
 
 def secret_values(args: Any) -> set[str]:
@@ -171,10 +183,16 @@ def checksum_records(cluster: str, checksum: Mapping[str, Any] | None) -> list[d
     """Records of a verify run: one per image whose newest shared snapshot was hashed."""
     records = []
     for item in (checksum or {}).get("images", []) or []:
+        # An item names its live pool and namespace when the checksum task was given them per item
+        # (Proxmox disks); otherwise they are unknown here and the table shows the bare image.
+        pool, namespace = item.get("source_pool"), item.get("source_namespace")
         records.append(
             {
                 "cluster": cluster,
                 "image": item["image"],
+                "pool": pool,
+                "namespace": namespace or None,
+                "rbd_image": rbd_image_spec(pool, namespace, item["image"]),
                 "backup_image": item.get("backup_image"),
                 "profiles": [],
                 "kind": "verify",
@@ -187,8 +205,9 @@ def checksum_records(cluster: str, checksum: Mapping[str, Any] | None) -> list[d
                 "expired_live": 0,
                 "expired_backup": 0,
                 "error": item.get("error"),
-                "note": item.get("skipped"),
+                "note": _join_notes(item.get("skipped"), item.get("note")),
                 "may_be_frozen": False,
+                "set_aside": _set_aside(item),
             }
         )
     return records

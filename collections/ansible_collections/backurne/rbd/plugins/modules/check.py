@@ -23,6 +23,9 @@ description:
   - Critical C(may-be-frozen) when the last fsfreeze of a Proxmox guest was not confirmed undone
     (M(backurne.rbd.proxmox_snapshot)'s C(may_be_frozen), recorded in the same history database by
     M(backurne.rbd.transfer)); it stays until a later freeze of that guest is confirmed thawed.
+  - Critical C(checksum-mismatch) when a backup snapshot of the image was found unequal to live
+    and set aside by M(backurne.rbd.checksum) (history database), until a later successful
+    transfer of the image (the next backup run re-sends it).
   - Critical C(faded-out) for a backup image whose live image is gone and that is still there
     O(expiry_grace) past its removal time (newest snapshot's expiry plus
     O(extra_retention_time)), or that holds none of our snapshots.
@@ -144,7 +147,7 @@ findings:
     code:
       description: >-
         C(no-backup), C(no-shared-snapshot), C(too-old), C(not-expired), C(transfer-failed),
-        C(may-be-frozen) or C(faded-out) (then RV(findings[].image) is the backup image name).
+        C(may-be-frozen), C(checksum-mismatch) or C(faded-out) (then RV(findings[].image) is the backup image name).
       type: str
     message:
       description: What is wrong, for a human.

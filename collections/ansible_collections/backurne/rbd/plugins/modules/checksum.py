@@ -12,7 +12,14 @@ description:
   - Runs on a backup node. For each image of a batch, hashes C(rbd export IMAGE@SNAP -) on the
     live node (over ssh) and on the backup cluster at the same time, and compares.
   - The snapshot defaults to the newest one both sides share.
-  - Read-only. A mismatch or an error is reported per image; the others are still checked.
+  - A mismatch or an error is reported per image; the others are still checked.
+  - Self-healing (O(set_aside)) - a backup snapshot found unequal to live is removed from the
+    backup image (only backurne's own, C(PREFIX;...)), under the backup image's lock, so that it
+    is never the base of another incremental. The older snapshots both sides share are hashed
+    too, newest first, until one matches (a damaged base gives damaged snapshots); those that
+    differ are removed as well. The next backup run re-sends from the newest confirmed shared
+    snapshot (the transfer's HEAD guard rolls the image back to it), or a full one when none is
+    left. The event is recorded in the history database (O(state_dir)) for M(backurne.rbd.check).
 author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
@@ -22,10 +29,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Read-only; hashes in check mode too.
+    description: Hashes in check mode too; says which snapshots it would set aside, removes none.
   diff_mode:
     support: none
-    description: Changes nothing, so there is nothing to diff.
+    description: Only removes snapshots found unequal to live; RV(images[].set_aside) lists them.
 options:
   snap_prefix:
     description: Prefix of backurne's snapshots (to find the newest shared one).
@@ -70,6 +77,21 @@ options:
     description: Fail the task on a mismatch or an error.
     type: bool
     default: true
+  set_aside:
+    description:
+      - Remove our backup snapshots found unequal to live (see the description). C(false) only
+        reports them.
+    type: bool
+    default: true
+  lock_ttl:
+    description: Age (a duration such as C(6h), or seconds) after which another run's lock on a backup image counts as stale.
+    type: str
+    default: 6h
+  state_dir:
+    description:
+      - Directory of backurne's state on this node, where C(history.sqlite) records each set-aside
+        snapshot for M(backurne.rbd.check). Default C($BACKURNE_STATE_DIR), else C(/var/lib/backurne).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -127,6 +149,20 @@ images:
     skipped:
       description: Why the image was not compared (its live image is gone), or null.
       type: str
+    set_aside:
+      description:
+        - Our snapshots removed from the backup image because they differed from live (in check
+          mode, those that would be), oldest first. Empty when nothing differed.
+      type: list
+      elements: str
+    confirmed_base:
+      description:
+        - After a mismatch, the newest older snapshot shared by both sides found equal (the next
+          run's base), or null.
+      type: str
+    note:
+      description: After a mismatch, what differed, what was removed and where the next run starts; else null.
+      type: str
   sample:
     - {image: web1, backup_image: "prod1;web1;None", snapshot: "backup;daily;30;2026-11-29T10:00:00.000000",
        live: "b1946ac92492d234", backup: "b1946ac92492d234", match: true, error: null}
@@ -135,6 +171,21 @@ mismatched:
   returned: always
   type: list
   elements: str
+backup_snapshots:
+  description:
+    - Backup image name to its snapshot names (oldest first) after the removals, for every
+      backup image where snapshots were set aside. Merged over the run's listing, it is the
+      backup pool's state after this task.
+  returned: always
+  type: dict
+confirmed_snapshots:
+  description:
+    - For every image that did not match, backup image name to the snapshots live-side expiry may
+      count as backed up (the listing after the removals, without the snapshots that could not be
+      confirmed, such as the ones this run sent when they could not be compared). Merged over
+      RV(backup_snapshots), it keeps the newest confirmed base on live.
+  returned: always
+  type: dict
 """
 
 import random
@@ -148,11 +199,20 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     SSH_ARGS,
     ceph_access,
     live_ssh_target,
+    parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.checksum import (
+    ChecksumResult,
+    SetAside,
+    compare_snapshot,
+    set_aside_mismatches,
+    set_aside_note,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.history import record_set_aside
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, backup_image_name_for_plain
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import newest_shared
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, newest_shared, parse_duration
+from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 
 
@@ -170,10 +230,17 @@ def main() -> None:
             "sample": {"type": "int", "default": 100},
             "workers": {"type": "int", "default": 2},
             "fail_on_error": {"type": "bool", "default": True},
+            "set_aside": {"type": "bool", "default": True},
+            "lock_ttl": {"type": "str", "default": "6h"},
+            "state_dir": {"type": "path"},
         },
         supports_check_mode=True,
     )
     p = module.params
+    try:
+        lock_ttl = parse_duration(p["lock_ttl"])
+    except PolicyError as exc:
+        module.fail_json(msg=f"checksum: lock_ttl: {exc}")
     if p["workers"] < 1:
         module.fail_json(msg=f"checksum: workers must be at least 1, got {p['workers']}")
     if not p["hasher"]:
@@ -205,6 +272,9 @@ def main() -> None:
                 "snapshot": item.get("snapshot"),
                 "source_pool": source_pool,
                 "source_namespace": source_ns or None,
+                # What the transfer sent this run (RV(backurne.rbd.transfer#module:images)): not
+                # confirmed as long as its newest could not be compared.
+                "_sent": [str(name) for name in item.get("snapshots") or []],
             }
         )
     for image in p["images"]:
@@ -216,6 +286,7 @@ def main() -> None:
                     "snapshot": None,
                     "source_pool": p["source_pool"],
                     "source_namespace": p["source_namespace"],
+                    "_sent": [],
                 }
             )
         except NamingError as exc:
@@ -252,36 +323,119 @@ def main() -> None:
                 )
                 item["snapshot"] = shared.name if shared else None
 
-    def check(item: dict[str, Any]) -> dict[str, Any]:
-        result = {"skipped": None, **item, "live": None, "backup": None, "match": False, "error": None}
-        if item.get("skipped"):
-            return result
-        if item["snapshot"] is None:
-            result["error"] = f"image {item['image']!r}: no snapshot shared by live and backup"
-            return result
-        compared = compare_snapshot(
+    prefix = p["snap_prefix"] + ";"
+
+    def compare(item: dict[str, Any], snapshot: str) -> ChecksumResult:
+        return compare_snapshot(
+            live,
+            backup,
+            ImageSpec(item["source_pool"], item["source_namespace"], item["image"]),
+            ImageSpec(p["pool"], p["namespace"], item["backup_image"]),
+            snapshot,
+            hasher=p["hasher"],
+        )
+
+    def confirmed_listing(item: dict[str, Any], unconfirmed: list[str]) -> list[str]:
+        # What live-side expiry may count as backed up; unreadable -> nothing (it then keeps all).
+        try:
+            names = backup.snapshot_names(ImageSpec(p["pool"], p["namespace"], item["backup_image"]))
+        except (RbdError, ValueError):
+            return []
+        return [name for name in names if name not in unconfirmed]
+
+    def set_aside(item: dict[str, Any], result: dict[str, Any], compared: ChecksumResult) -> None:
+        outcome: SetAside = set_aside_mismatches(
             live,
             backup,
             ImageSpec(item["source_pool"], item["source_namespace"], item["image"]),
             ImageSpec(p["pool"], p["namespace"], item["backup_image"]),
             item["snapshot"],
-            hasher=p["hasher"],
+            prefix,
+            lambda snapshot: compare(item, snapshot),
+            lock_ttl,
+            remove=not module.check_mode,
         )
+        note = set_aside_note(item["backup_image"], compared, outcome)
+        result.update(set_aside=outcome.removed, confirmed_base=outcome.confirmed, note=note)
+        result["error"] += "; " + note
+        if outcome.listing is not None:
+            result["_listing"] = outcome.listing
+            result["_confirmed"] = [name for name in outcome.listing if name not in outcome.unconfirmed()]
+        else:
+            result["_confirmed"] = []  # unknown: live-side expiry keeps everything of this image
+
+    def check(item: dict[str, Any]) -> dict[str, Any]:
+        result = {
+            "skipped": None,
+            **item,
+            "live": None,
+            "backup": None,
+            "match": False,
+            "error": None,
+            "set_aside": [],
+            "confirmed_base": None,
+            "note": None,
+        }
+        if item.get("skipped"):
+            return result
+        if item["snapshot"] is None:
+            result["error"] = f"image {item['image']!r}: no snapshot shared by live and backup"
+            return result
+        compared = compare(item, item["snapshot"])
         result.update(live=compared.live, backup=compared.backup, match=compared.match, error=compared.error)
-        if not compared.match:
-            # compare_snapshot's error does not say which image: the run's failure message must.
-            result["error"] = (
-                f"image {item['image']!r} (backup image {item['backup_image']!r}) snapshot {item['snapshot']!r}: "
-                + (compared.error or f"checksums differ (live {compared.live}, backup {compared.backup})")
-            )
+        if compared.match:
+            return result
+        # compare_snapshot's error does not say which image: the run's failure message must.
+        result["error"] = (
+            f"image {item['image']!r} (backup image {item['backup_image']!r}) snapshot {item['snapshot']!r}: "
+            + (compared.error or f"checksums differ (live {compared.live}, backup {compared.backup})")
+        )
+        if compared.live is not None and compared.backup is not None:
+            if p["set_aside"]:
+                set_aside(item, result, compared)
+        else:
+            # Not compared: what this run sent (or the snapshot itself) is not confirmed.
+            result["_confirmed"] = confirmed_listing(item, item["_sent"] or [item["snapshot"]])
         return result
 
     def on_error(item: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-        return {**item, "live": None, "backup": None, "match": False, "error": f"image {item['image']!r}: {exc}"}
+        return {
+            "skipped": None,
+            **item,
+            "live": None,
+            "backup": None,
+            "match": False,
+            "error": f"image {item['image']!r}: {exc}",
+            "set_aside": [],
+            "confirmed_base": None,
+            "note": None,
+            "_confirmed": [],
+        }
 
     results = run_batch(items, check, p["workers"], on_error=on_error)
+    backup_snapshots: dict[str, list[str]] = {}
+    confirmed_snapshots: dict[str, list[str]] = {}
+    for result in results:
+        result.pop("_sent", None)
+        listing, confirmed = result.pop("_listing", None), result.pop("_confirmed", None)
+        if listing is not None and result["set_aside"] and not module.check_mode:
+            backup_snapshots[result["backup_image"]] = listing
+        if confirmed is not None:
+            confirmed_snapshots[result["backup_image"]] = confirmed
+    differed = [r for r in results if r["live"] is not None and r["backup"] is not None and not r["match"]]
+    if differed and not module.check_mode:
+        # The check (same node) reports the event until a later successful transfer of the image.
+        problem = record_set_aside(state_dir(p["state_dir"]), differed, parse_now(None))
+        if problem:
+            module.warn(problem)
     mismatched = [r["image"] for r in results if not r["match"] and not r["skipped"]]
-    output = {"changed": False, "images": results, "mismatched": mismatched}
+    output = {
+        "changed": any(r["set_aside"] for r in results),
+        "images": results,
+        "mismatched": mismatched,
+        "backup_snapshots": backup_snapshots,
+        "confirmed_snapshots": confirmed_snapshots,
+    }
     if mismatched and p["fail_on_error"]:
         module.fail_json(msg="; ".join(r["error"] or r["image"] for r in results if r["image"] in mismatched), **output)
     module.exit_json(**output)

@@ -19,6 +19,9 @@ description:
     writing the same image; the second skips it and says so. A lock left by a dead run is broken
     once older than O(lock_ttl), or at once when its holder process is gone on this host.
   - The destination is created on the first full backup.
+  - Before an incremental, a backup image whose HEAD differs from the base snapshot (written
+    since, e.g. by hand, or holding a newer snapshot's data) is rolled back to that snapshot,
+    and the image's C(note) says so. Foreign writes never reach a new backup snapshot.
 author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
@@ -213,6 +216,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.head_guard import reset_written_head
 from ansible_collections.backurne.rbd.plugins.module_utils.history import record_freeze_results, record_transfer_results
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration
@@ -368,6 +372,11 @@ def main() -> None:
                     error=f"{where}: base snapshot {todo[0]['from_snap']!r} is missing on the backup cluster",
                 )
                 return result
+            if todo[0]["from_snap"] is not None:
+                # HEAD guard: the diff must land on the base's content, nothing else.
+                reset = reset_written_head(backup, dest_spec, todo[0]["from_snap"], timeout=p["timeout"])
+                if reset:
+                    result["note"] = "; ".join(filter(None, [result.get("note"), reset]))
             result.update(
                 kind="full" if todo[0]["from_snap"] is None else "incremental",
                 base=todo[0]["from_snap"],

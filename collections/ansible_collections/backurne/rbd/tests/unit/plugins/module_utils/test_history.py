@@ -3,12 +3,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 
 from ansible_collections.backurne.rbd.plugins.module_utils.history import (
     History,
     record_freeze_results,
+    record_set_aside,
     record_transfer_results,
 )
 
@@ -77,3 +79,42 @@ def test_freeze_outcomes_until_a_confirmed_thaw(tmp_path: Path) -> None:
     with History(str(tmp_path)) as history:
         web = history.freeze_states(["u;scsi0;web1"])["u;scsi0;web1"]
     assert not web.may_be_frozen and web.time == T3
+
+
+def test_set_aside_is_reported_until_a_later_successful_transfer(tmp_path: Path) -> None:
+    done = {"image": "web", "backup_image": "p;web;None", "status": "transferred"}
+    record_transfer_results(str(tmp_path), [done], T1)
+    differed = {
+        "image": "web",
+        "backup_image": "p;web;None",
+        "snapshot": "backup;daily;3;b",
+        "set_aside": ["backup;daily;3;a", "backup;daily;3;b"],
+        "note": "backup snapshot 'backup;daily;3;b' ... removed",
+    }
+    unremoved = {"image": "db", "backup_image": "p;db;None", "set_aside": [], "note": "not removed: locked"}
+    assert record_set_aside(str(tmp_path), [differed, unremoved, {"image": "x"}], T2) is None
+    with History(str(tmp_path)) as history:
+        states = history.transfer_states(["p;web;None", "p;db;None"])
+    web, db = states["p;web;None"], states["p;db;None"]
+    assert web.healing and web.set_aside_at == T2 and not web.failing
+    assert web.set_aside_snapshots == ("backup;daily;3;a", "backup;daily;3;b")
+    assert web.set_aside_detail == differed["note"]
+    # An image with no transfer recorded on this node still has its event.
+    assert db.healing and db.set_aside_snapshots == () and db.last_success is None
+    record_transfer_results(str(tmp_path), [done], T3)
+    with History(str(tmp_path)) as history:
+        assert not history.transfer_states(["p;web;None"])["p;web;None"].healing
+
+
+def test_set_aside_in_an_old_database_adds_its_table(tmp_path: Path) -> None:
+    # A history.sqlite written before the set_aside table existed.
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    db.execute(
+        "CREATE TABLE transfers (backup_image TEXT PRIMARY KEY, image TEXT, last_success TEXT,"
+        " last_failure TEXT, last_error TEXT, failures INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.commit()
+    db.close()
+    assert record_set_aside(str(tmp_path), [{"image": "a", "backup_image": "p;a;None", "set_aside": ["s"]}], T1) is None
+    with History(str(tmp_path)) as history:
+        assert history.transfer_states(["p;a;None"])["p;a;None"].set_aside_snapshots == ("s",)

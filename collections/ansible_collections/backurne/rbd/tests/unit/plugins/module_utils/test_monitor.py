@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState
+from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState, TransferState
 from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
     Finding,
     check_images,
@@ -238,3 +238,26 @@ def test_guest_that_may_be_frozen_is_critical() -> None:
     assert findings[0].message == "guest 100 (web1) may be frozen (fsfreeze 1h ago): not confirmed thawed within 60 s"
     thawed = FreezeState("prod;web;None", "100 (web1)", ago(minutes=5), False, None)
     assert check({"web": [s]}, {"prod;web;None": [s]}, freezes={"prod;web;None": thawed}) == []
+
+
+def test_a_set_aside_snapshot_is_critical_until_a_later_success() -> None:
+    s = snap(ago(hours=2))
+    removed = snap(ago(hours=1))
+    at = ago(minutes=30)
+    healing = TransferState("prod;web;None", ago(hours=1), None, None, 0, at, (removed,), "note")
+    found = check({"web": [s, removed]}, {"prod;web;None": [s]}, transfers={"prod;web;None": healing})
+    assert codes(found) == [("web", "critical", "checksum-mismatch")]
+    assert found[0].message == (
+        f"backup snapshot {removed} removed after a checksum mismatch at {at.isoformat(timespec='seconds')} UTC "
+        "(30m ago); the next backup re-sends it"
+    )
+    # Could not be removed: the note says why.
+    stuck = TransferState("prod;web;None", None, None, None, 0, at, (), "not removed: locked by backurne;h;1;t")
+    (finding,) = check({"web": [s]}, {"prod;web;None": [s]}, transfers={"prod;web;None": stuck})
+    assert finding.code == "checksum-mismatch" and "not removed: locked by" in finding.message
+    # A transfer succeeded since: healed, nothing to say.
+    healed = TransferState("prod;web;None", ago(minutes=5), None, None, 0, at, (removed,), "note")
+    assert check({"web": [s]}, {"prod;web;None": [s]}, transfers={"prod;web;None": healed}) == []
+    # An event after `now` (a check "as of" an earlier time) is not reported.
+    future = TransferState("prod;web;None", None, None, None, 0, NOW + timedelta(hours=1), (removed,), "note")
+    assert check({"web": [s]}, {"prod;web;None": [s]}, transfers={"prod;web;None": future}) == []

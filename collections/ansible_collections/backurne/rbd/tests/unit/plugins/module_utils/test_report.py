@@ -3,7 +3,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-from ansible_collections.backurne.rbd.plugins.module_utils.report import image_records, report_lines
+from ansible_collections.backurne.rbd.plugins.module_utils.report import (
+    RECORD_FIELDS,
+    checksum_records,
+    image_records,
+    report_lines,
+)
 
 SNAP = {
     "images": [
@@ -97,3 +102,28 @@ def test_a_guest_that_may_be_frozen_shows_in_its_records_and_the_table() -> None
     lines = report_lines(records)
     assert "full, MAY BE FROZEN" in lines[1]
     assert lines[-1].endswith("; 1 of a guest that may be frozen")
+
+
+def test_records_carry_the_set_aside_snapshots_and_both_notes() -> None:
+    transfer = {"images": [dict(TRANSFER["images"][0], note="HEAD of backup image 'c;a;None' ... rolled back")]}
+    checksum = {
+        "images": [
+            {
+                "image": "a",
+                "match": False,
+                "error": "image 'a' ...: checksums differ",
+                "set_aside": ["s1"],
+                "note": "s1 removed",
+            }
+        ]
+    }
+    by_image = {r["image"]: r for r in image_records("c", SNAP, transfer, checksum, None, None)}
+    assert by_image["a"]["status"] == "failed" and by_image["a"]["verified"] is False
+    assert by_image["a"]["set_aside"] == ["s1"]
+    assert by_image["a"]["note"] == "HEAD of backup image 'c;a;None' ... rolled back; s1 removed"
+    assert by_image["b"]["set_aside"] == [] and by_image["b"]["note"] is None
+    (verified,) = checksum_records(
+        "c", {"images": [dict(checksum["images"][0], backup_image="c;a;None", snapshot="s1")]}
+    )
+    assert (verified["status"], verified["set_aside"], verified["note"]) == ("failed", ["s1"], "s1 removed")
+    assert set(verified) == set(RECORD_FIELDS)

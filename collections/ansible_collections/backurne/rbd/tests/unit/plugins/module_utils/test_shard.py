@@ -77,3 +77,12 @@ def test_merge_results_of_several_nodes() -> None:
     assert crashed["failed_images"] == [{"image": None, "error": "boom"}]
     with pytest.raises(TypeError):
         merge_results(node1)  # type: ignore[arg-type]
+
+
+def test_merge_results_merges_the_checksum_listings() -> None:
+    node1 = {"images": [], "backup_snapshots": {"c;a;None": [D]}, "confirmed_snapshots": {"c;a;None": [D]}}
+    node2 = {"images": [], "backup_snapshots": {}, "confirmed_snapshots": {"c;b;None": []}}
+    merged = merge_results([node1, node2])
+    assert merged["backup_snapshots"] == {"c;a;None": [D]}
+    assert merged["confirmed_snapshots"] == {"c;a;None": [D], "c;b;None": []}
+    assert "confirmed_snapshots" not in merge_results([{"images": []}])

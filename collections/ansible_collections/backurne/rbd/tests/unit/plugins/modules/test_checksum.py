@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import ChecksumResult
+from ansible_collections.backurne.rbd.plugins.module_utils.checksum import ChecksumResult, SetAside
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdRunner
 from ansible_collections.backurne.rbd.plugins.modules import checksum
 
@@ -33,8 +33,15 @@ def sides(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             return ChecksumResult(str(live_loc), snap, "h1", "h2", False, "checksums differ: live h1, backup h2")
         return ChecksumResult(str(live_loc), snap, "h1", "h1", True, None)
 
+    def set_aside(live, backup, live_spec, backup_spec, mismatched, prefix, compare, lock_ttl, remove=True):
+        state["set_aside"].append((backup_spec.image, mismatched, prefix, remove))
+        return SetAside(differing=[mismatched], removed=[mismatched], confirmed=S1, listing=[S1])
+
+    state["set_aside"], state["recorded"] = [], []
     monkeypatch.setattr(RbdRunner, "list_images", list_images)
     monkeypatch.setattr(checksum, "compare_snapshot", compare)
+    monkeypatch.setattr(checksum, "set_aside_mismatches", set_aside)
+    monkeypatch.setattr(checksum, "record_set_aside", lambda where, results, when: state["recorded"].extend(results))
     return state
 
 
@@ -131,3 +138,53 @@ def test_a_mismatch_names_the_image_and_its_backup(run_module, sides) -> None:
     assert result["failed"] is True and result["mismatched"] == ["vm-1-disk-0"]
     assert "'vm-1-disk-0'" in result["msg"] and "'x;scsi0;a'" in result["msg"] and "checksums differ" in result["msg"]
     assert "vm-1-disk-1" not in result["msg"]
+
+
+def test_a_mismatch_sets_the_snapshot_aside_and_returns_the_corrected_listing(run_module, sides) -> None:
+    sides["tampered"] = {"x;scsi0;a"}
+    items = [
+        # As the transfer module returns them: what it sent this run.
+        {"image": "vm-1-disk-0", "backup_image": "x;scsi0;a", "snapshot": S2, "snapshots": [S2], "source_pool": "vms"},
+        {"image": "vm-1-disk-1", "backup_image": "x;scsi1;a", "snapshot": S2, "snapshots": [S2], "source_pool": "vms"},
+    ]
+    result = run_module(checksum.main, args(items=items, snap_prefix="bk"))
+    assert result["changed"] is True and result["mismatched"] == ["vm-1-disk-0"]
+    assert sides["set_aside"] == [("x;scsi0;a", S2, "bk;", True)]
+    bad, good = result["images"]
+    assert (bad["set_aside"], bad["confirmed_base"]) == ([S2], S1)
+    assert bad["note"].startswith(
+        f"backup snapshot {S2!r} of 'x;scsi0;a' differed from live (checksums h1 != h2): removed"
+    )
+    assert bad["error"].endswith(bad["note"]) and "'vm-1-disk-0'" in bad["error"]
+    assert (good["set_aside"], good["note"]) == ([], None)
+    assert "_sent" not in bad and "_listing" not in bad
+    assert result["backup_snapshots"] == {"x;scsi0;a": [S1]}
+    assert result["confirmed_snapshots"] == {"x;scsi0;a": [S1]}
+    assert [r["backup_image"] for r in sides["recorded"]] == ["x;scsi0;a"]
+
+
+def test_set_aside_off_or_check_mode_removes_nothing(run_module, sides) -> None:
+    sides["tampered"] = {"x;scsi0;a"}
+    items = [{"image": "vm-1-disk-0", "backup_image": "x;scsi0;a", "snapshot": S2, "source_pool": "vms"}]
+    result = run_module(checksum.main, args(items=items, set_aside=False))
+    assert sides["set_aside"] == [] and result["changed"] is False
+    assert result["images"][0]["set_aside"] == [] and result["backup_snapshots"] == {}
+    # Still an event for the check: a mismatch left in place.
+    assert [(r["backup_image"], r["set_aside"]) for r in sides["recorded"]] == [("x;scsi0;a", [])]
+    sides["recorded"].clear()
+    result = run_module(checksum.main, args(items=items, _ansible_check_mode=True))
+    assert sides["set_aside"] == [("x;scsi0;a", S2, "backup;", False)]
+    assert result["backup_snapshots"] == {} and sides["recorded"] == []
+
+
+def test_a_snapshot_that_could_not_be_compared_is_not_confirmed(run_module, sides, monkeypatch) -> None:
+    def unreadable(live, backup, live_loc, backup_loc, snap, hasher=(), timeout=None) -> ChecksumResult:
+        return ChecksumResult(str(live_loc), snap, "h1", None, False, "backup: rbd export failed")
+
+    monkeypatch.setattr(checksum, "compare_snapshot", unreadable)
+    monkeypatch.setattr(RbdRunner, "snapshot_names", lambda self, spec: [S1, S2])
+    items = [{"image": "disk", "backup_image": "x;d;None", "snapshot": S2, "snapshots": [S2]}]
+    result = run_module(checksum.main, args(items=items))
+    assert result["mismatched"] == ["disk"] and sides["set_aside"] == [] and sides["recorded"] == []
+    # Live-side expiry sees S1 as the newest backed-up snapshot, not S2.
+    assert result["confirmed_snapshots"] == {"x;d;None": [S1]} and result["backup_snapshots"] == {}
