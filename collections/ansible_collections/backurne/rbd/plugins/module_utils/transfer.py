@@ -488,6 +488,10 @@ def _exit_verdict(pipeline: _Pipeline, remote: bool, remote_side: str) -> tuple[
         if stage.failed_on_its_own():
             label = _stage_label(stage, remote, remote_side)
             cause, status = stderr_cause(stage.stderr.text()), _status_text(stage.rc)
+            if not cause and label == "ssh" and stage.rc == 255:
+                # A remote command killed by a signal (bash execs a lone command) reaches the ssh
+                # client as its own 255, with nothing on stderr (observed: export-diff SIGKILLed).
+                cause = "connection lost, or the remote command was killed by a signal"
             return label, f"{label}: {cause} ({status})" if cause else f"{label}: {status}"
     for relay_index, relay in enumerate(pipeline.relays):
         if relay.error is not None:

@@ -686,3 +686,22 @@ class TestStalledStage:
             assert pipeline.last_progress() > pipeline.started
         finally:
             self._finish(pipeline)
+
+
+def test_silent_ssh_255_says_what_it_may_mean() -> None:
+    import subprocess
+
+    pipeline = transfer._Pipeline()
+    sink = pipeline.start_stage("import", ["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    source = pipeline.start_stage("ssh", ["sh", "-c", "exit 255"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    pipeline.stages = [source, sink]
+    pipeline.relay(source.proc.stdout, sink.proc.stdin, None)
+    try:
+        pipeline.wait(10)
+        verdict = transfer._verdict(pipeline, remote=True, timeout=10)
+    finally:
+        pipeline.close()
+    assert verdict == (
+        "ssh",
+        "ssh: connection lost, or the remote command was killed by a signal (exit status 255)",
+    )
