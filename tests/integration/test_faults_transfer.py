@@ -370,16 +370,18 @@ def test_stalled_transfer_fails_and_converges(lab, ns, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("victim", "comm", "stage", "compression"),
+    ("victim", "comm", "stage", "cause", "compression"),
     [
         # Compressed (the default): the remote pipeline `export-diff | zstd` reports the export's
         # death through bash's pipefail. Alone, bash execs export-diff, and its death by a signal
         # reaches the ssh client only as ssh's own 255 ("ssh failed").
-        ("export", "rbd", "export failed", True),
-        ("ssh", "ssh", "ssh failed", False),
+        ("export", "rbd", "export failed", "Killed", True),
+        ("ssh", "ssh", "ssh failed", "killed by SIGKILL", False),
     ],
 )
-def test_killed_mid_incremental(lab, ns, tmp_path: Path, victim: str, comm: str, stage: str, compression: bool) -> None:
+def test_killed_mid_incremental(
+    lab, ns, tmp_path: Path, victim: str, comm: str, stage: str, cause: str, compression: bool
+) -> None:
     """The live-side `rbd export-diff`, or the ssh client on the backup node, SIGKILLed while an
     incremental streams (test_backup_failures.py kills ssh during a full)."""
     inv, bimg, s0, s1 = _big_incremental(lab, ns, tmp_path)
@@ -390,7 +392,8 @@ def test_killed_mid_incremental(lab, ns, tmp_path: Path, victim: str, comm: str,
     print(f"{victim} killed after {catcher.imported_at_hit} bytes imported: {catcher.hit[0][1][:200]}")
     assert run.rc != 0, run.describe()
     item = failed_item(run, "big")
-    assert stage in item["error"] and s1 in item["error"], item
+    print(f"error: {item['error']}")
+    assert stage in item["error"] and cause in item["error"] and s1 in item["error"], item
     assert run.result(T_RETENTION_LIVE)["failed_images"] == []
     assert_backup_unchanged(lab, ns, "big", bimg, [s0], s1)
     _converges_after(lab, ns, inv, bimg, s0, s1, tmp_path)
