@@ -34,7 +34,9 @@ _SPEC_SEPARATORS = ("/", "@")
 
 # "2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 " in front of Ceph log lines.
 _CEPH_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} [0-9a-f]+ +-?\d+ ")
-_ERRNO_HINT = re.compile(r"\(\d+\)|error|fail|denied|refused|not found|no such|timed out|invalid", re.IGNORECASE)
+# "killed": bash's report of a pipeline member killed by a signal ("25675 Killed  rbd …"), which
+# it follows with a "Done" line for the others.
+_ERRNO_HINT = re.compile(r"\(\d+\)|error|fail|denied|refused|not found|no such|timed out|invalid|killed", re.IGNORECASE)
 _NOISE = ("did not load config file",)
 _MAX_CAUSE = 300
 

@@ -13,7 +13,8 @@ The public API (used by the restore module, the ``backurne`` CLI and the REST AP
     restore_snapshot(backup, live, backup_pool, backup_namespace, backup_image, snapshot,
                      target_pool, target_namespace=None, target_image=None, force=False,
                      compression=None, timeout=None, progress=None, snap_prefix="backup",
-                     verify=True, hasher=DEFAULT_HASHER, now=None) -> RestoreResult
+                     verify=True, hasher=DEFAULT_HASHER, now=None,
+                     stall_timeout=DEFAULT_STALL_TIMEOUT) -> RestoreResult
         (never raises for a failed restore: result.ok / failed_stage / error say what happened)
 
 ``backup`` is an RbdRunner on the backup cluster, local to this node (the restore runs on the
@@ -27,7 +28,8 @@ The data path, the backup pipeline reversed (the backup node pushes)::
 
 with the same machinery as transfer.py: one process group and one stderr per stage, every exit
 status checked, the most upstream stage that failed on its own blamed, byte-counting relays,
-a timeout that stops the source.
+a timeout that stops the source, and a stall watch that stops it when nothing moved for
+``stall_timeout`` seconds. The import command (librbd cache off) is transfer.py's.
 
 Why a clone: the export reads a format-2 clone of the snapshot made for the restore, not the
 snapshot itself. (1) Retention on the backup cluster does not take backurne's image lock (and
@@ -67,10 +69,12 @@ from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import Snap
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
+    DEFAULT_STALL_TIMEOUT,
     Compression,
     _Pipeline,
     _progress_guard,
     _verdict,
+    import_diff_words,
 )
 
 SELECT_LATEST = "latest"
@@ -368,7 +372,7 @@ def _hash(runner: RbdRunner, spec: ImageSpec, hasher: Sequence[str], timeout: fl
 
 
 def import_words(live: RbdRunner, target: ImageSpec) -> list[str]:
-    return live.access.rbd_argv("import-diff", "--no-progress", "--path=-", *target.options(with_snap=False))
+    return import_diff_words(live.access, target)
 
 
 def export_words(backup: RbdRunner, clone: ImageSpec) -> list[str]:
@@ -384,6 +388,7 @@ def _stream(
     timeout: float | None,
     progress: Callable[[int], None] | None,
     result: RestoreResult,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
 ) -> None:
     remote_stages = []
     if compression.enabled:
@@ -418,10 +423,17 @@ def _stream(
             wire = pipeline.relay(compressor.proc.stdout, pusher.proc.stdin, None)
         else:
             logical = wire = pipeline.relay(source.proc.stdout, pusher.proc.stdin, on_logical)
-        pipeline.wait(timeout)
+        pipeline.wait(timeout, stall_timeout)
         result.bytes_logical = logical.count
         result.bytes_wire = wire.count
-        verdict = _verdict(pipeline, live.is_remote, timeout, remote_side="import")
+        verdict = _verdict(
+            pipeline,
+            live.is_remote,
+            timeout,
+            remote_side="import",
+            stall_timeout=stall_timeout,
+            import_target="the live cluster",
+        )
         if verdict is None:
             result.ok = True
         else:
@@ -479,13 +491,15 @@ def restore_snapshot(
     verify: bool = True,
     hasher: Sequence[str] = DEFAULT_HASHER,
     now: datetime | None = None,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
 ) -> RestoreResult:
     """Restore BACKUP_IMAGE@snapshot (a selector, see select_snapshot) as a new live image.
 
     Runs on the backup node: ``backup`` must be local, ``live`` reaches the live node (ssh).
     ``target_image`` None: default_target_name(). ``force``: an existing target is renamed to
     ``RestorePlan.kept_as`` first (refused while it has watchers). ``timeout`` bounds the
-    streaming and each checksum (None: no limit). ``progress(bytes)`` gets the cumulative
+    streaming and each checksum (None: no limit); ``stall_timeout`` fails a stream that has not
+    moved a byte for that many seconds (None: never). ``progress(bytes)`` gets the cumulative
     bytes read from the export (about RestorePlan.size_bytes at most, for a sparse image far
     less); it is called from a relay thread and its exceptions are ignored. ``verify`` hashes
     the backup snapshot and the restored image and fails the restore when they differ.
@@ -522,7 +536,7 @@ def restore_snapshot(
         return result
     result.source, result.snapshot, result.target = plan.source, plan.snapshot, plan.target
     result.action, result.size_bytes = plan.action, plan.size_bytes
-    _run(backup, live, plan, compression, timeout, progress, verify, hasher, result)
+    _run(backup, live, plan, compression, timeout, progress, verify, hasher, result, stall_timeout)
     result.duration = round(time.monotonic() - started, 3)
     return result
 
@@ -537,6 +551,7 @@ def _run(
     verify: bool,
     hasher: Sequence[str],
     result: RestoreResult,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
 ) -> None:
     target = ImageSpec(plan.target_pool, plan.target_namespace, plan.target_image)
     kept = ImageSpec(plan.target_pool, plan.target_namespace, plan.kept_as) if plan.kept_as else None
@@ -554,7 +569,7 @@ def _run(
         live.create(target, plan.size_bytes)
         result.created = True
         stage = "stream"
-        _stream(backup, live, clone, target, compression, timeout, progress, result)
+        _stream(backup, live, clone, target, compression, timeout, progress, result, stall_timeout)
         if result.ok and verify:
             stage = "verify"
             result.ok = False

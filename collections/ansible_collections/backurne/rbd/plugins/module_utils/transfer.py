@@ -18,17 +18,20 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import signal
 import subprocess
+import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import IO, Any, cast
 
 from ansible_collections.backurne.rbd.plugins.module_utils.lock import Lock, LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
+    CephAccess,
     ImageSpec,
     RbdError,
     RbdRunner,
@@ -57,6 +60,18 @@ STOP_GRACE = 30.0
 FAILURE_SETTLE = 0.5
 # How long to wait for a pipe reader after its process is gone (a grandchild could hold it).
 DRAIN_WAIT = 5.0
+# A transfer whose stream has not moved a byte for this long is stopped and fails its image
+# (a full backup cluster makes import-diff block forever, with no error). It must exceed the
+# longest silence of a healthy stream: ssh start-up, and export-diff scanning an unchanged
+# stretch of a large image without fast-diff (it writes only changed extents).
+DEFAULT_STALL_TIMEOUT = 300.0
+# librbd's write path reports a refused write here, while `rbd import-diff` (16.2, librbd cache
+# on) may still exit 0 and create its end snapshot over the missing data (observed: the backup
+# cluster refusing data-object writes, 3-4 of 5 tries). Any such line fails the import.
+_WRITE_ERROR = re.compile(
+    r"(?:failed to write object|IO error encountered|failed to flush)\b.*?\((?P<errno>\d+)\) (?P<text>[^\n]*)"
+)
+_FIONREAD = getattr(termios, "FIONREAD", 0x541B)
 
 
 @dataclass(frozen=True)
@@ -180,9 +195,12 @@ class _Relay(threading.Thread):
         self.count = 0
         self.broken_pipe = False
         self.error: OSError | None = None
+        # When a byte last went through (monotonic): the stall watch reads it.
+        self.last_moved = time.monotonic()
 
     def _moved(self, size: int) -> None:
         self.count += size
+        self.last_moved = time.monotonic()
         if self.on_bytes is not None:
             self.on_bytes(self.count)
 
@@ -270,6 +288,9 @@ class _Pipeline:
         self.relays: list[_Relay] = []
         self.wake = threading.Event()
         self.timed_out = False
+        # Set when the stream stopped moving for the stall timeout: the stage it stopped at.
+        self.stalled: _Stage | None = None
+        self.started = time.monotonic()
         self.stop_started: float | None = None
 
     def start_stage(self, name: str, argv: list[str], *, stdin: int | None, stdout: int | None) -> _Stage:
@@ -322,7 +343,26 @@ class _Pipeline:
         self.stop_started = time.monotonic() if self.stop_started is None else self.stop_started
         self._kill(self.stages[:index], signal.SIGTERM)
 
-    def wait(self, timeout: float | None) -> None:
+    def last_progress(self) -> float:
+        """When a byte last moved through any relay (the start while none has)."""
+        return max([self.started, *(relay.last_moved for relay in self.relays)])
+
+    def stalled_stage(self) -> _Stage:
+        """The stage a stream that stopped moving waits on, for the error message.
+
+        Relay i feeds stage i+1. Going downstream first: a running stage whose input holds
+        unread bytes, or whose input has ended (its relay is done), is the one not moving (e.g.
+        import-diff blocked on a full cluster); otherwise nothing arrives from the source.
+        """
+        for index in reversed(range(len(self.relays))):
+            relay, reader = self.relays[index], self.stages[index + 1]
+            if reader.rc is None and (not relay.is_alive() or _unread_bytes(relay.dst) > 0):
+                return reader
+        return self.stages[0]
+
+    def wait(self, timeout: float | None, stall_timeout: float | None = None) -> None:
+        """Until every stage has ended; stops the source on `timeout` (seconds since the call)
+        or when no relay has moved a byte for `stall_timeout` seconds (None: no limit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         failure_at: float | None = None
         while True:
@@ -342,13 +382,20 @@ class _Pipeline:
                     self.stop_upstream_of(failed)
                 else:
                     pause = FAILURE_SETTLE - (now - failure_at)
-            elif deadline is not None:
-                if now >= deadline:
-                    self.timed_out = True
-                    # Stop the source; everything after it drains and ends on EOF.
-                    self.stop_upstream_of(1)
-                else:
+            elif deadline is not None and now >= deadline:
+                self.timed_out = True
+                # Stop the source; everything after it drains and ends on EOF.
+                self.stop_upstream_of(1)
+            elif stall_timeout is not None and now - self.last_progress() >= stall_timeout:
+                self.stalled = self.stalled_stage()
+                # As for the timeout: the source goes, the rest ends on EOF, and a stage
+                # that cannot (import-diff blocked in a write) is killed after STOP_GRACE.
+                self.stop_upstream_of(1)
+            else:
+                if deadline is not None:
                     pause = min(pause, deadline - now)
+                if stall_timeout is not None:
+                    pause = min(pause, max(0.0, stall_timeout - (now - self.last_progress())))
             self.wake.wait(pause)
         for relay in self.relays:
             relay.join(DRAIN_WAIT)
@@ -370,6 +417,31 @@ class _Pipeline:
             stage.close(busy)
 
 
+def _unread_bytes(stream: IO[bytes]) -> int:
+    """Bytes waiting in a pipe (either end; 0 when it cannot tell, e.g. already closed)."""
+    try:
+        buf = fcntl.ioctl(stream.fileno(), _FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int.from_bytes(buf, "little", signed=True)
+
+
+def import_write_error(stderr: str, target: str) -> str | None:
+    """The cause to report when an import's stderr shows refused writes, else None.
+
+    e.g. "Operation not permitted writing to the backup cluster (12 failed writes; first:
+    handle_write_object: rbd_data.… failed to write object: (1) Operation not permitted)".
+    """
+    found = [match for match in map(_WRITE_ERROR.search, stderr.splitlines()) if match is not None]
+    if not found:
+        return None
+    first = found[0]
+    text = first.group("text").strip() or os.strerror(int(first.group("errno")))
+    detail = stderr_cause(first.string) or first.group(0)
+    plural = "s" if len(found) != 1 else ""
+    return f"{text} writing to {target} ({len(found)} failed write{plural}; first: {detail})"
+
+
 def _stage_label(stage: _Stage, remote: bool, remote_side: str = "export") -> str:
     if stage.name != "ssh" or not remote:
         return stage.name
@@ -381,18 +453,45 @@ def _stage_label(stage: _Stage, remote: bool, remote_side: str = "export") -> st
 
 
 def _verdict(
-    pipeline: _Pipeline, remote: bool, timeout: float | None, remote_side: str = "export"
+    pipeline: _Pipeline,
+    remote: bool,
+    timeout: float | None,
+    remote_side: str = "export",
+    stall_timeout: float | None = None,
+    import_target: str = "the backup cluster",
 ) -> tuple[str, str] | None:
-    """(failed_stage, error) or None when every stage and relay succeeded."""
+    """(failed_stage, error) or None when every stage and relay succeeded.
+
+    The last stage is the import (writing to `import_target`): refused writes on its stderr
+    fail the transfer even when every exit status is 0, and name the cause.
+    """
     if pipeline.timed_out:
         # Checked first: the downstream stages then fail on the truncated stream, as a
         # consequence. The source is where the stream stopped.
         source = pipeline.stages[0]
         return source.name, f"{source.name}: transfer timed out after {timeout:g} s"
+    if pipeline.stalled is not None:
+        label = pipeline.stalled.name
+        return label, f"{label}: no data moved for {stall_timeout:g} s (stalled)"
+    importer = pipeline.stages[-1]
+    verdict = _exit_verdict(pipeline, remote, remote_side)
+    write_error = import_write_error(importer.stderr.text(), import_target)
+    if write_error is not None and (verdict is None or verdict[0] == _stage_label(importer, remote, remote_side)):
+        label = _stage_label(importer, remote, remote_side)
+        return label, f"{label}: {write_error} ({_status_text(importer.rc)})"
+    return verdict
+
+
+def _exit_verdict(pipeline: _Pipeline, remote: bool, remote_side: str) -> tuple[str, str] | None:
+    """The verdict from exit statuses and relays alone."""
     for stage in pipeline.stages:  # upstream first: the earliest own failure is the cause
         if stage.failed_on_its_own():
             label = _stage_label(stage, remote, remote_side)
             cause, status = stderr_cause(stage.stderr.text()), _status_text(stage.rc)
+            if not cause and label == "ssh" and stage.rc == 255:
+                # A remote command killed by a signal (bash execs a lone command) reaches the ssh
+                # client as its own 255, with nothing on stderr (observed: export-diff SIGKILLed).
+                cause = "connection lost, or the remote command was killed by a signal"
             return label, f"{label}: {cause} ({status})" if cause else f"{label}: {status}"
     for relay_index, relay in enumerate(pipeline.relays):
         if relay.error is not None:
@@ -463,6 +562,9 @@ def transfer_snapshot(
     progress: Callable[[int], None] | None = None,
     lock_ttl: timedelta | None = None,
     fresh_destination: bool = False,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    snap_prefix: str | None = "backup",
+    present: Collection[str] | None = None,
 ) -> TransferResult:
     """Stream SRC@snapshot (the diff from `base`, or everything when base is None) into DEST.
 
@@ -473,6 +575,13 @@ def transfer_snapshot(
     backup lock is held during the transfer (see lock.py); otherwise the caller holds it.
     `fresh_destination`: the caller has just created DEST as an empty placeholder (a full into
     it needs no creating or emptying, and a failed one removes it again) — two rbd calls saved.
+    `stall_timeout`: fail when no byte has moved for that many seconds (None: never).
+
+    import-diff's exit 0 is not trusted: refused writes on its stderr fail the transfer, and
+    the end snapshot must then be on DEST. After any failure, an end snapshot the failed
+    import left on DEST (ours: `snap_prefix;…`, and not in `present`, DEST's snapshots before
+    the transfer — read here when None) is removed, so no backup snapshot can differ from
+    live; a note says so.
     """
     compression = compression or Compression()
     result = TransferResult(
@@ -505,10 +614,19 @@ def transfer_snapshot(
                     result.notes.append(lock.broke_stale)
             if base is None and not created:
                 _empty_head(backup, dest, result)
+            # DEST's snapshots before the import: a failure must never remove one of those.
+            if present is not None:
+                before = set(present)
+            else:
+                before = set() if created else set(_snapshots_or_none(backup, dest))
         except (RbdError, ValueError) as exc:
             result.failed_stage, result.error = "prepare", f"prepare: {exc}"
             return result
-        _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result)
+        _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout)
+        after = _confirm_end_snapshot(backup, dest, result) if result.ok else None
+        ours = snap_prefix is not None and snapshot.startswith(f"{snap_prefix};")
+        if not result.ok and ours and snapshot not in before:
+            _drop_unconfirmed_snapshot(backup, dest, after, result)
         if not result.ok and created:
             # Leave no half-written, snapshot-less image behind that would look like a backup.
             try:
@@ -527,6 +645,58 @@ def transfer_snapshot(
         result.duration = round(time.monotonic() - started, 3)
 
 
+def _snapshots_or_none(backup: RbdRunner, dest: ImageSpec) -> list[str]:
+    """DEST's snapshots; none when DEST does not exist (the import will say so)."""
+    try:
+        return backup.snapshot_names(dest)
+    except RbdError as exc:
+        if exc.is_not_found:
+            return []
+        raise
+
+
+def _confirm_end_snapshot(backup: RbdRunner, dest: ImageSpec, result: TransferResult) -> list[str] | None:
+    """Check that the end snapshot is on DEST after an import that said it succeeded.
+
+    One listing, in process when this node has python3-rados (as under the lock). Returns it,
+    or None when it could not be read (the result then fails: unconfirmed is not a backup).
+    """
+    try:
+        names = backup.snapshot_names(dest)
+    except RbdError as exc:
+        result.ok, result.failed_stage = False, "confirm"
+        result.error = f"confirm: cannot list the snapshots of the backup image: {exc}"
+        return None
+    if result.snapshot not in names:
+        result.ok, result.failed_stage = False, "import"
+        result.error = f"import: import-diff exited 0 but snapshot {result.snapshot!r} is not on the backup image"
+    return names
+
+
+def _drop_unconfirmed_snapshot(
+    backup: RbdRunner, dest: ImageSpec, listed: list[str] | None, result: TransferResult
+) -> None:
+    """After a failed transfer: remove the end snapshot the import created anyway, if it did.
+
+    Its content is not what live holds (refused writes, a stream cut short), and a snapshot
+    on both sides is taken as the next incremental's base and lets live-side expiry go on.
+    """
+    try:
+        names = listed if listed is not None else _snapshots_or_none(backup, dest)
+        if result.snapshot not in names:
+            return
+        backup.snap_remove(dest.at(result.snapshot))
+    except RbdError as exc:
+        result.notes.append(f"could not remove snapshot {result.snapshot!r} left by the failed transfer: {exc}")
+        result.error = (
+            f"{result.error}; snapshot {result.snapshot!r} it left on the backup image could not be removed ({exc})"
+        )
+        return
+    result.notes.append(
+        f"removed snapshot {result.snapshot!r} that the failed transfer had left on the backup image (not trusted)"
+    )
+
+
 def _display(pool: str, namespace: str | None, image: str) -> str:
     return "/".join(part for part in (pool, namespace, image) if part)
 
@@ -538,8 +708,22 @@ def export_words(live: RbdRunner, src: ImageSpec, snapshot: str, base: str | Non
     return live.access.rbd_argv(*args, "--path=-")
 
 
+def import_diff_words(access: CephAccess, dest: ImageSpec) -> list[str]:
+    """`rbd import-diff` of a stream on stdin into DEST: THE import command (backup and restore).
+
+    librbd's cache off: with it on (the default), Ceph 16.2's import-diff logs "failed to write
+    object: (1) Operation not permitted" when the cluster refuses the data writes, yet exits 0
+    and creates the end snapshot over the missing data in most tries; with it off it fails
+    (exit 1, no snapshot) every time (verified on 16.2.15). A stream is written once, so the
+    cache buys nothing here.
+    """
+    return access.rbd_argv(
+        "import-diff", "--rbd-cache=false", "--no-progress", "--path=-", *dest.options(with_snap=False)
+    )
+
+
 def import_words(backup: RbdRunner, dest: ImageSpec) -> list[str]:
-    return backup.access.rbd_argv("import-diff", "--no-progress", "--path=-", *dest.options(with_snap=False))
+    return import_diff_words(backup.access, dest)
 
 
 def _stream(
@@ -553,6 +737,7 @@ def _stream(
     timeout: float | None,
     progress: Callable[[int], None] | None,
     result: TransferResult,
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
 ) -> None:
     remote_stages = [export_words(live, src, snapshot, base)]
     if compression.enabled:
@@ -587,10 +772,10 @@ def _stream(
             logical = pipeline.relay(decompressor.proc.stdout, importer.proc.stdin, on_logical)
         else:
             wire = logical = pipeline.relay(source.proc.stdout, importer.proc.stdin, on_logical)
-        pipeline.wait(timeout)
+        pipeline.wait(timeout, stall_timeout)
         result.bytes_wire = wire.count
         result.bytes_logical = logical.count
-        verdict = _verdict(pipeline, live.is_remote, timeout)
+        verdict = _verdict(pipeline, live.is_remote, timeout, stall_timeout=stall_timeout)
         if verdict is None:
             result.ok = True
         else:

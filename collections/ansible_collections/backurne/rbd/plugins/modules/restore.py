@@ -107,9 +107,18 @@ options:
     type: int
     default: 0
   timeout:
-    description: Seconds the stream (and each checksum) of one restore may take before it fails.
+    description:
+      - Seconds the stream (and each checksum) of one restore may take before it fails (playbook
+        variable C(backurne_transfer_timeout)).
     type: int
     default: 21600
+  stall_timeout:
+    description:
+      - Seconds the stream may go without moving a byte before the restore is stopped and fails
+        with C(no data moved for N s (stalled)) (e.g. a full live cluster blocking
+        C(rbd import-diff)); C(0) turns the watch off. Playbook variable C(backurne_stall_timeout).
+    type: int
+    default: 300
   verify:
     description: Hash the backup snapshot and the restored image and fail the restore when they differ.
     type: bool
@@ -321,6 +330,7 @@ def main() -> None:
             "compression_level": {"type": "int", "default": 1},
             "compression_threads": {"type": "int", "default": 0},
             "timeout": {"type": "int", "default": 21600},
+            "stall_timeout": {"type": "int", "default": 300},
             "verify": {"type": "bool", "default": True},
             "hasher": {"type": "list", "elements": "str", "default": ["xxhsum"]},
             "workers": {"type": "int", "default": 1},
@@ -334,6 +344,8 @@ def main() -> None:
         module.fail_json(msg=f"restore: workers must be at least 1, got {p['workers']}")
     if p["timeout"] < 1:
         module.fail_json(msg=f"restore: timeout must be at least 1 second, got {p['timeout']}")
+    if p["stall_timeout"] < 0:
+        module.fail_json(msg=f"restore: stall_timeout must be at least 0 (0 = off), got {p['stall_timeout']}")
     if not p["hasher"]:
         module.fail_json(msg="restore: hasher must not be empty")
     try:
@@ -417,6 +429,7 @@ def main() -> None:
                 verify=p["verify"],
                 hasher=p["hasher"],
                 now=now,
+                stall_timeout=p["stall_timeout"] or None,
             )
             result = {**planned, **done.to_dict(), "status": "restored" if done.ok else "failed"}
             if not done.ok:

@@ -70,9 +70,21 @@ options:
     type: str
     default: 6h
   timeout:
-    description: Seconds one snapshot's transfer may take before it is killed and the image fails.
+    description:
+      - Seconds one snapshot's transfer may take before it is stopped and the image fails
+        (playbook variable C(backurne_transfer_timeout)).
     type: int
     default: 21600
+  stall_timeout:
+    description:
+      - Seconds the stream may go without moving a byte before the transfer is stopped and the
+        image fails with C(no data moved for N s (stalled)), naming the stage it stopped at
+        (e.g. C(import) when a full backup cluster blocks C(rbd import-diff)). C(0) turns the
+        watch off (O(timeout) still applies). Playbook variable C(backurne_stall_timeout).
+      - A healthy stream can be silent while C(rbd export-diff) scans a long unchanged stretch
+        of a large image without the fast-diff feature; raise it for such images.
+    type: int
+    default: 300
   fail_on_error:
     description: Fail the task when an image failed (the others are still handled).
     type: bool
@@ -169,10 +181,17 @@ images:
       description: Seconds spent transferring.
       type: float
     error:
-      description: Why the image failed, naming the image, the stage and the cause.
+      description:
+        - Why the image failed, naming the image, the snapshot, the stage and the cause (e.g.
+          C(Operation not permitted writing to the backup cluster), C(no data moved for 300 s (stalled))).
+        - An exit status 0 of C(rbd import-diff) is not trusted - refused writes on its stderr, or
+          its end snapshot missing afterwards, fail the image too.
       type: str
     note:
-      description: Why the image was skipped (another run holds its lock) or other remarks, such as a stale lock broken.
+      description:
+        - Why the image was skipped (another run holds its lock) or other remarks, joined with
+          C(; ) - a stale lock broken, an existing destination's HEAD emptied for a full, a
+          snapshot that a failed transfer had left on the backup image removed.
       type: str
       returned: when there is something to say
   sample:
@@ -267,6 +286,7 @@ def main() -> None:
             "workers": {"type": "int", "default": 4},
             "lock_ttl": {"type": "str", "default": "6h"},
             "timeout": {"type": "int", "default": 21600},
+            "stall_timeout": {"type": "int", "default": 300},
             "fail_on_error": {"type": "bool", "default": True},
             "progress": {"type": "bool", "default": True},
             "state_dir": {"type": "path"},
@@ -283,6 +303,11 @@ def main() -> None:
         module.fail_json(msg=f"transfer: lock_ttl: {exc}")
     if p["workers"] < 1:
         module.fail_json(msg=f"transfer: workers must be at least 1, got {p['workers']}")
+    if p["timeout"] < 1 or p["stall_timeout"] < 0:
+        module.fail_json(
+            msg=f"transfer: timeout must be at least 1 second and stall_timeout at least 0 (0 = off), "
+            f"got timeout={p['timeout']} stall_timeout={p['stall_timeout']}"
+        )
     if p["shard_count"] < 1 or not 0 <= p["shard_index"] < p["shard_count"]:
         module.fail_json(
             msg=f"transfer: shard_index must be in 0..shard_count-1 and shard_count >= 1, "
@@ -353,8 +378,9 @@ def main() -> None:
         if isinstance(lock, LockBusy):
             result.update(status="locked", error=None, note=f"{where}: skipped, locked by {lock.holder}")
             return result
+        notes: list[str] = []
         if lock.broke_stale:
-            result["note"] = f"{where}: broke a stale lock ({lock.broke_stale})"
+            notes.append(f"{where}: broke a stale lock ({lock.broke_stale})")
         try:
             present = set(backup.snapshot_names(dest_spec))
             before[dest] = sorted(present)
@@ -405,7 +431,12 @@ def main() -> None:
                     timeout=p["timeout"],
                     progress=tracker.update if tracker is not None else None,
                     fresh_destination=fresh and step["from_snap"] is None,
+                    stall_timeout=p["stall_timeout"] or None,
+                    snap_prefix=p["snap_prefix"],
+                    present=present,
                 )
+                # The pipeline's remarks (HEAD emptied, a failed step's snapshot removed…).
+                notes.extend(f"{where}: snapshot {step['to_snap']!r}: {note}" for note in sent.notes)
                 if board is not None:
                     board.finish(plan["image"])
                 result["bytes_logical"] += sent.bytes_logical
@@ -419,6 +450,7 @@ def main() -> None:
                         error=f"{where}: snapshot {step['to_snap']!r}: {sent.failed_stage} failed: {sent.error}",
                     )
                     break
+                present.add(step["to_snap"])
                 result["snapshots"].append(step["to_snap"])
                 result["snapshot"] = step["to_snap"]
                 after[dest] = sorted([*after[dest], step["to_snap"]])
@@ -426,6 +458,8 @@ def main() -> None:
                 result["status"] = "transferred"
         finally:
             result["duration"] = round(time.monotonic() - started, 3)
+            if notes:
+                result["note"] = "; ".join(notes)
             release(backup, lock)
         return result
 

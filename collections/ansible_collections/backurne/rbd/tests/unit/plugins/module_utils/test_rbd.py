@@ -235,6 +235,10 @@ class TestStderrCause:
         assert stderr_cause("") == ""
         assert stderr_cause("progress 10%\nall fine") == "all fine"
 
+    def test_a_killed_pipeline_member_over_the_done_ones(self) -> None:
+        stderr = "bash: line 1: 25675 Killed                  rbd export-diff x\n     25676 Done   | zstd -q\n"
+        assert stderr_cause(stderr) == "bash: line 1: 25675 Killed                  rbd export-diff x"
+
 
 FAKE_RBD = r"""#!{python}
 import json, os, sys, time

@@ -24,7 +24,10 @@ from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
 )
 
 # export-diff writes a deterministic, compressible stream ending with a trailer; import-diff
-# stores what it reads and, like the real one, refuses a stream without its end.
+# stores what it reads and, like the real one, refuses a stream without its end, and records
+# its end snapshot ($FAKE_END_SNAP, default snap-2) where `snap ls` lists it. Images named
+# write-error* get the end snapshot and exit 0 although librbd logged refused writes (Ceph
+# 16.2 with its cache on); nosnap* exit 0 without creating it.
 FAKE_RBD = r"""#!{python}
 import json, os, sys, time
 args = sys.argv[1:]
@@ -34,6 +37,11 @@ with open(os.path.join(state, "calls.log"), "a") as fh:
 opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
 image = opts.get("image", "")
 path = os.path.join(state, image.replace("/", "_") + ".img")
+snaps_path = path[:-4] + ".snaps"
+def snaps():
+    return json.load(open(snaps_path)) if os.path.exists(snaps_path) else []
+def save(names):
+    json.dump(names, open(snaps_path, "w"))
 size = int(os.environ.get("FAKE_SIZE", str(8 << 20)))
 out = sys.stdout.buffer
 def die(msg, rc):
@@ -44,6 +52,10 @@ if "export-diff" in args:
         out.write(b"rbd diff v1\n" + b"x" * 65536)
         out.flush()
         die("rbd: export-diff error: (2) No such file or directory", 2)
+    if image.startswith("stall"):
+        out.write(b"rbd diff v1\n" + b"z" * 4096)
+        out.flush()
+        time.sleep(60)
     if image.startswith("slow"):
         while True:
             out.write(b"y" * 4096)
@@ -54,14 +66,36 @@ if "export-diff" in args:
         out.write(block)
     out.write(b"END!")
 elif "import-diff" in args:
+    if image.startswith("import-stall"):
+        sys.stdin.buffer.read(1024)
+        time.sleep(60)
     if image.startswith("import-fail"):
         sys.stdin.buffer.read(1024)
         die("rbd: import-diff failed: (22) Invalid argument", 22)
     data = sys.stdin.buffer.read()
+    if "write-error" in image:
+        for tid in range(3):
+            sys.stderr.write(
+                "2026-12-03T08:28:13.609+0000 7fe7f65d76c0 -1 librbd::io::ObjectRequest: 0x7f2d80001c50 "
+                f"handle_write_object: rbd_data.101b.000000000000000{{tid}} failed to write object: "
+                "(1) Operation not permitted\n"
+            )
     if not data.endswith(b"END!"):
+        if image.startswith("half-snap"):
+            save(snaps() + [os.environ.get("FAKE_END_SNAP", "snap-2")])
         die("rbd: failed to decode write data: (74) Bad message", 74)
     with open(path, "wb") as fh:
         fh.write(data[:-4])
+    if not image.startswith("nosnap"):
+        save(snaps() + [os.environ.get("FAKE_END_SNAP", "snap-2")])
+elif "snap" in args and "ls" in args:
+    if not os.path.exists(path):
+        die("rbd: error opening image: (2) No such file or directory", 2)
+    print(json.dumps([{{"id": i, "name": n}} for i, n in enumerate(snaps())]))
+elif "snap" in args and "rm" in args:
+    if image.startswith("snaprm-fail"):
+        die("rbd: failed to remove snapshot: (16) Device or resource busy", 16)
+    save([n for n in snaps() if n != opts["snap"]])
 elif "create" in args:
     if image.startswith("create-fail"):
         die("rbd: create error: (1) Operation not permitted", 1)
@@ -69,6 +103,8 @@ elif "create" in args:
         die("rbd: create error: (17) File exists", 17)
     open(path, "wb").close()
 elif "rm" in args:
+    if snaps():
+        die("rbd: image has snapshots - these must be deleted with 'rbd snap purge' first", 39)
     os.unlink(path)
 elif "resize" in args or "info" in args:
     if not os.path.exists(path):
@@ -98,7 +134,7 @@ def calls(state: Path) -> list[list[str]]:
 
 
 def subcommands(state: Path) -> list[str]:
-    known = ("export-diff", "import-diff", "create", "rm", "resize", "info")
+    known = ("export-diff", "import-diff", "snap", "create", "rm", "resize", "info")
     return [next(word for word in call if word in known) for call in calls(state)]
 
 
@@ -172,8 +208,9 @@ class TestArgv:
 
     def test_import_words(self) -> None:
         dest = transfer.ImageSpec("bk", None, "c;-img;None")
-        assert transfer.import_words(BACKUP, dest)[-5:] == [
+        assert transfer.import_words(BACKUP, dest)[-6:] == [
             "import-diff",
+            "--rbd-cache=false",
             "--no-progress",
             "--path=-",
             "--pool=bk",
@@ -203,11 +240,11 @@ class TestTransferWithFakeRbd:
         else:
             assert result.bytes_wire == result.bytes_logical
         assert (fake / "dst.img").stat().st_size == 8 << 20
-        assert subcommands(fake) == ["create", "import-diff", "export-diff"] or subcommands(fake) == [
-            "create",
-            "export-diff",
-            "import-diff",
-        ]
+        # Created here: nothing to list first; the end snapshot is confirmed afterwards.
+        assert subcommands(fake) in (
+            ["create", "import-diff", "export-diff", "snap"],
+            ["create", "export-diff", "import-diff", "snap"],
+        )
         assert seen and seen == sorted(seen) and seen[-1] == result.bytes_logical
         assert result.to_dict()["dest"] == "bk/dst"
 
@@ -223,7 +260,9 @@ class TestTransferWithFakeRbd:
         (fake / "dst.img").write_bytes(b"old")
         result = run("img", "dst", base="snap-1")
         assert result.ok and result.kind == "incremental"
-        assert sorted(subcommands(fake)) == ["export-diff", "import-diff"]
+        # Only reads besides the stream: the snapshots before (none given) and the end snapshot after.
+        assert sorted(subcommands(fake)) == ["export-diff", "import-diff", "snap", "snap"]
+        assert all("ls" in call for call in calls(fake) if "snap" in call)
         export = next(call for call in calls(fake) if "export-diff" in call)
         assert "--from-snap=snap-1" in export and "--snap=snap-2" in export
 
@@ -444,3 +483,225 @@ def test_relay_reader_that_stops_early_is_reported() -> None:
     writer.kill()
     writer.wait(10)
     assert relay.broken_pipe and relay.count < 8 << 20
+
+
+# -- distrusting import-diff's exit 0, and no silent stall -----------------------------------
+
+OURS = "backup;daily;7;2026-01-01T00:00:00.000000"
+# What Ceph 16.2's import-diff printed when the backup cluster refused data writes (librbd cache
+# on; exit 0 and the end snapshot created in most tries), copied from the lab.
+REFUSED_WRITES_STDERR = """\
+2026-12-03T08:28:13.609+0000 7fe7f65d76c0 -1 librbd::io::ObjectRequest: 0x7f2d80001c50 handle_write_object: \
+rbd_data.101b9c8bf9aa.0000000000000000 failed to write object: (1) Operation not permitted
+2026-12-03T08:28:13.611+0000 7fe7f65d76c0 -1 librbd::cache::WriteAroundObjectDispatch: 0x7f0640011d10 \
+handle_in_flight_io_complete: IO error encountered: tid=10: (1) Operation not permitted
+"""
+
+
+def run_ours(image: str, dest: str, base: str | None = None, **kwargs: object) -> TransferResult:
+    return transfer_snapshot(LIVE, BACKUP, "rbd", "ns", image, OURS, base, "bk", None, dest, **kwargs)  # type: ignore[arg-type]
+
+
+def fake_snaps(state: Path, image: str) -> list[str]:
+    path = state / f"{image}.snaps"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+class TestImportWriteErrors:
+    def test_refused_writes_name_the_cause_and_target(self) -> None:
+        cause = transfer.import_write_error(REFUSED_WRITES_STDERR, "the backup cluster")
+        assert cause is not None
+        assert cause.startswith("Operation not permitted writing to the backup cluster (2 failed writes; first: ")
+        assert "handle_write_object: rbd_data.101b9c8bf9aa.0000000000000000 failed to write object" in cause
+        # The Ceph log prefix (time, thread, level) is not part of the message.
+        assert "2026-12-03T" not in cause and "7fe7f65d76c0" not in cause
+
+    def test_other_errno(self) -> None:
+        line = (
+            "2026-12-03T08:28:13.609+0000 7f -1 librbd::io::ObjectRequest: x failed to write object: "
+            "(28) No space left on device\n"
+        )
+        cause = transfer.import_write_error(line, "the live cluster")
+        assert cause is not None and cause.startswith(
+            "No space left on device writing to the live cluster (1 failed write;"
+        )
+
+    @pytest.mark.parametrize(
+        "stderr",
+        [
+            "",
+            "Importing image diff: 100% complete...done.\n",
+            "2026-12-03T08:28:13.609+0000 7f -1 did not load config file, using default settings.\n",
+            "rbd: import-diff failed: (1) Operation not permitted\n",  # the exit status says it already
+            "end snapshot 'x' already exists, aborting\nrbd: import-diff failed: (17) File exists\n",
+        ],
+    )
+    def test_no_write_error(self, stderr: str) -> None:
+        assert transfer.import_write_error(stderr, "the backup cluster") is None
+
+    def test_exit_0_with_refused_writes_fails_and_drops_the_snapshot(
+        self, fake: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FAKE_END_SNAP", OURS)
+        (fake / "write-error.img").write_bytes(b"")
+        (fake / "write-error.snaps").write_text(json.dumps(["backup;daily;7;2025-12-31T00:00:00.000000"]))
+        result = run_ours("img", "write-error", base="backup;daily;7;2025-12-31T00:00:00.000000")
+        assert (result.ok, result.failed_stage) == (False, "import")
+        assert "Operation not permitted writing to the backup cluster" in (result.error or "")
+        assert "(exit status 0)" in (result.error or "")
+        # The snapshot import-diff created over the refused writes is gone; the base is kept.
+        assert fake_snaps(fake, "write-error") == ["backup;daily;7;2025-12-31T00:00:00.000000"]
+        assert any(f"removed snapshot {OURS!r}" in note and "not trusted" in note for note in result.notes)
+
+    def test_exit_0_without_the_end_snapshot_fails(self, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_END_SNAP", OURS)
+        (fake / "nosnap.img").write_bytes(b"")
+        result = run_ours("img", "nosnap", base="b")
+        assert (result.ok, result.failed_stage) == (False, "import")
+        assert f"import-diff exited 0 but snapshot {OURS!r} is not on the backup image" in (result.error or "")
+        assert result.notes == []
+
+    def test_failed_import_that_left_its_snapshot(self, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_END_SNAP", OURS)
+        # A truncated stream (export fails) into an import that created its end snapshot anyway.
+        (fake / "half-snap.img").write_bytes(b"")
+        result = run_ours("export-fail", "half-snap", base="b")
+        assert (result.ok, result.failed_stage) == (False, "export")
+        assert fake_snaps(fake, "half-snap") == []
+        assert any("removed snapshot" in note for note in result.notes)
+
+    def test_a_snapshot_that_was_there_before_is_never_removed(
+        self, fake: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FAKE_END_SNAP", OURS)
+        (fake / "half-snap.img").write_bytes(b"")
+        result = run_ours("export-fail", "half-snap", base="b", present=[OURS])
+        assert not result.ok
+        assert fake_snaps(fake, "half-snap") == [OURS]
+        assert not [call for call in calls(fake) if "rm" in call]
+
+    def test_a_foreign_snapshot_is_never_removed(self, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_END_SNAP", "snap-2")
+        (fake / "half-snap.img").write_bytes(b"")
+        result = run("export-fail", "half-snap", base="b")  # "snap-2": not "backup;…"
+        assert not result.ok
+        assert fake_snaps(fake, "half-snap") == ["snap-2"]
+
+    def test_removal_that_fails_is_in_the_error(self, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FAKE_END_SNAP", OURS)
+        (fake / "snaprm-fail-write-error.img").write_bytes(b"")
+        result = run_ours("img", "snaprm-fail-write-error", base="b")
+        assert not result.ok
+        assert f"snapshot {OURS!r} it left on the backup image could not be removed" in (result.error or "")
+        assert any("could not remove snapshot" in note for note in result.notes)
+
+    def test_failed_full_into_a_placeholder_removes_snapshot_then_image(
+        self, fake: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FAKE_END_SNAP", OURS)
+        result = run_ours("img", "write-error-new")
+        assert not result.ok
+        # rbd refuses to remove an image with snapshots: the snapshot had to go first.
+        assert not (fake / "write-error-new.img").exists()
+        assert [n for n in result.notes if "removed" in n] == [
+            f"removed snapshot {OURS!r} that the failed transfer had left on the backup image (not trusted)",
+            "removed the placeholder this transfer had created",
+        ]
+
+
+class TestStall:
+    def test_source_that_stops_sending(self, fake: Path) -> None:
+        (fake / "dst.img").write_bytes(b"")
+        # Uncompressed: zstd would hold the few bytes sent back in its buffers.
+        result = run(
+            "stall", "dst", base="snap-1", stall_timeout=1.0, timeout=60, compression=Compression(enabled=False)
+        )
+        assert (result.ok, result.failed_stage) == (False, "export")
+        assert result.error == "export: no data moved for 1 s (stalled)"
+        assert 0 < result.bytes_logical < 1 << 20
+        assert not [pid for pid in all_pids() if str(fake.parent) in cmdline(pid)]
+        assert not children()
+
+    def test_import_that_stops_reading(self, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        # e.g. a full backup cluster: import-diff blocks in a write and reads no more.
+        monkeypatch.setattr(transfer, "STOP_GRACE", 2.0)
+        (fake / "import-stall.img").write_bytes(b"")
+        result = run("img", "import-stall", base="snap-1", stall_timeout=1.0, compression=Compression(enabled=False))
+        assert (result.ok, result.failed_stage) == (False, "import")
+        assert result.error == "import: no data moved for 1 s (stalled)"
+        assert not children()
+
+    def test_a_slow_stream_that_keeps_moving_is_not_stalled(self, fake: Path) -> None:
+        (fake / "dst.img").write_bytes(b"")
+        # 4 KiB every 50 ms, forever: only the overall timeout stops it.
+        result = run(
+            "slow", "dst", base="snap-1", stall_timeout=1.0, timeout=3.0, compression=Compression(enabled=False)
+        )
+        assert result.failed_stage == "export"
+        assert "timed out after 3 s" in (result.error or "")
+
+    def test_stall_watch_off(self, fake: Path) -> None:
+        (fake / "dst.img").write_bytes(b"")
+        result = run("stall", "dst", base="snap-1", stall_timeout=None, timeout=2.0)
+        assert "timed out after 2 s" in (result.error or "")
+
+
+class TestStalledStage:
+    """Which stage a stream that stopped moving is waiting on, from real pipes."""
+
+    def _pipeline(self, source: list[str], reader: list[str]) -> transfer._Pipeline:
+        import subprocess
+
+        pipeline = transfer._Pipeline()
+        sink = pipeline.start_stage("import", reader, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        src = pipeline.start_stage("export", source, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        pipeline.stages = [src, sink]
+        pipeline.relay(src.proc.stdout, sink.proc.stdin, None)
+        return pipeline
+
+    def _finish(self, pipeline: transfer._Pipeline) -> None:
+        import signal
+
+        pipeline._kill(pipeline.stages, signal.SIGKILL)
+        pipeline.wait(10)
+        pipeline.close()
+
+    def test_nothing_from_the_source(self) -> None:
+        pipeline = self._pipeline(["sleep", "30"], ["cat"])
+        try:
+            time.sleep(0.3)
+            assert pipeline.stalled_stage().name == "export"
+            assert pipeline.relays[0].count == 0
+        finally:
+            self._finish(pipeline)
+
+    def test_reader_not_reading(self) -> None:
+        pipeline = self._pipeline(["head", "-c", "100000", "/dev/zero"], ["sleep", "30"])
+        try:
+            deadline = time.monotonic() + 5
+            while pipeline.relays[0].count < 100000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert pipeline.relays[0].count == 100000
+            assert pipeline.stalled_stage().name == "import"  # bytes wait unread in its pipe
+            assert pipeline.last_progress() > pipeline.started
+        finally:
+            self._finish(pipeline)
+
+
+def test_silent_ssh_255_says_what_it_may_mean() -> None:
+    import subprocess
+
+    pipeline = transfer._Pipeline()
+    sink = pipeline.start_stage("import", ["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    source = pipeline.start_stage("ssh", ["sh", "-c", "exit 255"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    pipeline.stages = [source, sink]
+    pipeline.relay(source.proc.stdout, sink.proc.stdin, None)
+    try:
+        pipeline.wait(10)
+        verdict = transfer._verdict(pipeline, remote=True, timeout=10)
+    finally:
+        pipeline.close()
+    assert verdict == (
+        "ssh",
+        "ssh: connection lost, or the remote command was killed by a signal (exit status 255)",
+    )
