@@ -66,8 +66,9 @@ class CephSettings:
     keyring: str | None = None
     ceph_conf: str | None = None
 
-    def access(self) -> CephAccess:
-        return CephAccess(self.cluster, self.ceph_client, self.keyring, self.ceph_conf)
+    def access(self, owner: str = "") -> CephAccess:
+        """``owner`` names the settings in errors ("keyring /x (option keyring of OWNER) ...")."""
+        return CephAccess(self.cluster, self.ceph_client, self.keyring, self.ceph_conf, owner=owner)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class LiveCluster:
     def runner(self, timeout: float = 120) -> RbdRunner:
         """rbd on this live cluster's node, over ssh."""
         return RbdRunner(
-            self.ceph.access(), self.ssh_target(), default_timeout=timeout, label=f"live cluster {self.name}"
+            self.ceph.access(f"live_clusters.{self.name}.ceph"), self.ssh_target(), default_timeout=timeout, label=f"live cluster {self.name}"
         )
 
 
@@ -128,7 +129,7 @@ class Config:
 
     def backup_runner(self, timeout: float = 120) -> RbdRunner:
         """rbd on the backup cluster, from this host."""
-        return RbdRunner(self.backup.ceph.access(), default_timeout=timeout, label="backup cluster")
+        return RbdRunner(self.backup.ceph.access("backup.ceph"), default_timeout=timeout, label="backup cluster")
 
     def mapper(self, timeout: float = 120) -> Mapper:
         """File-level access (map/unmap/list/extract) to the backup pool, state in state_dir."""

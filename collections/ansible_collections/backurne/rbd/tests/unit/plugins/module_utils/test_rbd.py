@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -284,8 +285,15 @@ def calls(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
+# The runner checks that its keyring and conf files exist before any command: real (empty) files.
+_ACCESS_DIR = Path(tempfile.mkdtemp(prefix="backurne-test-rbd-"))
+KEYRING, CONF = str(_ACCESS_DIR / "k"), str(_ACCESS_DIR / "c")
+for _path in (KEYRING, CONF):
+    Path(_path).write_text("")
+
+
 class TestRunner:
-    access = CephAccess("ceph", "backurne", "/k", "/c")
+    access = CephAccess("ceph", "backurne", KEYRING, CONF)
 
     def test_run_builds_argv(self, fake_rbd: Path) -> None:
         runner = RbdRunner(self.access)
@@ -294,7 +302,7 @@ class TestRunner:
         runner.create("rbd/ns/new", 1 << 20)
         runner.resize("rbd/ns/new", 0, allow_shrink=True)
         runner.remove("rbd/ns/new")
-        common = ["--cluster", "ceph", "--id", "backurne", "--keyring", "/k", "-c", "/c"]
+        common = ["--cluster", "ceph", "--id", "backurne", "--keyring", KEYRING, "-c", CONF]
         assert calls(fake_rbd) == [
             [
                 *common,
