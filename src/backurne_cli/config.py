@@ -107,7 +107,10 @@ class LiveCluster:
     def runner(self, timeout: float = 120) -> RbdRunner:
         """rbd on this live cluster's node, over ssh."""
         return RbdRunner(
-            self.ceph.access(f"live_clusters.{self.name}.ceph"), self.ssh_target(), default_timeout=timeout, label=f"live cluster {self.name}"
+            self.ceph.access(f"live_clusters.{self.name}.ceph"),
+            self.ssh_target(),
+            default_timeout=timeout,
+            label=f"live cluster {self.name}",
         )
 
 
