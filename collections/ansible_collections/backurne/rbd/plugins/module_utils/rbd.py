@@ -233,7 +233,7 @@ class CephAccess:
 
 
 def _path_problem(path: str) -> str:
-    """ "" when ``path`` is a readable file, else what is wrong with it."""
+    """What is wrong with ``path`` as a file to read; empty when nothing is."""
     if not os.path.exists(path):
         return "does not exist"
     if os.path.isdir(path):
@@ -511,7 +511,7 @@ class RbdRunner:
         )
 
     def _timeout_hint(self, args: Sequence[str], tool: str) -> str:
-        """ ", probably because …" for a command that timed out on a pool that cannot take writes.
+        """The ", probably because …" of a command that timed out on a pool that cannot take writes.
 
         Ceph holds writes into a full pool (full OSD, quota reached) instead of failing them:
         the timeout is all the command sees. One monitor read tells (local runners only: that
