@@ -203,12 +203,17 @@ def assess(state: PoolState, *, nearfull: str = "warn", writes: bool = True) -> 
     return verdict
 
 
-def read_pool_state(runner: RbdRunner, pool: str, timeout: float = MON_TIMEOUT) -> PoolState:
+def read_pool_state(
+    runner: RbdRunner, pool: str, timeout: float = MON_TIMEOUT, *, open_session: bool = True
+) -> PoolState:
     """Ask the backup cluster's monitor (in process when possible, else the `ceph` CLI)."""
     try:
-        dump = runner.mon_json({"prefix": "osd dump"}, ["osd", "dump"], timeout=timeout)
+        dump = runner.mon_json({"prefix": "osd dump"}, ["osd", "dump"], timeout=timeout, open_session=open_session)
         quota = runner.mon_json(
-            {"prefix": "osd pool get-quota", "pool": pool}, ["osd", "pool", "get-quota", pool], timeout=timeout
+            {"prefix": "osd pool get-quota", "pool": pool},
+            ["osd", "pool", "get-quota", pool],
+            timeout=timeout,
+            open_session=open_session,
         )
     except RbdError as exc:
         raise CapacityError(str(exc)) from None
@@ -216,9 +221,13 @@ def read_pool_state(runner: RbdRunner, pool: str, timeout: float = MON_TIMEOUT) 
 
 
 def full_pool_hint(runner: RbdRunner, pool: str, timeout: float = 10.0) -> str:
-    """Why writes into ``pool`` may be blocked ("" when nothing is known), for timeout messages."""
+    """Why writes into ``pool`` may be blocked ("" when nothing is known), for timeout messages.
+
+    Bounded by ``timeout`` per monitor command: it does not connect a new in-process client
+    (after a timeout the cluster itself may be what does not answer).
+    """
     try:
-        verdict = assess(read_pool_state(runner, pool, timeout))
+        verdict = assess(read_pool_state(runner, pool, timeout, open_session=False))
     except (CapacityError, ValueError):
         return ""
     return "; ".join(verdict.errors)

@@ -571,14 +571,17 @@ class RbdRunner:
             raise RbdError(done.argv, done.rc, done.stderr, self.label, action=action, subject=subject, cause=cause)
         return done.stdout
 
-    def mon_json(self, command: dict[str, Any], words: Sequence[str], *, timeout: float | None = None) -> Any:
+    def mon_json(
+        self, command: dict[str, Any], words: Sequence[str], *, timeout: float | None = None, open_session: bool = True
+    ) -> Any:
         """A monitor command's JSON answer: in process when possible, else `ceph WORDS --format=json`.
 
         ``command`` is the monitor's form ({"prefix": "osd dump", ...}), ``words`` the same
-        command as CLI arguments.
+        command as CLI arguments. ``open_session`` False uses the in-process client only when it
+        is already connected (connecting waits up to the default timeout, not ``timeout``).
         """
         limit = self._timeout(timeout)
-        session = self.rados_session()
+        session = self.rados_session() if open_session else self._session
         if session is not None:
             try:
                 return session.mon_command({**command, "format": "json"}, limit)
