@@ -191,7 +191,7 @@ def test_read_pool_state_through_the_cli(fake_ceph: Path) -> None:
     runner = RbdRunner(CephAccess("ceph", "backurne"), in_process=False)
     state = read_pool_state(runner, "rbd")
     assert state.quota_max_bytes == MiB and "full_quota" in state.pool_flags
-    calls = [line for line in fake_ceph.read_text().splitlines()]
+    calls = fake_ceph.read_text().splitlines()
     assert calls == [
         '["--cluster", "ceph", "--id", "backurne", "osd", "dump", "--format=json"]',
         '["--cluster", "ceph", "--id", "backurne", "osd", "pool", "get-quota", "rbd", "--format=json"]',
