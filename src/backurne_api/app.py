@@ -11,8 +11,8 @@ cannot even learn which paths exist.
 
 Errors are JSON ``{"error": CODE, "message": TEXT, "image": ..., "snapshot": ...}``: 401 no or
 bad token, 403 a path leading out of a snapshot, 404 unknown image/snapshot/job or not mapped,
-409 conflict (already mapped, destination exists, operation in progress), 422 bad input,
-502 a Ceph command failed on a valid request. Bad input never yields a 500.
+409 conflict (already mapped, destination exists, operation in progress), 413 a request body over
+``api.max_body_bytes``, 422 bad input, 502 a Ceph command failed on a valid request. Bad input never yields a 500.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from backurne_api import __version__, files
 from backurne_api.auth import TokensFileError, TokenStore, bearer_token
 from backurne_api.backend import Backend, BackendError, Mapped, RestoreRequest
+from backurne_api.guards import AccessLog, BodyLimit
 from backurne_api.jobs import FAILED, SUCCEEDED, JobRunner, Progress
 
 log = logging.getLogger("backurne_api")
@@ -45,6 +46,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_NAME = 1024
 MAX_PATH = 4096
 MAX_ENTRIES = 100_000
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # as backurne_cli.config's default
 
 
 # -- authentication ---------------------------------------------------------------------------
@@ -599,5 +601,9 @@ def create_app(
             raise ApiError(404, "not_found", f"no job {job_id!r} (jobs are forgotten when the service restarts)")
         return job
 
+    # Innermost first: the body limit applies to authenticated requests (others get 401 unread),
+    # the access log (outermost) records every request, refused ones included.
+    app.add_middleware(BodyLimit, limit=int(getattr(api_settings, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)))
     app.add_middleware(AuthMiddleware, tokens=tokens, anonymous=bool(api_settings.anonymous))
+    app.add_middleware(AccessLog)
     return app

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from backurne_api.app import create_app
+    from backurne_api.guards import DropQueryString
     from backurne_cli.config import ConfigError, load_config
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,12 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if config.api.anonymous:
         logging.getLogger("backurne_api").warning("api.anonymous is true: requests without a token are served")
+    # uvicorn's access log writes the query string verbatim (a token put there by mistake would
+    # stay in the log): off, backurne_api.access (guards.AccessLog) logs paths only. The filter
+    # covers a --log-config that turns it back on.
+    logging.getLogger("uvicorn.access").addFilter(DropQueryString())
     # One process: restore jobs and the in-progress guards live in it (no --workers).
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=args.log_level,
+        access_log=False,
         server_header=False,
         proxy_headers=False,
         ssl_certfile=args.tls_cert,

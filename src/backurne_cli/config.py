@@ -23,6 +23,7 @@ Schema (every key optional unless marked)::
       tokens_file: PATH            # SHA-256 hashes of the clients' tokens (docs/rest-api.md)
       anonymous: false
       listen: 127.0.0.1:8080
+      max_body_bytes: 1048576      # larger request bodies are refused with 413 before being read
 
 Every error names the file and the key (``backup.ceph.keyring: must be a string``).
 """
@@ -50,7 +51,9 @@ _CEPH_KEYS = {"cluster", "ceph_client", "keyring", "ceph_conf"}
 _SSH_KEYS = {"user", "port", "identity_file", "known_hosts_file"}
 _BACKUP_KEYS = {"ceph", "pool", "namespace"}
 _LIVE_KEYS = {"host", "ssh", "ceph", "pool", "namespace"}
-_API_KEYS = {"tokens_file", "anonymous", "listen"}
+_API_KEYS = {"tokens_file", "anonymous", "listen", "max_body_bytes"}
+# The API's largest request body is a restore request of a few hundred bytes.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # Pool and namespace names end up in `IDENT;DISK;COMMENT` listings and rbd specs.
 _FORBIDDEN_IN_NAMES = set(";/@'\"") | {chr(c) for c in range(32)}
 
@@ -66,8 +69,9 @@ class CephSettings:
     keyring: str | None = None
     ceph_conf: str | None = None
 
-    def access(self) -> CephAccess:
-        return CephAccess(self.cluster, self.ceph_client, self.keyring, self.ceph_conf)
+    def access(self, owner: str = "") -> CephAccess:
+        """``owner`` names the settings in errors ("keyring /x (option keyring of OWNER) ...")."""
+        return CephAccess(self.cluster, self.ceph_client, self.keyring, self.ceph_conf, owner=owner)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,10 @@ class LiveCluster:
     def runner(self, timeout: float = 120) -> RbdRunner:
         """rbd on this live cluster's node, over ssh."""
         return RbdRunner(
-            self.ceph.access(), self.ssh_target(), default_timeout=timeout, label=f"live cluster {self.name}"
+            self.ceph.access(f"live_clusters.{self.name}.ceph"),
+            self.ssh_target(),
+            default_timeout=timeout,
+            label=f"live cluster {self.name}",
         )
 
 
@@ -115,6 +122,7 @@ class ApiSettings:
     tokens_file: str | None = None
     anonymous: bool = False
     listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ class Config:
 
     def backup_runner(self, timeout: float = 120) -> RbdRunner:
         """rbd on the backup cluster, from this host."""
-        return RbdRunner(self.backup.ceph.access(), default_timeout=timeout, label="backup cluster")
+        return RbdRunner(self.backup.ceph.access("backup.ceph"), default_timeout=timeout, label="backup cluster")
 
     def mapper(self, timeout: float = 120) -> Mapper:
         """File-level access (map/unmap/list/extract) to the backup pool, state in state_dir."""
@@ -252,10 +260,14 @@ def parse_config(data: Any, source: str = "configuration") -> Config:
     anonymous = api_spec.get("anonymous", False)
     if not isinstance(anonymous, bool):
         raise reader.fail("api.anonymous", f"must be true or false, got {anonymous!r}")
+    max_body = api_spec.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
+        raise reader.fail("api.max_body_bytes", f"must be a positive number of bytes, got {max_body!r}")
     api = ApiSettings(
         tokens_file=reader.path("api.tokens_file", api_spec.get("tokens_file")),
         anonymous=anonymous,
         listen=reader.string("api.listen", api_spec.get("listen"), "127.0.0.1:8080") or "127.0.0.1:8080",
+        max_body_bytes=max_body,
     )
     return Config(backup, prefix, state_dir, live, api, source)
 

@@ -45,12 +45,30 @@ SSH_ARGS: dict[str, dict[str, Any]] = {
 }
 
 
-def ceph_access(params: dict[str, Any]) -> CephAccess:
+BACKUP_NODE = "the backup node"
+
+
+def live_cluster_owner(name: str | None) -> str:
+    return f"live cluster {name}" if name else "the live cluster"
+
+
+def ceph_access(params: dict[str, Any], owner: str | None = None) -> CephAccess:
+    """The Ceph access options of a module's parameters (its own, or its `live_ceph` dict).
+
+    ``owner`` names whose options they are in error messages ("keyring /x (option keyring of
+    the backup node) does not exist"). By default: a module's own options are the backup
+    node's (every module but the live-side ones, which say so), a `live_ceph` dict (it has
+    no `pool`) the live cluster's. A local runner checks the files exist before its first
+    command (RbdRunner.file_problem).
+    """
+    if owner is None:
+        owner = BACKUP_NODE if "pool" in params or "live_host" in params else live_cluster_owner(None)
     return CephAccess(
         cluster=params.get("cluster") or "ceph",
         ceph_client=params.get("ceph_client") or "admin",
         keyring=params.get("keyring"),
         ceph_conf=params.get("ceph_conf"),
+        owner=owner,
     )
 
 
@@ -72,10 +90,19 @@ def parse_duration_or_zero(value: str) -> timedelta:
 
 
 def parse_now(value: str | None) -> datetime:
-    """The policy clock: naive UTC, as in the snapshot names; injectable for tests and dry runs."""
+    """The policy clock: naive UTC, as in the snapshot names; injectable for tests and dry runs.
+
+    A value that is not an ISO 8601 time raises ValueError naming the playbook variable that
+    sets it (backurne_now) and the value.
+    """
     if not value:
         return datetime.now(UTC).replace(tzinfo=None)
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"backurne_now {value!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00 or 2026-01-31T12:00:00+01:00)"
+        ) from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed

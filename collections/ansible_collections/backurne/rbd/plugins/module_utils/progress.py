@@ -101,13 +101,37 @@ def _libc() -> Any:
         return None
 
 
+def utf8_prefix(text: str, limit: int) -> bytes:
+    """``text`` in UTF-8, cut to at most ``limit`` bytes on a character boundary.
+
+    The kernel cuts a title at a byte count; cut inside a multi-byte character, /proc/PID/stat
+    and /proc/PID/comm are no longer UTF-8 and tools that read them as text fail (image
+    ``é€日本``: "bk 5% é€日" is 14 bytes, the 15th is the first of the 3 bytes of "本").
+    """
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data
+    # The encoding is valid UTF-8: the only undecodable bytes are those of the character cut.
+    return data[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
 def set_thread_name(name: str) -> bool:
     """The calling thread's ``comm`` (15 bytes), through prctl(PR_SET_NAME); False if impossible."""
     libc = _libc()
     if libc is None:
         return False
-    buffer = ctypes.create_string_buffer(name.encode("utf-8", "replace")[:_COMM_BYTES])
+    buffer = ctypes.create_string_buffer(utf8_prefix(name, _COMM_BYTES))
     return libc.prctl(_PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0) == 0
+
+
+def _cut_bytes(data: bytes, limit: int) -> bytes:
+    """UTF-8 ``data`` cut to ``limit`` bytes on a character boundary (other bytes: as is)."""
+    if len(data) <= limit:
+        return data
+    try:
+        return utf8_prefix(data.decode("utf-8"), limit)
+    except UnicodeDecodeError:
+        return data[:limit]  # the original command line, whatever its encoding
 
 
 def _arg_area() -> tuple[int, int] | None:
@@ -141,6 +165,7 @@ class ProcessTitle:
             return b""
 
     def _set_comm(self, text: bytes) -> None:
+        # Callers cut on a character boundary (utf8_prefix); the original comm is written back as read.
         with contextlib.suppress(OSError), open("/proc/self/comm", "wb") as stream:
             stream.write(text[:_COMM_BYTES])
 
@@ -172,18 +197,18 @@ class ProcessTitle:
             else:
                 self.mode = "unavailable"
         if self.mode == "buffer":
-            data = text[: _CMDLINE_BYTES - 1].ljust(_CMDLINE_BYTES, b"\0")
+            data = _cut_bytes(text, _CMDLINE_BYTES - 1).ljust(_CMDLINE_BYTES, b"\0")
             ctypes.memmove(self._buffer, data, _CMDLINE_BYTES)
         elif self.mode == "in-place" and self._area is not None:
             # Python keeps its own copy of argv: the original area is ours to overwrite. The
             # last byte stays NUL so the kernel does not read on into the environment.
             size = self._area[1] - self._area[0]
-            data = text[: size - 1].ljust(size, b"\0")
+            data = _cut_bytes(text, size - 1).ljust(size, b"\0")
             ctypes.memmove(self._area[0], data, size)
 
     def set(self, comm: str, cmdline: str) -> None:
         with self._lock:
-            self._set_comm(comm.encode("utf-8", "replace"))
+            self._set_comm(utf8_prefix(comm, _COMM_BYTES))
             with contextlib.suppress(OSError, ValueError, TypeError):
                 self._write_cmdline(cmdline.encode("utf-8", "replace"))
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 # the CLI (RbdRunner): the in-process path can only be faster, never different.
 import contextlib
 import errno
+import json
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -51,6 +52,14 @@ class ListingUnsupported(Exception):
 
 class ImageMissing(Exception):
     """The image is not in the pool's directory, or its header is gone."""
+
+
+class MonCommandFailed(Exception):
+    """The monitor refused a command: errno and its status text."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.errno = code
 
 
 class SnapshotFailed(Exception):
@@ -375,6 +384,16 @@ class RadosSession:
             (number for kind, number in _RBD_ERRNO if isinstance(exc, getattr(rbd, kind, ()))), 0
         )
         return abs(int(code))
+
+    def mon_command(self, command: dict[str, Any], timeout: float) -> Any:
+        """A monitor command's JSON answer (``command`` carries "format": "json").
+
+        Raises MonCommandFailed with the monitor's errno and status text when it refuses.
+        """
+        code, out, status = self.client.mon_command(json.dumps(command), b"", timeout=max(1, int(timeout)))
+        if code != 0:
+            raise MonCommandFailed(abs(int(code)), str(status or ""))
+        return json.loads(out or b"null")
 
     def _rbd_module(self) -> Any:
         try:

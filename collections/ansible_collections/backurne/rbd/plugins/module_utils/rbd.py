@@ -38,6 +38,9 @@ _CEPH_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} [0-9a-f]+ +-?\
 # it follows with a "Done" line for the others.
 _ERRNO_HINT = re.compile(r"\(\d+\)|error|fail|denied|refused|not found|no such|timed out|invalid|killed", re.IGNORECASE)
 _NOISE = ("did not load config file",)
+# What the Ceph CLIs print for a keyring or conf path they cannot read (16.2).
+_KEYRING_MISSING = re.compile(r"unable to find a keyring on (\S+?):? \(")
+_CONF_MISSING = re.compile(r"unable to open config file from search list (\S+)")
 _MAX_CAUSE = 300
 
 
@@ -193,6 +196,24 @@ class CephAccess:
     ceph_client: str = "admin"
     keyring: str | None = None
     ceph_conf: str | None = None
+    # Whose options these are, for messages: "the backup node", "live cluster NAME".
+    owner: str = field(default="", compare=False)
+
+    def file_problem(self) -> str | None:
+        """Why the keyring or ceph_conf path cannot be used on this node, or None.
+
+        Only meaningful where the files live (the node the command runs on). Checked before
+        any rbd call: the CLI would say "(2) No such file or directory", naming neither the file
+        nor the option, and read like a missing image.
+        """
+        for option, path in (("keyring", self.keyring), ("ceph_conf", self.ceph_conf)):
+            if not path:
+                continue
+            problem = _path_problem(path)
+            if problem:
+                owner = f" of {self.owner}" if self.owner else ""
+                return f"{option} {path} (option {option}{owner}) {problem}"
+        return None
 
     def _common(self) -> list[str]:
         # The keyring is a path: key material never appears on a command line (ps, logs).
@@ -208,6 +229,20 @@ class CephAccess:
 
     def rados_argv(self, *args: str) -> list[str]:
         return ["rados", *self._common(), *args]
+
+    def ceph_argv(self, *args: str) -> list[str]:
+        return ["ceph", *self._common(), *args]
+
+
+def _path_problem(path: str) -> str:
+    """What is wrong with ``path`` as a file to read; empty when nothing is."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if os.path.isdir(path):
+        return "is a directory, not a file"
+    if not os.access(path, os.R_OK):
+        return "is not readable"
+    return ""
 
 
 def _ssh_option_path(path: str, token_suffix: str = "") -> str:
@@ -380,9 +415,13 @@ class RbdRunner:
     def is_remote(self) -> bool:
         return self.ssh is not None
 
+    def file_problem(self) -> str | None:
+        """What is wrong with this node's keyring/ceph_conf paths (local runners only), or None."""
+        return None if self.is_remote else self.access.file_problem()
+
     def rados_session(self) -> RadosSession | None:
         """This node's in-process RADOS client (opened once, on first use), or None: use the CLIs."""
-        if not self.in_process or self.is_remote:
+        if not self.in_process or self.is_remote or self.file_problem():
             return None
         with self._session_guard:
             if not self._session_tried:
@@ -422,6 +461,11 @@ class RbdRunner:
         timeout: float | None,
         stdin: bytes | None = None,
     ) -> _Completed:
+        problem = self.file_problem()
+        if problem:
+            # Not the CLI's "(2) No such file or directory": that names neither the file nor the
+            # option, and callers would read it as "image not found".
+            return _Completed(argv, 2, "", problem)
         try:
             # Own process group, so that a timeout also ends what the command started (the
             # stages of a local `bash -c` pipeline), not just its first process.
@@ -453,9 +497,11 @@ class RbdRunner:
         action, subject = _describe(args)
         cause = None
         if done.rc is None:
-            cause = f"timed out after {timeout:g} s"
+            cause = f"timed out after {timeout:g} s" + self._timeout_hint(args, tool)
         elif self.ssh is not None and done.rc == 255:
             cause = "ssh: " + (stderr_cause(done.stderr) or "connection failed")
+        else:
+            cause = self._access_cause(done.stderr)
         return RbdError(
             done.argv,
             done.rc,
@@ -465,6 +511,34 @@ class RbdRunner:
             subject=subject,
             cause=cause,
         )
+
+    def _timeout_hint(self, args: Sequence[str], tool: str) -> str:
+        """The ", probably because …" of a command that timed out on a pool that cannot take writes.
+
+        Ceph holds writes into a full pool (full OSD, quota reached) instead of failing them:
+        the timeout is all the command sees. One monitor read tells (local runners only: that
+        is the backup node, where the writes go).
+        """
+        pool = next((word.split("=", 1)[1] for word in args if word.startswith("--pool=")), None)
+        if tool == "ceph" or self.is_remote or not pool:
+            return ""
+        # capacity imports this module: imported here, when a timeout needs it.
+        from ansible_collections.backurne.rbd.plugins.module_utils.capacity import (  # pylint: disable=import-outside-toplevel
+            full_pool_hint,
+        )
+
+        hint = full_pool_hint(self, pool)
+        return f", probably because {hint}" if hint else ""
+
+    def _access_cause(self, stderr: str) -> str | None:
+        """The CLI's own words for a keyring or conf file it could not read, with the option
+        and whose it is (for a remote node, whose files are not checked beforehand)."""
+        for pattern, option in ((_KEYRING_MISSING, "keyring"), (_CONF_MISSING, "ceph_conf")):
+            found = pattern.search(stderr)
+            if found:
+                owner = f" of {self.access.owner}" if self.access.owner else ""
+                return f"{option} {found.group(1)} (option {option}{owner}) cannot be read on {self.label}"
+        return None
 
     def _timeout(self, timeout: float | None) -> float:
         return self.default_timeout if timeout is None else timeout
@@ -498,6 +572,28 @@ class RbdRunner:
             cause = f"timed out after {timeout:g} s" if done.rc is None and timeout is not None else None
             raise RbdError(done.argv, done.rc, done.stderr, self.label, action=action, subject=subject, cause=cause)
         return done.stdout
+
+    def mon_json(
+        self, command: dict[str, Any], words: Sequence[str], *, timeout: float | None = None, open_session: bool = True
+    ) -> Any:
+        """A monitor command's JSON answer: in process when possible, else `ceph WORDS --format=json`.
+
+        ``command`` is the monitor's form ({"prefix": "osd dump", ...}), ``words`` the same
+        command as CLI arguments. ``open_session`` False uses the in-process client only when it
+        is already connected (connecting waits up to the default timeout, not ``timeout``).
+        """
+        limit = self._timeout(timeout)
+        session = self.rados_session() if open_session else self._session
+        if session is not None:
+            try:
+                return session.mon_command({**command, "format": "json"}, limit)
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # the CLI below answers, or says what is wrong
+        args = [*words, "--format=json"]
+        done = self._execute(self.command_argv(self.access.ceph_argv(*args)), timeout=limit)
+        if done.rc != 0:
+            raise self._error(done, args, limit, "ceph")
+        return self.parse_json(done.stdout, args, tool="ceph")
 
     def json(self, args: Sequence[str], *, timeout: float | None = None) -> Any:
         out = self.run([*args, "--format=json"], timeout=timeout)

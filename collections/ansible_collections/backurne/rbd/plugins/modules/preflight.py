@@ -59,6 +59,11 @@ options:
     type: list
     elements: str
     default: []
+  now:
+    description:
+      - The policy clock of the run (the playbooks' C(backurne_now)), an ISO 8601 time; a
+        value that is not one fails here, naming the variable, before any cluster is touched.
+    type: str
 extends_documentation_fragment: []
 """
 
@@ -94,12 +99,18 @@ backup:
   returned: success
   type: dict
   sample: {pool: rbd, namespace: null, ceph: {}, ssh: {user: root, port: 22}}
+now:
+  description: O(now) as naive UTC ISO time (what the other modules will use), or null when not given.
+  returned: success
+  type: str
+  sample: "2026-01-31T11:00:00"
 """
 
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.backurne.rbd.plugins.module_utils.args import parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.config import (
     ConfigError,
     secret_values,
@@ -116,6 +127,7 @@ def main() -> None:
             "backup_nodes": {"type": "list", "elements": "str", "required": True},
             "backup": {"type": "dict", "default": {}},
             "limit_clusters": {"type": "list", "elements": "str", "default": []},
+            "now": {"type": "str"},
         },
         supports_check_mode=True,
     )
@@ -133,7 +145,11 @@ def main() -> None:
         )
     except ConfigError as exc:
         module.fail_json(msg=f"backurne configuration: {exc}")
-    module.exit_json(changed=False, **config)
+    try:
+        now = parse_now(params["now"]).isoformat() if params["now"] else None
+    except ValueError as exc:
+        module.fail_json(msg=f"backurne configuration: {exc}")
+    module.exit_json(changed=False, now=now, **config)
 
 
 if __name__ == "__main__":

@@ -219,6 +219,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     CEPH_ARGS,
     POLICY_ARGS,
     ceph_access,
+    live_cluster_owner,
     parse_duration_or_zero,
     parse_now,
 )
@@ -337,7 +338,7 @@ def main() -> None:
         if missing:
             module.fail_json(msg=f"proxmox_snapshot: disks[{index}] lacks {', '.join(missing)}")
 
-    runner = RbdRunner(ceph_access(p))
+    runner = RbdRunner(ceph_access(p, owner=live_cluster_owner(p["live_cluster"])))
     cluster = p["live_cluster"]
     listings: dict[str, dict[str, list[str]]] = {}
     for disk in p["disks"]:

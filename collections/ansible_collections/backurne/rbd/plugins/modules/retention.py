@@ -164,9 +164,11 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+    BACKUP_NODE,
     CEPH_ARGS,
     POLICY_ARGS,
     ceph_access,
+    live_cluster_owner,
     parse_duration_or_zero,
     parse_now,
 )
@@ -228,7 +230,8 @@ def main() -> None:
             f"got shard_index={p['shard_index']} shard_count={p['shard_count']}"
         )
 
-    runner = RbdRunner(ceph_access(p))
+    owner = BACKUP_NODE if p["side"] == "backup" else live_cluster_owner(p["live_cluster"])
+    runner = RbdRunner(ceph_access(p, owner=owner))
     where = f"{p['side']} pool {p['pool']}" + (f"/{p['namespace']}" if p["namespace"] else "")
     listing: dict[str, list[str]]
     if p["snapshots"] is not None:

@@ -192,6 +192,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     CEPH_ARGS,
     POLICY_ARGS,
     ceph_access,
+    live_cluster_owner,
     parse_duration_or_zero,
     parse_now,
 )
@@ -258,7 +259,7 @@ def main() -> None:
     if p["workers"] < 1:
         module.fail_json(msg=f"snapshot: workers must be at least 1, got {p['workers']}")
 
-    runner = RbdRunner(ceph_access(p))
+    runner = RbdRunner(ceph_access(p, owner=live_cluster_owner(p["live_cluster"])))
     where = f"live cluster {p['live_cluster']} pool {p['pool']}" + (f"/{p['namespace']}" if p["namespace"] else "")
     try:
         live = runner.list_images(p["pool"], p["namespace"])

@@ -202,3 +202,43 @@ def test_set_thread_name_in_a_worker_thread() -> None:
     thread.start()
     thread.join()
     assert names == ["bk some-very-lo"]  # 15 bytes: the kernel's limit
+
+
+def test_utf8_prefix_cuts_on_a_character_boundary() -> None:
+    title = "bk 5% é€日本"  # 17 bytes: 15 falls inside "本"
+    for limit in range(len(title.encode()) + 2):
+        cut = progress.utf8_prefix(title, limit)
+        assert len(cut) <= limit
+        assert title.startswith(cut.decode("utf-8"))  # strict: raises on a cut character
+        assert len(cut) > limit - 3  # never more than one character short
+    assert progress.utf8_prefix(title, 15) == "bk 5% é€日".encode()
+    assert progress.utf8_prefix("ascii", 3) == b"asc"
+
+
+def test_titles_of_multibyte_image_names_stay_utf8(tmp_path: Path) -> None:
+    # /proc/PID/stat and comm of a transfer process (and its worker thread) must decode as
+    # UTF-8 whatever the image name: `ps`-like readers treat them as text.
+    code = f"""
+import json, sys, threading
+sys.path.insert(0, {str(Path(progress.__file__).parents[5])!r})
+from ansible_collections.backurne.rbd.plugins.module_utils.progress import ProgressBoard, set_thread_name
+board = ProgressBoard({str(tmp_path)!r})
+w = board.start("é€日本", "é€日本", "s")
+w.set_expected(1000)
+w.update(50)
+board._flush(w, force=True)
+raw = [open(path, "rb").read() for path in ("/proc/self/stat", "/proc/self/comm")]
+def worker():
+    set_thread_name("bk é€日本日本")
+    raw.append(open(f"/proc/self/task/{{threading.get_native_id()}}/comm", "rb").read())
+thread = threading.Thread(target=worker)
+thread.start()
+thread.join()
+board.close()
+print(json.dumps([item.decode("latin-1") for item in raw]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    stat, comm, thread = (item.encode("latin-1") for item in json.loads(out))
+    stat.decode("utf-8")  # strict: the test fails on a cut character
+    assert comm.decode("utf-8").strip() == "bk 5% é€日"
+    assert thread.decode("utf-8").strip() == "bk é€日本"  # 14 bytes: the 15th would start "日"

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -288,8 +289,15 @@ def calls(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
+# The runner checks that its keyring and conf files exist before any command: real (empty) files.
+_ACCESS_DIR = Path(tempfile.mkdtemp(prefix="backurne-test-rbd-"))
+KEYRING, CONF = str(_ACCESS_DIR / "k"), str(_ACCESS_DIR / "c")
+for _path in (KEYRING, CONF):
+    Path(_path).write_text("")
+
+
 class TestRunner:
-    access = CephAccess("ceph", "backurne", "/k", "/c")
+    access = CephAccess("ceph", "backurne", KEYRING, CONF)
 
     def test_run_builds_argv(self, fake_rbd: Path) -> None:
         runner = RbdRunner(self.access)
@@ -298,7 +306,7 @@ class TestRunner:
         runner.create("rbd/ns/new", 1 << 20)
         runner.resize("rbd/ns/new", 0, allow_shrink=True)
         runner.remove("rbd/ns/new")
-        common = ["--cluster", "ceph", "--id", "backurne", "--keyring", "/k", "-c", "/c"]
+        common = ["--cluster", "ceph", "--id", "backurne", "--keyring", KEYRING, "-c", CONF]
         assert calls(fake_rbd) == [
             [
                 *common,
@@ -459,3 +467,43 @@ class TestLockIds:
         assert stale_reason(alive, timedelta(hours=1), self.now) is None
         there = make_lock_id(self.now, hostname=socket.gethostname() + "-other", pid=child.pid)
         assert stale_reason(there, timedelta(hours=1), self.now) is None
+
+
+class TestAccessFiles:
+    """A keyring or conf path that cannot be used is named, with its option and whose it is,
+    before any command runs (the CLI would say "(2) No such file or directory")."""
+
+    def test_missing_keyring_named_before_any_command(self, fake_rbd: Path, tmp_path: Path) -> None:
+        missing = str(tmp_path / "nope.keyring")
+        runner = RbdRunner(CephAccess("ceph", "backurne", missing, CONF, owner="the backup node"))
+        with pytest.raises(RbdError) as info:
+            runner.list_images("rbd")
+        assert f"keyring {missing} (option keyring of the backup node) does not exist" in str(info.value)
+        # Not mistaken for a missing image by the callers that ask is_not_found.
+        assert not info.value.is_not_found
+        assert not fake_rbd.exists()  # rbd never ran
+        with pytest.raises(RbdError, match="option keyring of the backup node"):
+            runner.exists("rbd/img")
+
+    def test_conf_that_is_a_directory(self, fake_rbd: Path, tmp_path: Path) -> None:
+        runner = RbdRunner(CephAccess("ceph", "backurne", KEYRING, str(tmp_path), owner="live cluster prod"))
+        with pytest.raises(RbdError, match=r"ceph_conf .* \(option ceph_conf of live cluster prod\) is a directory"):
+            runner.run(["ls"])
+        assert runner.rados_session() is None
+
+    def test_remote_files_are_not_checked_here(self, tmp_path: Path) -> None:
+        remote = RbdRunner(CephAccess(keyring="/only/on/the/live/node"), SshTarget("h", control_dir=str(tmp_path)))
+        assert remote.file_problem() is None
+
+    def test_remote_keyring_error_names_the_option(self) -> None:
+        stderr = (
+            "2026-12-03T08:27:20.281+0000 7f48661c6380 -1 auth: unable to find a keyring on /etc/x.keyring: "
+            "(2) No such file or directory\nrbd: listing images failed: (2) No such file or directory\n"
+        )
+        runner = RbdRunner(CephAccess(keyring="/etc/x.keyring", owner="live cluster prod"), label="node n1")
+        assert runner._access_cause(stderr) == (
+            "keyring /etc/x.keyring (option keyring of live cluster prod) cannot be read on node n1"
+        )
+        conf = "global_init: unable to open config file from search list /etc/y.conf\n"
+        assert "ceph_conf /etc/y.conf (option ceph_conf" in (runner._access_cause(conf) or "")
+        assert runner._access_cause("rbd: error opening image x: (2) No such file or directory") is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 # cleanup (no fd, no process left), and run_batch.
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -147,18 +148,34 @@ def run(image: str, dest: str, base: str | None = None, **kwargs: object) -> Tra
 
 
 def children() -> set[int]:
-    mine = str(os.getpid())
+    """This test process's live children. /proc/PID/stat is read as bytes: another process's
+    name (field 2, in parentheses) may be any bytes, not UTF-8; only the fields after the last
+    ")" are looked at, and only processes whose parent is this one are kept."""
+    mine = str(os.getpid()).encode()
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
                 continue
-            if fields[1] == mine and fields[0] != "Z":
+            if fields[1] == mine and fields[0] != b"Z":
                 found.add(int(entry))
     return found
+
+
+def test_children_reads_non_utf8_process_names() -> None:
+    # A child whose comm is cut inside a multi-byte character ("bk " + half of "日").
+    code = "import sys, time; open('/proc/self/comm', 'wb').write(b'bk \\xe6\\x97'); print(flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"\n"
+        assert Path(f"/proc/{proc.pid}/comm").read_bytes().strip() == b"bk \xe6\x97"
+        assert proc.pid in children()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def all_pids() -> list[int]:

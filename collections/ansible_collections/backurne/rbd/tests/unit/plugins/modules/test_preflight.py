@@ -29,3 +29,20 @@ def test_preflight_fails_naming_the_profile_key(run_module) -> None:
     )
     assert result["failed"] is True
     assert "daily" in result["msg"] and "cuont" in result["msg"]
+
+
+BASE = {"profiles": {"daily": {"count": 3}}, "live_clusters": {"n1": {}}, "backup_nodes": ["b1"]}
+
+
+def test_preflight_normalises_now(run_module) -> None:
+    result = run_module(preflight.main, {**BASE, "now": "2026-01-31T12:00:00+01:00"})
+    assert not result.get("failed")
+    assert result["now"] == "2026-01-31T11:00:00"
+    assert run_module(preflight.main, BASE)["now"] is None
+
+
+def test_preflight_fails_naming_backurne_now(run_module) -> None:
+    result = run_module(preflight.main, {**BASE, "now": "yesterday-ish"})
+    assert result["failed"] is True
+    assert "backurne_now" in result["msg"] and "'yesterday-ish'" in result["msg"]
+    assert "Invalid isoformat" not in result["msg"]
