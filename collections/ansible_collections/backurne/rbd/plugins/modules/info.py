@@ -153,7 +153,7 @@ def describe_image(name: str, snap_names: list[str], prefix: str, profiles: dict
         else:
             ours.append(snap)
     snapshots = []
-    for snap in sorted(ours, key=lambda s: s.sort_key):
+    for snap in ours:  # Ceph's creation order, as listed: the last is the newest
         entry: dict[str, Any] = {
             "name": snap.name,
             "profile": snap.profile,

@@ -305,7 +305,7 @@ def main() -> None:
 
     to_create = [plan for plan in plans if plan.get("new_snapshots")]
     before = {
-        plan["backup_image"]: sorted(listings[pool_key(plan["source_pool"], plan["source_namespace"])][plan["image"]])
+        plan["backup_image"]: list(listings[pool_key(plan["source_pool"], plan["source_namespace"])][plan["image"]])
         for plan in to_create
     }
 
@@ -403,7 +403,7 @@ def main() -> None:
         result["diff"] = {
             "before": dict(before),
             "after": {
-                plan["backup_image"]: sorted([*before[plan["backup_image"]], *plan["new_snapshots"]])
+                plan["backup_image"]: [*before[plan["backup_image"]], *plan["new_snapshots"]]
                 for plan in created
                 if plan["backup_image"] in before
             },

@@ -326,9 +326,12 @@ def main() -> None:
     }
     if module._diff:
         result["diff"] = {
-            "before": {plan["image"]: sorted(listing[plan["image"]]) for plan in plans},
+            # In Ceph's creation order, as listed.
+            "before": {plan["image"]: list(listing[plan["image"]]) for plan in plans},
             "after": {
-                plan["image"]: [] if plan["removed"] else sorted(set(listing[plan["image"]]) - set(plan["deleted"]))
+                plan["image"]: []
+                if plan["removed"]
+                else [name for name in listing[plan["image"]] if name not in plan["deleted"]]
                 for plan in plans
             },
         }

@@ -301,7 +301,7 @@ def main() -> None:
         return plan
 
     to_create = [plan for plan in plans if plan.get("new_snapshots")]
-    before = {plan["image"]: sorted(live[plan["image"]]) for plan in to_create}
+    before = {plan["image"]: list(live[plan["image"]]) for plan in to_create}  # Ceph order
     if not module.check_mode:
         run_batch(priority_order(to_create), create_snapshots, p["workers"], on_error=on_error)
 
@@ -320,7 +320,7 @@ def main() -> None:
     if module._diff:
         result["diff"] = {
             "before": before,
-            "after": {image: sorted([*snaps, *planned_live[image]]) for image, snaps in before.items()},
+            "after": {image: [*snaps, *planned_live[image]] for image, snaps in before.items()},
         }
     result["failed_images"] = [{"image": plan["image"], "error": plan["error"]} for plan in plans if not plan["ok"]]
     if result["failed_images"] and p["fail_on_error"]:
