@@ -140,7 +140,9 @@ images:
       description: Why a disk was cancelled (a pre hook said no).
       type: str
 live_snapshots:
-  description: Every snapshot name per backup image of the disks handled (for backup-side expiry).
+  description:
+    - Every snapshot name per backup image of the disks handled (for backup-side expiry), each list
+      in Ceph's creation order (oldest first; this run's snapshots appended).
   returned: success
   type: dict
 live_by_pool:

@@ -159,7 +159,9 @@ images:
       ok: true
       error: null
 live_snapshots:
-  description: Every snapshot name per image of the pool after this run (all images, selected or not).
+  description:
+    - Every snapshot name per image of the pool after this run (all images, selected or not), each
+      list in Ceph's creation order (oldest first; this run's snapshots appended).
   returned: success
   type: dict
 planned_live:

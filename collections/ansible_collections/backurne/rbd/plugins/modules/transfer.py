@@ -195,6 +195,7 @@ backup_snapshots:
     - Backup image name to its snapshot names after this run, for every backup image this node
       locked (read under the lock, plus what was sent). Merged over the run's listing, it is the
       backup pool's state after the transfers without listing the pool again.
+    - Each list in Ceph's creation order (snapshot id ascending; what was sent appended).
   returned: success
   type: dict
 """
