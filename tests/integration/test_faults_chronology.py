@@ -10,6 +10,7 @@ must come from Ceph (snapshot ids), as listed.
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ from playbook_helpers import (
     snaps,
     spec,
 )
+from test_rados_direct import NODE_PYTHON, listings  # in-process vs CLI listing, on the node's python
 
 VERIFY = REPO / "playbooks" / "verify.yml"
 T_VERIFY = "Hash the newest shared snapshot on both sides"
@@ -138,3 +140,24 @@ def live_expired(run, image: str) -> list[str]:
     """What live-side retention deleted on ``image`` (it lists only images it changed)."""
     done = {item["image"]: item["deleted"] for item in run.result(T_RETENTION_LIVE).get("images", [])}
     return done.get(image, [])
+
+
+def test_listings_are_in_snapshot_id_order_whatever_the_names(lab, ns) -> None:
+    """Both listings the modules use (in process from the image header, and `rbd ls -l`) give
+    each image's snapshots by snapshot id, not by name or by the time in it."""
+    assert subprocess.run([NODE_PYTHON, "-c", "import rados"], capture_output=True, timeout=30).returncode == 0
+    image = spec(ns, "order")
+    lab.rbd("live", "create", "--size", "4M", image, admin=True)
+    paris = "backup;daily;30;2026-01-01T01:30:00.000000"  # 2.x, local time: taken first
+    ours = "backup;daily;30;2026-01-01T00:40:00.000000"
+    created = [paris, ours, "zz-operator", "aa-operator"]
+    for snap in created:
+        lab.rbd("live", "snap", "create", "--no-progress", f"{image}@{snap}", admin=True)
+    # Removed and taken again: a new, higher id, whatever its name.
+    lab.rbd("live", "snap", "rm", "--no-progress", f"{image}@{paris}", admin=True)
+    lab.rbd("live", "snap", "create", "--no-progress", f"{image}@{paris}", admin=True)
+    expected = [ours, "zz-operator", "aa-operator", paris]
+    assert snaps(lab, "live", ns, "order") == expected  # `rbd snap ls`, sorted by id
+    found = listings(lab, "live", ns)
+    assert (found["fast_by"], found["cli_by"]) == ("rados", "rbd"), found
+    assert found["fast"]["order"] == found["cli"]["order"] == expected, found
