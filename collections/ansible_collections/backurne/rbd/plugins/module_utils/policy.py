@@ -295,8 +295,14 @@ def newest_shared(live_snap_names: Iterable[str], backup_snap_names: Iterable[st
     The backup side's ids are the order of the imports, the same for every chain we send,
     but not what a snapshot's data says when a backup image was rebuilt or re-sent.
     """
+    return _newest_shared(_ours(live_snap_names, prefix), backup_snap_names)
+
+
+def _newest_shared(live: Mapping[str, Snap], backup_snap_names: Iterable[str]) -> Snap | None:
+    """newest_shared on parsed live snapshots: the Snap returned is ``live``'s own, with its
+    position in the full live listing (foreign names included) to compare with the others."""
     on_backup = set(backup_snap_names)
-    shared = [snap for name, snap in _ours(live_snap_names, prefix).items() if name in on_backup]
+    shared = [snap for name, snap in live.items() if name in on_backup]
     return shared[-1] if shared else None
 
 
@@ -376,7 +382,7 @@ def plan_image(
     _check_now(now)
     live = _ours(live_snap_names, prefix)
     backup = _ours(backup_snap_names, prefix)
-    base = newest_shared(live, backup, prefix)
+    base = _newest_shared(live, backup)
     pending = _pending(live, backup, base, profiles)
     # Every pending snapshot is after all of ours on backup (see _pending): oldest first.
     due = due_profiles(profiles, [*backup.values(), *pending], now, force, only, tolerance)
@@ -428,7 +434,7 @@ def live_expiry(
     sent look older than the base.
     """
     live = _ours(live_snap_names, prefix)
-    base = newest_shared(live, backup_snap_names, prefix)
+    base = _newest_shared(live, backup_snap_names)
     if base is None:
         return []
     older: dict[str, list[Snap]] = {}

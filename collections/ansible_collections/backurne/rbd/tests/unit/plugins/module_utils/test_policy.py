@@ -399,6 +399,16 @@ class TestLiveExpiry:
         doomed = policy.live_expiry([older, base, *newer], [older, base], profiles, P)
         assert doomed == [older]
 
+    def test_foreign_snapshots_before_ours_do_not_shift_the_order(self, profiles: dict[str, Profile]) -> None:
+        old, base = snap("weekly", 10 * DAY), snap("weekly", HOUR)
+        live = ["manual", "backup;not-a-date", old, base]
+        assert policy.live_expiry(live, [old, base], profiles, P) == [old]
+        plan = policy.plan_image(
+            "vm", "c;vm;None", [*live, snap("hourly", 30 * timedelta(minutes=1))], [old, base], profiles, P, NOW
+        )
+        assert plan.base == base
+        assert plan.transfers[0][0] == base
+
     def test_unconfigured_and_foreign_are_kept(self, profiles: dict[str, Profile]) -> None:
         base = snap("weekly", HOUR)
         odd = snap("yearly", 100 * DAY)

@@ -98,7 +98,9 @@ def worlds(draw: st.DrawFn) -> World:
             created = now - timedelta(hours=draw(st.integers(-3, 24 * 120)))
         names.append(naming.make_snap_name(PREFIX, profile, count, created - stale))
     if draw(st.booleans()):
-        names.extend(draw(st.lists(foreign_strategy, max_size=5)))
+        # Foreign snapshots anywhere among ours: positions count every name listed.
+        for foreign in draw(st.lists(foreign_strategy, max_size=5)):
+            names.insert(draw(st.integers(0, len(names))), foreign)
     live: list[str] = []
     backup: list[str] = []
     for name in dict.fromkeys(names):
