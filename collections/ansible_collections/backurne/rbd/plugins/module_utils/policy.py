@@ -444,7 +444,7 @@ def live_expiry(
     doomed: set[str] = set()
     for profile_name, snaps in older.items():
         keep = profiles[profile_name].max_on_live
-        doomed.update(snap.name for snap in snaps[: len(snaps) - keep])
+        doomed.update(snap.name for snap in snaps[: max(0, len(snaps) - keep)])
     return [name for name in live if name in doomed]
 
 

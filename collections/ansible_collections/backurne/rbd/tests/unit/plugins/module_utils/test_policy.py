@@ -392,6 +392,11 @@ class TestLiveExpiry:
         assert sorted(doomed) == sorted(expected)
         assert doomed == [name for name in live if name in expected]
 
+    def test_max_on_live_above_the_count_keeps_them_all(self) -> None:
+        profiles = policy.parse_profiles({"hourly": {"count": 24, "max_on_live": 3}})
+        first, second, base = snap("hourly", 3 * HOUR), snap("hourly", 2 * HOUR), snap("hourly", HOUR)
+        assert policy.live_expiry([first, second, base], [base], profiles, P) == []
+
     def test_base_and_newer_are_kept(self, profiles: dict[str, Profile]) -> None:
         base = snap("weekly", 3 * HOUR)
         newer = [snap("hourly", 2 * HOUR), snap("daily", HOUR)]

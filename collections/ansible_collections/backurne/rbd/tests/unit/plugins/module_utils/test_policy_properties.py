@@ -149,7 +149,7 @@ def test_live_expiry_is_safe(world: World) -> None:
     for profile in world.profiles.values():
         older = [s for s in live.values() if s.profile == profile.name and at[s.name] < at[base.name]]
         kept = [s.name for s in older if s.name not in doomed]
-        newest_older = older[len(older) - profile.max_on_live :] if profile.max_on_live else []
+        newest_older = older[max(0, len(older) - profile.max_on_live) :] if profile.max_on_live else []
         assert sorted(kept) == sorted(s.name for s in newest_older)
 
 
