@@ -227,3 +227,15 @@ def test_format_age() -> None:
     assert format_age(timedelta(hours=5, minutes=10)) == "5h10m"
     assert format_age(timedelta(minutes=42)) == "42m"
     assert format_age(timedelta(seconds=-5)) == "0s"
+
+
+def test_newest_backup_is_the_last_taken_its_age_from_its_name() -> None:
+    # backurne 2.x, TZ=Europe/Paris: taken 1h30m ago, named 30 min ago. Ours, taken after it,
+    # named 1h20m ago, is the newest (Ceph order): past the hourly limit (1h15m), whatever 2.x's
+    # fresh-looking name says.
+    hourly = parse_profiles({"hourly": {"count": 24}})
+    legacy, ours = snap(ago(minutes=30), "hourly", 24), snap(ago(hours=1, minutes=20), "hourly", 24)
+    listing = [legacy, ours]  # Ceph order: legacy taken first
+    findings = check({"web": listing}, {"prod;web;None": listing}, profiles=hourly)
+    assert codes(findings) == [("web", "critical", "too-old")]
+    assert "1h20m old" in findings[0].message
