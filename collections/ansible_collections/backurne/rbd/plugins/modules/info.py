@@ -89,7 +89,7 @@ images:
       type: str
     snapshots:
       description:
-        - backurne snapshots, oldest first in Ceph's creation order (snapshot id ascending): the last
+        - backurne snapshots, oldest first in Ceph's creation order (snapshot id ascending); the last
           is the newest, whatever the time in its name says (backurne 2.x wrote local time).
       type: list
       elements: dict

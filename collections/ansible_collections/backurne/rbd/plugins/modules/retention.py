@@ -89,7 +89,7 @@ options:
         for O(side=backup)). When given, the pool is not listed again (C(rbd ls -l) opens every
         image). A snapshot already gone when it is deleted counts as deleted.
       - Every list, here and in O(other_snapshots), in Ceph's creation order (snapshot id
-        ascending, oldest first), as the modules return them: the order says which snapshot is
+        ascending, oldest first), as the modules return them. The order says which snapshot is
         newest, never the time in its name.
     type: dict
   image_map:
