@@ -13,7 +13,7 @@ from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name, validate_prefix
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import Snap
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner, in_creation_order
 
 
 class CatalogError(LookupError):
@@ -79,6 +79,8 @@ def _size(value: Any) -> int | None:
 
 
 def _snapshots(raw: Iterable[tuple[str, int | None]], prefix: str) -> tuple[list[SnapshotEntry], list[str]]:
+    # `raw` is in Ceph's creation order and stays so: the last is the newest, whatever its
+    # name's time says (backurne 2.x wrote local time into names).
     ours: list[tuple[Snap, int | None]] = []
     foreign: list[str] = []
     for name, size in raw:
@@ -87,7 +89,6 @@ def _snapshots(raw: Iterable[tuple[str, int | None]], prefix: str) -> tuple[list
             foreign.append(name)
         else:
             ours.append((snap, size))
-    ours.sort(key=lambda pair: pair[0].sort_key)
     entries = [SnapshotEntry(s.name, s.profile, s.count, s.created, size) for s, size in ours]
     return entries, foreign
 
@@ -100,16 +101,20 @@ def disks_from_listing(entries: Iterable[Mapping[str, Any]], prefix: str) -> lis
     """
     validate_prefix(prefix)
     heads: dict[str, int | None] = {}
-    snaps: dict[str, list[tuple[str, int | None]]] = {}
+    rows: dict[str, list[Mapping[str, Any]]] = {}
     for entry in entries:
         name = entry.get("image")
         if not isinstance(name, str):
             continue
         if "snapshot" in entry:
-            snaps.setdefault(name, []).append((str(entry["snapshot"]), _size(entry.get("size"))))
+            rows.setdefault(name, []).append(entry)
         else:
             heads[name] = _size(entry.get("size"))
-            snaps.setdefault(name, [])
+            rows.setdefault(name, [])
+    snaps = {
+        name: [(str(e["snapshot"]), _size(e.get("size"))) for e in in_creation_order(found, "snapshot_id")]
+        for name, found in rows.items()
+    }
     disks = []
     for name in sorted(snaps):
         parsed = parse_backup_image_name(name)
@@ -170,7 +175,8 @@ def list_snapshots(
         raise
     if not isinstance(raw, list):
         raw = []
-    pairs = [(str(item["name"]), _size(item.get("size"))) for item in raw if isinstance(item, dict) and "name" in item]
+    items = in_creation_order([item for item in raw if isinstance(item, dict) and "name" in item])
+    pairs = [(str(item["name"]), _size(item.get("size"))) for item in items]
     return _snapshots(pairs, prefix)
 
 

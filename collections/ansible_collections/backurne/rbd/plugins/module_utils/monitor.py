@@ -81,8 +81,9 @@ def parse_ctime(text: object) -> datetime | None:
 
 
 def _ours(names: Iterable[str], prefix: str) -> list[Snap]:
-    snaps = [snap for snap in (Snap.from_name(name, prefix) for name in names) if snap is not None]
-    return sorted(snaps, key=lambda snap: snap.sort_key)
+    # Listings are in Ceph's creation order and stay so: the last is the newest, whatever its
+    # name's time says (backurne 2.x wrote local time); ages still come from the names.
+    return [snap for snap in (Snap.from_name(name, prefix) for name in names) if snap is not None]
 
 
 def _check_inputs(profiles: Mapping[str, Profile], now: object, grace_factor: float, expiry_grace: object) -> None:
@@ -131,8 +132,11 @@ def check_images(
     - critical ``too-old``: per profile, its newest backup snapshot is older than its interval x
       ``grace_factor``; a profile without any snapshot counts from the image's oldest backup.
     - warning ``not-expired``: backup snapshots of ours still present ``expiry_grace`` past their
-      expiry, except those retention keeps on purpose (the newest shared one, the newest
-      ``max(keep_min, 1)``).
+      expiry, except those retention keeps on purpose (the newest shared one and those after
+      it, the newest ``max(keep_min, 1)``).
+
+    Listings are in Ceph's creation order: "newest" is the last one listed, its age the time
+    in its name.
     """
     _check_inputs(profiles, now, grace_factor, expiry_grace)
     shortest = min(profile.interval for profile in profiles.values()) * grace_factor
@@ -212,7 +216,9 @@ def check_images(
 
         kept = {snap.name for snap in backup[-max(keep_min, 1) :]}
         if shared is not None:
-            kept.add(shared.name)
+            # Retention keeps the newest shared one and whatever follows it on backup.
+            names = [snap.name for snap in backup]
+            kept.update(names[names.index(shared.name) :])
         late = []
         for snap in backup:
             expires = snap.expires_at(profiles)

@@ -7,6 +7,16 @@
 Everything here is pure: snapshot names in, decisions out. ``now`` is always
 passed in and every time is naive UTC. Only our snapshots (``PREFIX;...`` names
 that parse) are ever proposed for deletion; anything else is foreign.
+
+Snapshot order comes from Ceph, not from names. Every listing passed in is one
+image's snapshot names in Ceph's creation order (snapshot id ascending, oldest
+first), as ``rbd ls -l`` and the in-process listing return them; "newest",
+"older than the base" and "the chain moves forward" are positions in such a
+list. backurne 2.x wrote local time into its names, so a name's time can be
+hours off (ahead of UTC east of Greenwich, behind it west); the snapshot id only
+grows. A name still gives the profile, the count and, where a *time* is needed,
+the age: due-ness (the newest snapshot's age) and expiry (creation + count x
+interval) read the name's time, which is backurne 2.x's contract.
 """
 
 from __future__ import annotations
@@ -169,23 +179,33 @@ def _check_now(now: object) -> None:
 
 @dataclass(frozen=True)
 class Snap:
-    """One of our snapshots; ``name`` is the exact name on disk, never rebuilt."""
+    """One of our snapshots; ``name`` is the exact name on disk, never rebuilt.
+
+    ``order`` is its position in the Ceph-ordered listing it was read from (see the module
+    docstring), None when it was parsed from a bare name. It is not part of equality: the
+    same snapshot has one position on live and another on backup.
+    """
 
     name: str
     profile: str
     count: int
     created: datetime
+    order: int | None = field(default=None, compare=False)
 
     @classmethod
-    def from_name(cls, name: str, prefix: str) -> Snap | None:
+    def from_name(cls, name: str, prefix: str, order: int | None = None) -> Snap | None:
         parsed = parse_snap_name(name, prefix)
         if parsed is None:
             return None
-        return cls(name, parsed.profile, parsed.count, parsed.created)
+        return cls(name, parsed.profile, parsed.count, parsed.created, order)
 
     @property
     def sort_key(self) -> tuple[datetime, str]:
-        """Age order: the time in the name, then the name to settle ties."""
+        """The time in the name, then the name: for display and for times only.
+
+        Never the creation order: a backurne 2.x name holds local time (see the module
+        docstring); ``order`` (a listing's position) is.
+        """
         return (self.created, self.name)
 
     def expires_at(self, profiles: Mapping[str, Profile]) -> datetime | None:
@@ -205,21 +225,21 @@ class Snap:
 
 
 def _ours(names: Iterable[str], prefix: str) -> dict[str, Snap]:
+    """Our snapshots of one Ceph-ordered listing, oldest first, each numbered by its position."""
     validate_prefix(prefix)
     snaps: dict[str, Snap] = {}
-    for name in names:
-        snap = Snap.from_name(name, prefix)
+    for position, name in enumerate(names):
+        if name in snaps:
+            continue  # a name is unique per image; a repeat adds nothing
+        snap = Snap.from_name(name, prefix, order=position)
         if snap is not None:
             snaps[name] = snap
     return snaps
 
 
-def _by_age(snaps: Iterable[Snap], newest_first: bool = False) -> list[Snap]:
-    return sorted(snaps, key=lambda snap: snap.sort_key, reverse=newest_first)
-
-
-def _newest(snaps: Iterable[Snap]) -> Snap | None:
-    return max(snaps, key=lambda snap: snap.sort_key, default=None)
+def _position(snap: Snap) -> int:
+    # Every Snap compared here comes from _ours(), which numbers them.
+    return -1 if snap.order is None else snap.order
 
 
 def due_profiles(
@@ -232,8 +252,12 @@ def due_profiles(
 ) -> list[Profile]:
     """Profiles due for a snapshot: high priority first, then in spec order.
 
-    Due: no backup snapshot of that profile, or the newest one is at least one
-    interval old (``created <= now - interval``, as in backurne 2.x), or ``force``.
+    ``backup_snaps`` come oldest first, in Ceph's creation order: the newest of a profile
+    is its last one. Due: no backup snapshot of that profile, or the newest one is at
+    least one interval old by the time in its name (``created <= now - interval``, as in
+    backurne 2.x), or ``force``. A 2.x name in local time ahead of UTC therefore delays
+    its profile by that offset once, one behind UTC makes it due early once; either way
+    the next snapshot, in UTC, sets it right.
     ``tolerance`` makes a profile due that much earlier: a run scheduled every interval
     that starts a few seconds earlier than the previous one would otherwise skip a whole
     interval (an hourly cron taking a snapshot every other hour).
@@ -249,8 +273,7 @@ def due_profiles(
             raise PolicyError(f"unknown profile {name!r} requested in 'only'")
     newest: dict[str, datetime] = {}
     for snap in backup_snaps:
-        if snap.profile not in newest or snap.created > newest[snap.profile]:
-            newest[snap.profile] = snap.created
+        newest[snap.profile] = snap.created  # the last one of its profile wins
     due = []
     for profile in profiles.values():
         if only is not None and profile.name not in only:
@@ -265,9 +288,44 @@ def due_profiles(
 
 
 def newest_shared(live_snap_names: Iterable[str], backup_snap_names: Iterable[str], prefix: str) -> Snap | None:
-    """The incremental base: the newest of our snapshots present on both sides."""
-    shared = set(live_snap_names) & set(backup_snap_names)
-    return _newest(_ours(shared, prefix).values())
+    """The incremental base: the newest of our snapshots present on both sides.
+
+    Newest by the live side's order (the returned Snap's ``order`` is its live position):
+    live is where the snapshots were taken, so its snapshot ids are their creation order.
+    The backup side's ids are the order of the imports, the same for every chain we send,
+    but not what a snapshot's data says when a backup image was rebuilt or re-sent.
+    """
+    return _newest_shared(_ours(live_snap_names, prefix), backup_snap_names)
+
+
+def _newest_shared(live: Mapping[str, Snap], backup_snap_names: Iterable[str]) -> Snap | None:
+    """newest_shared on parsed live snapshots: the Snap returned is ``live``'s own, with its
+    position in the full live listing (foreign names included) to compare with the others."""
+    on_backup = set(backup_snap_names)
+    shared = [snap for name, snap in live.items() if name in on_backup]
+    return shared[-1] if shared else None
+
+
+def _pending(
+    live: Mapping[str, Snap], backup: Mapping[str, Snap], base: Snap | None, profiles: Mapping[str, Profile]
+) -> list[Snap]:
+    """Our live snapshots the chain may still deliver, oldest first (live order).
+
+    Those after the base by live order, of a configured profile, missing on backup. Only
+    when the backup image's newest snapshot of ours is the base (or it has none of ours):
+    otherwise its head holds a state live does not have (e.g. a live snapshot removed by
+    hand) and no Ceph order places a live snapshot against it. Names are not asked (2.x
+    local time could make an older snapshot look newer and rewind the head); the run's
+    new snapshot, sent from the base, carries every change since the base instead.
+    """
+    newest_backup = next(reversed(backup.values()), None)
+    if newest_backup is not None and (base is None or newest_backup.name != base.name):
+        return []
+    return [
+        snap
+        for name, snap in live.items()
+        if name not in backup and snap.profile in profiles and (base is None or _position(snap) > _position(base))
+    ]
 
 
 @dataclass
@@ -308,28 +366,25 @@ def plan_image(
 ) -> ImagePlan:
     """Plan one image: snapshots to create on live, transfers to the backup image.
 
-    Our live snapshots missing on backup (left by a failed run) are sent first, so
-    a retry converges without a new snapshot; they count as backed up when
-    deciding what is due, since this very chain delivers them first. Only those
-    newer than all of ours on backup qualify: the backup image's head holds the
-    newest imported state and a diff applied to it must move forward in time.
-    Pending snapshots of unconfigured profiles are not sent: nothing would ever
-    expire them on the backup side.
+    Both listings are in Ceph's creation order (module docstring). The base is the
+    newest shared snapshot by live order. Our live snapshots missing on backup (left
+    by a failed run) are sent first, so a retry converges without a new snapshot;
+    they count as backed up when deciding what is due, since this very chain
+    delivers them first. Only those after the base qualify, and only while the
+    backup image's newest snapshot is the base (see _pending): its head holds the
+    newest imported state and a diff applied to it must move forward. Pending
+    snapshots of unconfigured profiles are not sent: nothing would ever expire them
+    on the backup side.
 
-    ``new_snapshots`` must be created in list order (see CREATION_TICK).
+    ``new_snapshots`` must be created in list order (see CREATION_TICK), after
+    every existing snapshot: they are appended to the live listing.
     """
     _check_now(now)
     live = _ours(live_snap_names, prefix)
     backup = _ours(backup_snap_names, prefix)
-    base = _newest(snap for name, snap in live.items() if name in backup)
-    newest_backup = _newest(backup.values())
-    pending = _by_age(
-        snap
-        for name, snap in live.items()
-        if name not in backup
-        and snap.profile in profiles
-        and (newest_backup is None or snap.sort_key > newest_backup.sort_key)
-    )
+    base = _newest_shared(live, backup)
+    pending = _pending(live, backup, base, profiles)
+    # Every pending snapshot is after all of ours on backup (see _pending): oldest first.
     due = due_profiles(profiles, [*backup.values(), *pending], now, force, only, tolerance)
     new_snapshots = [
         make_snap_name(prefix, profile.name, profile.count, now + index * CREATION_TICK)
@@ -359,9 +414,8 @@ def plan_image(
 
 
 def unconfigured_snaps(snap_names: Iterable[str], profiles: Mapping[str, Profile], prefix: str) -> list[str]:
-    """Our snapshots of unconfigured profiles, oldest first: kept, worth reporting."""
-    snaps = _by_age(_ours(snap_names, prefix).values())
-    return [snap.name for snap in snaps if snap.profile not in profiles]
+    """Our snapshots of unconfigured profiles, oldest first (Ceph order): kept, worth reporting."""
+    return [snap.name for snap in _ours(snap_names, prefix).values() if snap.profile not in profiles]
 
 
 def live_expiry(
@@ -374,21 +428,24 @@ def live_expiry(
 
     Kept: the base and everything newer (a transfer may still need them), per
     profile the newest ``max_on_live`` older ones, and unconfigured profiles.
-    Without a shared snapshot nothing goes: live may hold the only copy.
+    Without a shared snapshot nothing goes: live may hold the only copy. Older
+    and newer are live positions (Ceph order), never the names' times: a 2.x
+    snapshot named in local time ahead of UTC must not make the snapshot just
+    sent look older than the base.
     """
     live = _ours(live_snap_names, prefix)
-    base = newest_shared(live, backup_snap_names, prefix)
+    base = _newest_shared(live, backup_snap_names)
     if base is None:
         return []
     older: dict[str, list[Snap]] = {}
-    for snap in live.values():
-        if snap.sort_key < base.sort_key and snap.profile in profiles:
+    for snap in live.values():  # oldest first
+        if _position(snap) < _position(base) and snap.profile in profiles:
             older.setdefault(snap.profile, []).append(snap)
-    doomed: list[Snap] = []
+    doomed: set[str] = set()
     for profile_name, snaps in older.items():
         keep = profiles[profile_name].max_on_live
-        doomed.extend(_by_age(snaps, newest_first=True)[keep:])
-    return [snap.name for snap in _by_age(doomed)]
+        doomed.update(snap.name for snap in snaps[: max(0, len(snaps) - keep)])
+    return [name for name in live if name in doomed]
 
 
 @dataclass
@@ -419,9 +476,14 @@ def backup_expiry(
 ) -> BackupExpiry:
     """Backup snapshots past their expiry, within the safety rules below.
 
+    ``backup_snap_names`` and ``live_snap_names`` are in Ceph's creation order:
+    "newest" is a position in the backup listing (and for the shared one, in the
+    live listing); "past expiry" is the name's time + count x interval.
+
     Never deleted: foreign snapshots, unconfigured profiles, unexpired snapshots,
-    the newest one shared with live and, while the source exists, the newest
-    ``max(keep_min, 1)``. Once the source is gone, the newest stays until its
+    the newest one shared with live, those after it in the backup image's order
+    (a head live cannot place: kept until a newer one is shared) and, while the
+    source exists, the newest ``max(keep_min, 1)``. Once the source is gone, the newest stays until its
     expiry + ``extra_retention_time`` (``keep_min`` holding until then too); then
     the image fades out and is removed when none of ours is left and no foreign
     snapshot pins it.
@@ -434,8 +496,11 @@ def backup_expiry(
     names = list(dict.fromkeys(backup_snap_names))
     ours = _ours(names, prefix)
     foreign = [name for name in names if name not in ours]
-    newest_first = _by_age(ours.values(), newest_first=True)
+    newest_first = list(reversed(ours.values()))
     shared = newest_shared(live_snap_names, ours.keys(), prefix)
+    after_shared: set[str] = set()
+    if shared is not None:
+        after_shared = {snap.name for snap in newest_first if _position(snap) > _position(ours[shared.name])}
 
     fade_out_at: datetime | None = None
     if source_exists:
@@ -458,6 +523,8 @@ def backup_expiry(
             reason = f"expires at {expires.isoformat()}"
         elif shared is not None and snap.name == shared.name:
             reason = "newest snapshot shared with live: base of the next incremental"
+        elif snap.name in after_shared:
+            reason = "newer (Ceph order) than the newest snapshot shared with live"
         elif index == 0 and source_exists:
             reason = "newest snapshot while the source image exists"
         elif index == 0 and fade_out_at is not None and not faded_out:

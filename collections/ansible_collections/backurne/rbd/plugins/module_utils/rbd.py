@@ -16,7 +16,7 @@ import shlex
 import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -122,6 +122,19 @@ class RbdError(RuntimeError):
     @property
     def is_exists(self) -> bool:
         return "(17) File exists" in self.stderr
+
+
+def in_creation_order(entries: Sequence[Mapping[str, Any]], id_key: str = "id") -> list[Mapping[str, Any]]:
+    """`rbd` JSON snapshot entries in Ceph's creation order: snapshot id ascending.
+
+    The id only grows, whatever a snapshot is named (backurne 2.x wrote local time into its
+    names). librbd lists in id order already; sorting says so rather than relying on it.
+    Entries keep their listed order when any lacks an integer id (nothing better to go by).
+    """
+    ids = [entry.get(id_key) for entry in entries]
+    if not all(isinstance(snap_id, int) and not isinstance(snap_id, bool) for snap_id in ids):
+        return list(entries)
+    return [entry for _snap_id, _index, entry in sorted(zip(ids, range(len(ids)), entries, strict=True))]
 
 
 def _check_name(kind: str, value: str) -> None:
@@ -651,15 +664,18 @@ class RbdRunner:
                 raise self._error(done, args, limit, "rbd")
         else:
             entries = self.parse_json(done.stdout, args)
-        images: dict[str, list[str]] = {}
+        rows: dict[str, list[Mapping[str, Any]]] = {}
         for entry in entries:
             name = entry.get("image")
             if not isinstance(name, str):
                 continue
-            snaps = images.setdefault(name, [])
+            snaps = rows.setdefault(name, [])
             if "snapshot" in entry:
-                snaps.append(str(entry["snapshot"]))
-        return images
+                snaps.append(entry)
+        return {
+            name: [str(entry["snapshot"]) for entry in in_creation_order(snaps, "snapshot_id")]
+            for name, snaps in rows.items()
+        }
 
     def header(self, spec: ImageSpec | str) -> tuple[str, int | None, list[str] | None]:
         """(header object, size, user snapshots or None) of a format-2 image.
@@ -713,7 +729,7 @@ class RbdRunner:
             found = self.header(spec)[2]
             if found is not None:
                 return found
-        return [str(snap["name"]) for snap in self.json(["snap", "ls", *spec.options()])]
+        return [str(snap["name"]) for snap in in_creation_order(self.json(["snap", "ls", *spec.options()]))]
 
     def image_info(self, spec: ImageSpec | str) -> dict[str, Any]:
         return self.json(["info", *ImageSpec.of(spec).options()])

@@ -67,7 +67,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
     validate_prefix,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import Snap
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner, in_creation_order
 from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
     DEFAULT_STALL_TIMEOUT,
     Compression,
@@ -159,13 +159,15 @@ def _utc_naive(moment: datetime) -> datetime:
 def select_snapshot(snapshot_names: Iterable[str], selector: str, prefix: str = "backup", image: str = "") -> str:
     """The snapshot a selector designates among an image's snapshots.
 
-    ``latest``: the newest of ours (by the time in its name); ``before:ISO`` (also
-    ``before: ISO``): the newest of ours strictly older than ISO (naive = UTC); anything else
-    is an exact name, which must be one of ours. RestoreError names the selector and image.
+    ``snapshot_names`` are in Ceph's creation order (oldest first). ``latest``: the newest of
+    ours, the last taken (not the newest name: backurne 2.x wrote local time into names);
+    ``before:ISO`` (also ``before: ISO``): the newest of ours whose name's time is strictly
+    older than ISO (naive = UTC); anything else is an exact name, which must be one of ours.
+    RestoreError names the selector and image.
     """
     validate_prefix(prefix)
     names = list(snapshot_names)
-    ours = sorted((s for s in (Snap.from_name(n, prefix) for n in names) if s is not None), key=lambda s: s.sort_key)
+    ours = [s for s in (Snap.from_name(n, prefix) for n in names) if s is not None]
     where = f" of backup image {image!r}" if image else ""
     text = selector.strip() if isinstance(selector, str) else ""
     if not text:
@@ -231,7 +233,8 @@ def _snapshots(backup: RbdRunner, spec: ImageSpec) -> dict[str, int]:
         if exc.is_not_found:
             raise RestoreNotFound(f"backup image {spec} does not exist on {backup.label}") from None
         raise
-    return {str(e["name"]): int(e.get("size", 0)) for e in entries if isinstance(e, dict) and "name" in e}
+    named = in_creation_order([e for e in entries if isinstance(e, dict) and "name" in e])
+    return {str(e["name"]): int(e.get("size", 0)) for e in named}  # in Ceph order, as dicts keep it
 
 
 def _refuse_in_use(live: RbdRunner, spec: ImageSpec) -> None:

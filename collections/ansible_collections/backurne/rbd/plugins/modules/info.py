@@ -88,7 +88,9 @@ images:
       description: Third field of a backup image name (VM name, or the string C(None)).
       type: str
     snapshots:
-      description: backurne snapshots, oldest first.
+      description:
+        - backurne snapshots, oldest first in Ceph's creation order (snapshot id ascending); the last
+          is the newest, whatever the time in its name says (backurne 2.x wrote local time).
       type: list
       elements: dict
       contains:
@@ -126,7 +128,9 @@ images:
         - {name: "backup;daily;7;2026-11-29T10:00:00.000000", profile: daily, count: 7, created: "2026-11-29T10:00:00"}
       foreign_snapshots: []
 snapshots:
-  description: Every snapshot name (ours and foreign) per image, for other backurne modules.
+  description:
+    - Every snapshot name (ours and foreign) per image, for other backurne modules, each list in
+      Ceph's creation order (snapshot id ascending, oldest first).
   returned: success
   type: dict
   sample: {"live;web1;None": ["backup;daily;7;2026-11-29T10:00:00.000000"]}
@@ -153,7 +157,7 @@ def describe_image(name: str, snap_names: list[str], prefix: str, profiles: dict
         else:
             ours.append(snap)
     snapshots = []
-    for snap in sorted(ours, key=lambda s: s.sort_key):
+    for snap in ours:  # Ceph's creation order, as listed: the last is the newest
         entry: dict[str, Any] = {
             "name": snap.name,
             "profile": snap.profile,

@@ -177,7 +177,9 @@ images:
       description: Why a disk was cancelled (a pre hook said no).
       type: str
 live_snapshots:
-  description: Every snapshot name per backup image of the disks handled (for backup-side expiry).
+  description:
+    - Every snapshot name per backup image of the disks handled (for backup-side expiry), each list
+      in Ceph's creation order (oldest first; this run's snapshots appended).
   returned: success
   type: dict
 live_by_pool:
@@ -408,7 +410,7 @@ def main() -> None:
 
     to_create = [plan for plan in plans if plan.get("new_snapshots")]
     before = {
-        plan["backup_image"]: sorted(listings[pool_key(plan["source_pool"], plan["source_namespace"])][plan["image"]])
+        plan["backup_image"]: list(listings[pool_key(plan["source_pool"], plan["source_namespace"])][plan["image"]])
         for plan in to_create
     }
 
@@ -544,7 +546,7 @@ def main() -> None:
         result["diff"] = {
             "before": dict(before),
             "after": {
-                plan["backup_image"]: sorted([*before[plan["backup_image"]], *plan["new_snapshots"]])
+                plan["backup_image"]: [*before[plan["backup_image"]], *plan["new_snapshots"]]
                 for plan in created
                 if plan["backup_image"] in before
             },

@@ -9,6 +9,8 @@ module: retention
 short_description: Expire backurne snapshots on the live or the backup cluster
 version_added: 0.1.0
 description:
+  - Newest and older are Ceph's creation order (the listings' order); a snapshot's age and expiry
+    come from the time in its name (see C(docs/faults.md), "Snapshot order").
   - O(side=live) runs on a live node. Per image it keeps the newest snapshot shared with the
     backup cluster and everything newer, the newest C(max_on_live) older ones per profile, and
     deletes the rest of backurne's snapshots. Without a shared snapshot nothing is deleted.
@@ -86,6 +88,9 @@ options:
         listing merged with the transfer module's RV(backurne.rbd.transfer#module:backup_snapshots)
         for O(side=backup)). When given, the pool is not listed again (C(rbd ls -l) opens every
         image). A snapshot already gone when it is deleted counts as deleted.
+      - Every list, here and in O(other_snapshots), in Ceph's creation order (snapshot id
+        ascending, oldest first), as the modules return them. The order says which snapshot is
+        newest, never the time in its name.
     type: dict
   image_map:
     description:
@@ -329,9 +334,12 @@ def main() -> None:
     }
     if module._diff:
         result["diff"] = {
-            "before": {plan["image"]: sorted(listing[plan["image"]]) for plan in plans},
+            # In Ceph's creation order, as listed.
+            "before": {plan["image"]: list(listing[plan["image"]]) for plan in plans},
             "after": {
-                plan["image"]: [] if plan["removed"] else sorted(set(listing[plan["image"]]) - set(plan["deleted"]))
+                plan["image"]: []
+                if plan["removed"]
+                else [name for name in listing[plan["image"]] if name not in plan["deleted"]]
                 for plan in plans
             },
         }

@@ -159,7 +159,9 @@ images:
       ok: true
       error: null
 live_snapshots:
-  description: Every snapshot name per image of the pool after this run (all images, selected or not).
+  description:
+    - Every snapshot name per image of the pool after this run (all images, selected or not), each
+      list in Ceph's creation order (oldest first; this run's snapshots appended).
   returned: success
   type: dict
 planned_live:
@@ -311,7 +313,7 @@ def main() -> None:
         return plan
 
     to_create = [plan for plan in plans if plan.get("new_snapshots")]
-    before = {plan["image"]: sorted(live[plan["image"]]) for plan in to_create}
+    before = {plan["image"]: list(live[plan["image"]]) for plan in to_create}  # Ceph order
     if not module.check_mode:
         run_batch(priority_order(to_create), create_snapshots, p["workers"], on_error=on_error)
 
@@ -330,7 +332,7 @@ def main() -> None:
     if module._diff:
         result["diff"] = {
             "before": before,
-            "after": {image: sorted([*snaps, *planned_live[image]]) for image, snaps in before.items()},
+            "after": {image: [*snaps, *planned_live[image]] for image, snaps in before.items()},
         }
     result["unmatched_limits"] = [pattern for pattern in p["only_images"] if not matches_any(pattern, live)]
     if result["unmatched_limits"]:

@@ -217,6 +217,7 @@ backup_snapshots:
     - Backup image name to its snapshot names after this run, for every backup image this node
       locked (read under the lock, plus what was sent). Merged over the run's listing, it is the
       backup pool's state after the transfers without listing the pool again.
+    - Each list in Ceph's creation order (snapshot id ascending; what was sent appended).
   returned: success
   type: dict
 """
@@ -382,9 +383,10 @@ def main() -> None:
         if lock.broke_stale:
             notes.append(f"{where}: broke a stale lock ({lock.broke_stale})")
         try:
-            present = set(backup.snapshot_names(dest_spec))
-            before[dest] = sorted(present)
-            after[dest] = sorted(present)
+            listed_now = backup.snapshot_names(dest_spec)  # Ceph's creation order, kept as is
+            present = set(listed_now)
+            before[dest] = list(listed_now)
+            after[dest] = list(listed_now)
             # Still the empty placeholder this call created (nobody wrote into it between its
             # creation and the lock: same size, no snapshot): a full needs no emptying first.
             fresh = created and not present and lock.size == PLACEHOLDER_BYTES
@@ -453,7 +455,7 @@ def main() -> None:
                 present.add(step["to_snap"])
                 result["snapshots"].append(step["to_snap"])
                 result["snapshot"] = step["to_snap"]
-                after[dest] = sorted([*after[dest], step["to_snap"]])
+                after[dest] = [*after[dest], step["to_snap"]]  # the newest: appended
             else:
                 result["status"] = "transferred"
         finally:
@@ -503,7 +505,7 @@ def main() -> None:
     if module._diff:
         output["diff"] = {
             "before": {r["backup_image"]: before.get(r["backup_image"], []) for r in moved},
-            "after": {r["backup_image"]: sorted([*before.get(r["backup_image"], []), *r["snapshots"]]) for r in moved},
+            "after": {r["backup_image"]: [*before.get(r["backup_image"], []), *r["snapshots"]] for r in moved},
         }
     if output["failed_images"] and p["fail_on_error"]:
         module.fail_json(msg="; ".join(item["error"] for item in output["failed_images"]), **output)

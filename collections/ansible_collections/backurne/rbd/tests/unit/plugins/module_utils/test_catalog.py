@@ -27,17 +27,17 @@ def head(name: str, size: int = 1024) -> dict[str, Any]:
     return {"image": name, "id": "1", "size": size, "format": 2}
 
 
-def snap(name: str, snapshot: str, size: int = 1024) -> dict[str, Any]:
-    return {"image": name, "id": "1", "snapshot": snapshot, "snapshot_id": 4, "size": size, "format": 2}
+def snap(name: str, snapshot: str, size: int = 1024, snap_id: int = 4) -> dict[str, Any]:
+    return {"image": name, "id": "1", "snapshot": snapshot, "snapshot_id": snap_id, "size": size, "format": 2}
 
 
 LISTING = [
     head("prod;web1;None", 8 << 20),
-    # Out of time order on purpose: the order of `rbd ls -l` is the snapshot id order.
-    snap("prod;web1;None", S3, 8 << 20),
-    snap("prod;web1;None", S1, 4 << 20),
-    snap("prod;web1;None", "manual-before-upgrade"),
-    snap("prod;web1;None", S2, 6 << 20),
+    # Out of id order on purpose: the snapshot id (Ceph's creation order) decides.
+    snap("prod;web1;None", S3, 8 << 20, snap_id=9),
+    snap("prod;web1;None", S1, 4 << 20, snap_id=3),
+    snap("prod;web1;None", "manual-before-upgrade", snap_id=5),
+    snap("prod;web1;None", S2, 6 << 20, snap_id=7),
     head("8eb4-uuid;scsi0;db1", 1 << 30),
     snap("8eb4-uuid;scsi0;db1", S1),
     head("prod;empty;None"),
@@ -62,6 +62,17 @@ class TestDisksFromListing:
         assert web1.snapshots[1].profile == "hourly" and web1.snapshots[1].count == 24
         assert web1.foreign_snapshots == ("manual-before-upgrade",)
         assert web1.newest is not None and web1.newest.name == S3
+
+    def test_snapshot_id_not_name_time_decides_the_order(self) -> None:
+        # backurne 2.x named S3 in local time ahead of UTC; S1 was taken after it.
+        listing = [
+            head("prod;web1;None"),
+            snap("prod;web1;None", S1, snap_id=12),
+            snap("prod;web1;None", S3, snap_id=11),
+        ]
+        (web1,) = disks_from_listing(listing, "backup")
+        assert [s.name for s in web1.snapshots] == [S3, S1]
+        assert web1.newest is not None and web1.newest.name == S1
 
     def test_to_dict(self) -> None:
         disks = {d.image: d for d in disks_from_listing(LISTING, "backup")}

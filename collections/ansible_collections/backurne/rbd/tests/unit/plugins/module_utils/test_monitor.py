@@ -261,3 +261,15 @@ def test_a_set_aside_snapshot_is_critical_until_a_later_success() -> None:
     # An event after `now` (a check "as of" an earlier time) is not reported.
     future = TransferState("prod;web;None", None, None, None, 0, NOW + timedelta(hours=1), (removed,), "note")
     assert check({"web": [s]}, {"prod;web;None": [s]}, transfers={"prod;web;None": future}) == []
+
+
+def test_newest_backup_is_the_last_taken_its_age_from_its_name() -> None:
+    # backurne 2.x, TZ=Europe/Paris: taken 1h30m ago, named 30 min ago. Ours, taken after it,
+    # named 1h20m ago, is the newest (Ceph order): past the hourly limit (1h15m), whatever 2.x's
+    # fresh-looking name says.
+    hourly = parse_profiles({"hourly": {"count": 24}})
+    legacy, ours = snap(ago(minutes=30), "hourly", 24), snap(ago(hours=1, minutes=20), "hourly", 24)
+    listing = [legacy, ours]  # Ceph order: legacy taken first
+    findings = check({"web": listing}, {"prod;web;None": listing}, profiles=hourly)
+    assert codes(findings) == [("web", "critical", "too-old")]
+    assert "1h20m old" in findings[0].message

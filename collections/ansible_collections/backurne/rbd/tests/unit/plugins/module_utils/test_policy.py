@@ -187,13 +187,18 @@ class TestDueProfiles:
 
 
 class TestNewestShared:
-    def test_by_time_not_by_name(self) -> None:
+    def test_by_ceph_order_not_by_name(self) -> None:
         daily, hourly = snap("daily", 2 * HOUR), snap("hourly", HOUR)
-        # By name the old weekly would sort last: the time in the name must win.
+        # By name the old weekly would sort last: Ceph's order (the listing's) must win.
         weekly = snap("weekly", 10 * DAY)
-        live = [daily, hourly, weekly, "manual"]
-        backup = [daily, hourly, weekly, "manual"]
+        live = [weekly, daily, hourly, "manual"]
+        backup = [weekly, daily, hourly, "manual"]
         assert policy.newest_shared(live, backup, P).name == hourly
+
+    def test_live_order_wins_over_backup_order(self) -> None:
+        first, second = snap("daily", 2 * HOUR), snap("daily", HOUR)
+        # Re-sent onto the backup image in another order: live is where they were taken.
+        assert policy.newest_shared([first, second], [second, first], P).name == second
 
     def test_only_on_both_sides_and_only_ours(self) -> None:
         old, new = snap("daily", 2 * DAY), snap("daily", DAY)
@@ -203,7 +208,7 @@ class TestNewestShared:
         other = snap("daily", HOUR, prefix="other")
         assert policy.newest_shared([other, old], [other, old], P).name == old
 
-    def test_tie_broken_by_name(self) -> None:
+    def test_equal_times_by_live_order(self) -> None:
         daily, hourly = snap("daily", HOUR), snap("hourly", HOUR)
         assert policy.newest_shared([daily, hourly], [hourly, daily], P).name == hourly
 
@@ -233,8 +238,8 @@ class TestPlanImage:
     def test_incremental_from_the_newest_shared(self, profiles: dict[str, Profile]) -> None:
         base, older = snap("hourly", 2 * HOUR), snap("daily", 5 * HOUR)
         weekly = snap("weekly", 2 * DAY)
-        live = [older, base, weekly, "manual"]
-        backup = [older, base, weekly, snap("hourly", 30 * DAY)]
+        live = [weekly, older, base, "manual"]
+        backup = [snap("hourly", 30 * DAY), weekly, older, base]
         plan = self.plan(live, backup, profiles)
         assert plan.kind == "incremental"
         assert plan.base == base
@@ -245,7 +250,7 @@ class TestPlanImage:
         names = [snap(name, timedelta(minutes=5)) for name in profiles]
         plan = self.plan(names, names, profiles)
         assert (plan.kind, plan.due, plan.new_snapshots, plan.transfers) == ("none", [], [], [])
-        assert plan.base == max(names, key=lambda n: parsed(n).sort_key)
+        assert plan.base == names[-1]  # equal times: the last one taken
 
     def test_pending_snapshots_converge_without_new_snapshot(self, profiles: dict[str, Profile]) -> None:
         base = snap("weekly", 2 * HOUR)
@@ -253,7 +258,7 @@ class TestPlanImage:
         hourly = snap("hourly", 10 * timedelta(minutes=1))
         daily = naming.make_snap_name(P, "daily", 30, NOW - 10 * timedelta(minutes=1) + policy.CREATION_TICK)
         live = [base, hourly, daily]
-        backup = [base, snap("daily", 2 * DAY)]
+        backup = [snap("daily", 2 * DAY), base]
         plan = self.plan(live, backup, profiles)
         assert plan.due == []
         assert plan.new_snapshots == []
@@ -263,7 +268,7 @@ class TestPlanImage:
     def test_pending_then_new(self, profiles: dict[str, Profile]) -> None:
         base = snap("weekly", 3 * HOUR)
         pending = snap("hourly", 2 * HOUR)
-        plan = self.plan([base, pending], [base, snap("daily", 5 * HOUR)], profiles)
+        plan = self.plan([base, pending], [snap("daily", 5 * HOUR), base], profiles)
         assert plan.due == ["hourly"]
         (new,) = plan.new_snapshots
         assert plan.transfers == [(base, pending), (pending, new)]
@@ -316,43 +321,44 @@ class TestSimulatedRuns:
 
     def run(
         self,
-        live: set[str],
-        backup: set[str],
+        live: list[str],
+        backup: list[str],
         profiles: dict[str, Profile],
         now: datetime,
         fail_after: int | None = None,
     ) -> policy.ImagePlan:
+        # Lists in Ceph's creation order: a new snapshot (or an import) is appended.
         plan = policy.plan_image("vm", "c;vm;None", live, backup, profiles, P, now)
-        live.update(plan.new_snapshots)
+        live.extend(plan.new_snapshots)
         for done, (source, target) in enumerate(plan.transfers):
             if fail_after is not None and done >= fail_after:
                 break
             assert source is None or (source in backup and source in live)
             assert target in live
-            backup.add(target)
-        for name in policy.live_expiry(live, backup, profiles, P):
-            live.discard(name)
+            backup.append(target)
+        doomed = set(policy.live_expiry(live, backup, profiles, P))
+        live[:] = [name for name in live if name not in doomed]
         expiry = policy.backup_expiry(backup, profiles, P, now, source_exists=True, live_snap_names=live)
-        backup.difference_update(expiry.delete)
+        backup[:] = [name for name in backup if name not in expiry.delete]
         return plan
 
     def test_failure_mid_chain_converges(self, profiles: dict[str, Profile]) -> None:
-        live: set[str] = set()
-        backup: set[str] = set()
+        live: list[str] = []
+        backup: list[str] = []
         first = self.run(live, backup, profiles, NOW, fail_after=1)
         assert first.kind == "full"
         assert len(backup) == 1
         retry = self.run(live, backup, profiles, NOW + timedelta(minutes=5))
         assert retry.new_snapshots == []
         assert [target for _source, target in retry.transfers] == first.new_snapshots[1:]
-        assert backup == live == set(first.new_snapshots)
+        assert backup == live == first.new_snapshots
         later = self.run(live, backup, profiles, NOW + HOUR)
         assert later.due == ["hourly"]
         assert later.kind == "incremental"
 
     def test_a_week_of_hourly_runs(self, profiles: dict[str, Profile]) -> None:
-        live: set[str] = set()
-        backup: set[str] = set()
+        live: list[str] = []
+        backup: list[str] = []
         for hour in range(24 * 8):
             # Every fifth run fails after its first transfer.
             self.run(live, backup, profiles, NOW + hour * HOUR, fail_after=1 if hour % 5 == 4 else None)
@@ -377,13 +383,19 @@ class TestLiveExpiry:
         dailies = [snap("daily", n * DAY + 30 * timedelta(minutes=1)) for n in range(0, 3)]
         weeklies = [snap("weekly", n * 7 * DAY + 2 * HOUR) for n in range(1, 3)]
         base = hourlies[0]
-        live = [*hourlies, *dailies, *weeklies, "manual"]
-        doomed = policy.live_expiry(live, [base, *weeklies], profiles, P)
+        # Taken in time order: that is their Ceph order.
+        live = [*sorted([*hourlies, *dailies, *weeklies], key=lambda n: parsed(n).sort_key), "manual"]
+        doomed = policy.live_expiry(live, [*weeklies[::-1], base], profiles, P)
         # Older than the base, hourly keeps 2 of 4, daily 1 of 2, weekly none.
         # dailies[0] is newer than the base: kept whatever max_on_live says.
         expected = [*hourlies[3:], *dailies[2:], *weeklies]
         assert sorted(doomed) == sorted(expected)
-        assert doomed == sorted(expected, key=lambda n: parsed(n).sort_key)
+        assert doomed == [name for name in live if name in expected]
+
+    def test_max_on_live_above_the_count_keeps_them_all(self) -> None:
+        profiles = policy.parse_profiles({"hourly": {"count": 24, "max_on_live": 3}})
+        first, second, base = snap("hourly", 3 * HOUR), snap("hourly", 2 * HOUR), snap("hourly", HOUR)
+        assert policy.live_expiry([first, second, base], [base], profiles, P) == []
 
     def test_base_and_newer_are_kept(self, profiles: dict[str, Profile]) -> None:
         base = snap("weekly", 3 * HOUR)
@@ -392,12 +404,22 @@ class TestLiveExpiry:
         doomed = policy.live_expiry([older, base, *newer], [older, base], profiles, P)
         assert doomed == [older]
 
+    def test_foreign_snapshots_before_ours_do_not_shift_the_order(self, profiles: dict[str, Profile]) -> None:
+        old, base = snap("weekly", 10 * DAY), snap("weekly", HOUR)
+        live = ["manual", "backup;not-a-date", old, base]
+        assert policy.live_expiry(live, [old, base], profiles, P) == [old]
+        plan = policy.plan_image(
+            "vm", "c;vm;None", [*live, snap("hourly", 30 * timedelta(minutes=1))], [old, base], profiles, P, NOW
+        )
+        assert plan.base == base
+        assert plan.transfers[0][0] == base
+
     def test_unconfigured_and_foreign_are_kept(self, profiles: dict[str, Profile]) -> None:
         base = snap("weekly", HOUR)
         odd = snap("yearly", 100 * DAY)
         foreign = ["manual", snap("daily", 50 * DAY, prefix="other"), "backup;daily;30;garbage"]
-        assert policy.live_expiry([base, odd, *foreign], [base, odd, *foreign], profiles, P) == []
-        assert policy.unconfigured_snaps([base, odd, *foreign], profiles, P) == [odd]
+        assert policy.live_expiry([odd, base, *foreign], [odd, base, *foreign], profiles, P) == []
+        assert policy.unconfigured_snaps([odd, base, *foreign], profiles, P) == [odd]
 
 
 class TestBackupExpiry:
@@ -410,7 +432,7 @@ class TestBackupExpiry:
         just_expired = snap("hourly", 24 * HOUR, count=24)
         not_yet = snap("hourly", 23 * HOUR, count=24)
         old_daily = snap("daily", 31 * DAY, count=30)
-        result = self.expire([fresh, just_expired, not_yet, old_daily], profiles)
+        result = self.expire([old_daily, just_expired, not_yet, fresh], profiles)
         assert result.delete == [old_daily, just_expired]
         assert result.remove_image is False
         assert result.kept_reasons[not_yet].startswith("expires at ")
@@ -418,22 +440,22 @@ class TestBackupExpiry:
 
     def test_newest_kept_while_source_exists(self, profiles: dict[str, Profile]) -> None:
         # Backups have been failing for weeks: everything on backup is past expiry.
-        names = [snap("hourly", n * DAY, count=24) for n in (40, 41, 42)]
+        names = [snap("hourly", n * DAY, count=24) for n in (42, 41, 40)]
         result = self.expire(names, profiles, keep_min=0)
-        assert result.delete == [names[2], names[1]]
-        assert "newest" in result.kept_reasons[names[0]]
+        assert result.delete == [names[0], names[1]]
+        assert "newest" in result.kept_reasons[names[2]]
 
     def test_keep_min_floor(self, profiles: dict[str, Profile]) -> None:
-        names = [snap("hourly", n * DAY, count=24) for n in (40, 41, 42, 43, 44)]
+        names = [snap("hourly", n * DAY, count=24) for n in (44, 43, 42, 41, 40)]
         result = self.expire(names, profiles, keep_min=3)
-        assert result.delete == [names[4], names[3]]
+        assert result.delete == [names[0], names[1]]
         assert "keep_min" in result.kept_reasons[names[2]]
 
     def test_newest_shared_is_kept(self, profiles: dict[str, Profile]) -> None:
         newest = snap("hourly", HOUR, count=24)
         shared = snap("hourly", 30 * HOUR, count=24)
         older = snap("hourly", 31 * HOUR, count=24)
-        result = self.expire([newest, shared, older], profiles, live_snap_names=[shared, older, "manual"])
+        result = self.expire([older, shared, newest], profiles, live_snap_names=[older, shared, "manual"])
         assert result.delete == [older]
         assert "shared" in result.kept_reasons[shared]
 
@@ -450,7 +472,7 @@ class TestBackupExpiry:
         newest = snap("daily", 10 * DAY, count=7)  # expired 3 days ago
         older = snap("daily", 11 * DAY, count=7)
         extra = timedelta(days=5)
-        result = self.expire([newest, older], profiles, source_exists=False, extra_retention_time=extra)
+        result = self.expire([older, newest], profiles, source_exists=False, extra_retention_time=extra)
         assert result.delete == [older]
         assert result.remove_image is False
         assert "source image gone" in result.kept_reasons[newest]
@@ -460,7 +482,7 @@ class TestBackupExpiry:
         newest = snap("daily", 13 * DAY, count=7)
         older = snap("daily", 14 * DAY, count=7)
         result = self.expire(
-            [newest, older], profiles, source_exists=False, extra_retention_time=timedelta(days=5), keep_min=5
+            [older, newest], profiles, source_exists=False, extra_retention_time=timedelta(days=5), keep_min=5
         )
         assert result.delete == [older, newest]
         assert result.remove_image is True
@@ -472,9 +494,9 @@ class TestBackupExpiry:
         assert (result.delete, result.remove_image) == ([newest], True)
 
     def test_source_gone_keep_min_holds_until_fade_out(self, profiles: dict[str, Profile]) -> None:
-        names = [snap("daily", n * DAY, count=7) for n in (8, 9, 10)]
+        names = [snap("daily", n * DAY, count=7) for n in (10, 9, 8)]
         result = self.expire(names, profiles, source_exists=False, extra_retention_time=timedelta(days=5), keep_min=2)
-        assert result.delete == [names[2]]
+        assert result.delete == [names[0]]
         assert result.remove_image is False
 
     def test_source_gone_foreign_snapshot_pins_the_image(self, profiles: dict[str, Profile]) -> None:
@@ -487,7 +509,7 @@ class TestBackupExpiry:
     def test_source_gone_unexpired_older_snapshot_keeps_the_image(self, profiles: dict[str, Profile]) -> None:
         newest = snap("hourly", 30 * HOUR, count=24)
         weekly = snap("weekly", 2 * DAY, count=4)
-        result = self.expire([newest, weekly], profiles, source_exists=False)
+        result = self.expire([weekly, newest], profiles, source_exists=False)
         # The newest has faded out; the older weekly has weeks to live and holds the image.
         assert result.delete == [newest]
         assert result.remove_image is False
@@ -537,3 +559,132 @@ def test_due_tolerance_keeps_an_hourly_schedule_hourly() -> None:
     assert policy.due_profiles(profiles, [last], half, tolerance=timedelta(hours=2)) == []
     with pytest.raises(policy.PolicyError):
         policy.due_profiles(profiles, [last], early, tolerance=timedelta(seconds=-1))
+
+
+class TestLegacyLocalTimeNames:
+    """backurne 2.x wrote local time into its names; Ceph's order (the listings') decides.
+
+    December: Europe/Paris is UTC+1 (a 2.x name looks an hour newer than it is),
+    America/New_York UTC-5 (five hours older). Every listing below is in Ceph order.
+    """
+
+    WINTER = datetime(2026, 12, 3, 8, 0, 0)  # UTC
+    PARIS = timedelta(hours=1)
+    NEW_YORK = timedelta(hours=-5)
+
+    @pytest.fixture
+    def hourly_only(self) -> dict[str, Profile]:
+        return policy.parse_profiles({"hourly": {"count": 24}, "daily": {"count": 30, "max_on_live": 1}})
+
+    def legacy(self, profile: str, utc: datetime, offset: timedelta, count: int = 30) -> str:
+        """A 2.x name of a snapshot taken at ``utc`` on a host whose clock is UTC + offset."""
+        return naming.make_snap_name(P, profile, count, utc + offset)
+
+    def ours(self, profile: str, utc: datetime, count: int = 30) -> str:
+        return naming.make_snap_name(P, profile, count, utc)
+
+    # -- ahead of UTC (Paris) -------------------------------------------------------------
+
+    def test_ahead_newest_shared_is_our_snapshot_taken_after_the_legacy_one(self) -> None:
+        legacy = self.legacy("daily", self.WINTER, self.PARIS)  # named 09:00
+        ours = self.ours("hourly", self.WINTER + 10 * timedelta(minutes=1))  # named 08:10
+        assert policy.newest_shared([legacy, ours], [legacy, ours], P).name == ours
+
+    def test_ahead_plan_sends_from_our_snapshot_not_from_the_legacy_one(self, hourly_only) -> None:
+        legacy = self.legacy("daily", self.WINTER, self.PARIS)
+        first = self.ours("hourly", self.WINTER + 10 * timedelta(minutes=1))
+        now = self.WINTER + 20 * timedelta(minutes=1)
+        plan = policy.plan_image("vm", "c;vm;None", [legacy, first], [legacy, first], hourly_only, P, now, force=True)
+        assert plan.base == first
+        assert plan.transfers[0] == (first, plan.new_snapshots[0])
+
+    def test_ahead_pending_snapshot_after_the_legacy_one_is_sent(self, hourly_only) -> None:
+        legacy = self.legacy("daily", self.WINTER, self.PARIS)
+        failed = self.ours("hourly", self.WINTER + 10 * timedelta(minutes=1))  # its transfer failed
+        now = self.WINTER + 20 * timedelta(minutes=1)
+        plan = policy.plan_image("vm", "c;vm;None", [legacy, failed], [legacy], hourly_only, P, now)
+        assert plan.base == legacy
+        assert plan.transfers[0] == (legacy, failed)
+        assert plan.due == []  # the pending hourly counts as backed up
+
+    def test_ahead_live_expiry_keeps_what_was_just_sent(self, hourly_only) -> None:
+        older = self.legacy("daily", self.WINTER - DAY, self.PARIS)
+        legacy = self.legacy("daily", self.WINTER, self.PARIS)
+        sent = self.ours("hourly", self.WINTER + 10 * timedelta(minutes=1))
+        live = [older, legacy, sent]
+        doomed = policy.live_expiry(live, [older, legacy, sent], hourly_only, P)
+        assert sent not in doomed
+        assert doomed == [older]  # daily keeps max_on_live=1 older than the base: legacy
+
+    def test_ahead_backup_expiry_keeps_the_newest_by_ceph_order(self, hourly_only) -> None:
+        # Expiry keeps the name's time: 2.x's hourly;1 named 09:00 expires at 10:00, ours
+        # (08:10) at 09:10. At 09:30 ours is past expiry, but it is the newest and the base.
+        legacy = self.legacy("hourly", self.WINTER, self.PARIS, count=1)
+        ours = self.ours("hourly", self.WINTER + 10 * timedelta(minutes=1), count=1)
+        now = self.WINTER + 90 * timedelta(minutes=1)
+        result = policy.backup_expiry(
+            [legacy, ours], hourly_only, P, now, source_exists=True, live_snap_names=[legacy, ours]
+        )
+        assert ours not in result.delete
+        assert "shared" in result.kept_reasons[ours]
+
+    # -- behind UTC (New York) ------------------------------------------------------------
+
+    def test_behind_newest_shared_is_the_legacy_snapshot_taken_after_ours(self) -> None:
+        ours = self.ours("hourly", self.WINTER - HOUR)  # 07:00
+        legacy = self.legacy("daily", self.WINTER, self.NEW_YORK)  # taken 08:00, named 03:00
+        assert policy.newest_shared([ours, legacy], [ours, legacy], P).name == legacy
+
+    def test_behind_plan_sends_from_the_legacy_snapshot(self, hourly_only) -> None:
+        ours = self.ours("hourly", self.WINTER - HOUR)
+        legacy = self.legacy("daily", self.WINTER, self.NEW_YORK)
+        now = self.WINTER + 10 * timedelta(minutes=1)
+        plan = policy.plan_image("vm", "c;vm;None", [ours, legacy], [ours, legacy], hourly_only, P, now, force=True)
+        assert plan.base == legacy
+        assert plan.transfers[0] == (legacy, plan.new_snapshots[0])
+
+    def test_behind_live_expiry_never_removes_a_snapshot_newer_than_the_base(self, hourly_only) -> None:
+        # 2.x took `legacy` after our `base` and has not sent it yet: newer by Ceph order.
+        base = self.ours("hourly", self.WINTER - HOUR)
+        legacy = self.legacy("hourly", self.WINTER, self.NEW_YORK)
+        assert policy.live_expiry([base, legacy], [base], hourly_only, P) == []
+
+    def test_behind_backup_expiry_keeps_the_legacy_base(self, hourly_only) -> None:
+        # 2.x's hourly;1 named 03:00 "expired" at 04:00 by its name, yet it is the newest
+        # snapshot on both sides: the base of the next incremental.
+        ours = self.ours("hourly", self.WINTER - HOUR, count=1)
+        legacy = self.legacy("hourly", self.WINTER, self.NEW_YORK, count=1)
+        now = self.WINTER + 10 * timedelta(minutes=1)
+        result = policy.backup_expiry(
+            [ours, legacy], hourly_only, P, now, source_exists=True, live_snap_names=[ours, legacy], keep_min=0
+        )
+        assert legacy not in result.delete
+        assert "shared" in result.kept_reasons[legacy]
+        assert result.delete == [ours]
+
+    def test_due_reads_the_newest_by_ceph_order_and_the_time_in_its_name(self, hourly_only) -> None:
+        # Ahead: the newest by Ceph order is ours (08:10): hourly due an hour later, not
+        # at 10:00 as 2.x's 09:00 name would say.
+        legacy = self.legacy("hourly", self.WINTER, self.PARIS)
+        ours = self.ours("hourly", self.WINTER + 10 * timedelta(minutes=1))
+        at = self.WINTER + 70 * timedelta(minutes=1)
+        assert [p.name for p in policy.due_profiles(hourly_only, [parsed(legacy), parsed(ours)], at)] == [
+            "hourly",
+            "daily",
+        ]
+
+    def test_backup_head_unknown_to_live_sends_no_pending(self, hourly_only) -> None:
+        # The backup image's newest snapshot is gone from live (removed by hand): no Ceph
+        # order places `pending` against it, whatever the names say; the new snapshot is
+        # sent from the base and carries every change since.
+        base = self.ours("hourly", self.WINTER - 2 * HOUR)
+        head = self.legacy("hourly", self.WINTER - HOUR, self.NEW_YORK)  # named long before `pending`
+        pending = self.ours("hourly", self.WINTER - 30 * timedelta(minutes=1))
+        plan = policy.plan_image("vm", "c;vm;None", [base, pending], [base, head], hourly_only, P, self.WINTER)
+        assert plan.transfers[0] == (base, plan.new_snapshots[0])
+        assert pending not in [target for _source, target in plan.transfers]
+        # The head is kept on backup until a newer snapshot is shared, whatever its name says.
+        result = policy.backup_expiry(
+            [base, head], hourly_only, P, self.WINTER + 30 * DAY, source_exists=True, live_snap_names=[base]
+        )
+        assert head not in result.delete

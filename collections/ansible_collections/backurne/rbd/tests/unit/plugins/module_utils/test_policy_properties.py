@@ -2,7 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Safety properties of the policy over random snapshot sets (ours and foreign)."""
+"""Safety properties of the policy over random snapshot sets (ours and foreign).
+
+A world's snapshots are generated in creation order (Ceph's order: both listings keep it) with
+random times in their names, as backurne 2.x's local-time names and clock skew make them.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ class World:
     live: list[str]
     backup: list[str]
     now: datetime
+    created: list[str]  # every name, in creation order (both listings are subsequences)
 
 
 profile_strategy = st.builds(
@@ -79,7 +84,7 @@ def worlds(draw: st.DrawFn) -> World:
     now = EPOCH + timedelta(hours=draw(st.integers(0, 24 * 365)))
     # Sometimes backups stopped long ago and nearly everything is past expiry.
     stale = timedelta(days=draw(st.sampled_from((0, 0, 0, 60, 400))))
-    names: list[str] = []
+    names: list[str] = []  # in creation order; the times in the names need not follow it
     for _index in range(draw(st.integers(0, 16))):
         profile = draw(st.sampled_from((*PROFILE_NAMES, UNCONFIGURED)))
         count = draw(st.integers(1, 12))
@@ -93,7 +98,9 @@ def worlds(draw: st.DrawFn) -> World:
             created = now - timedelta(hours=draw(st.integers(-3, 24 * 120)))
         names.append(naming.make_snap_name(PREFIX, profile, count, created - stale))
     if draw(st.booleans()):
-        names.extend(draw(st.lists(foreign_strategy, max_size=5)))
+        # Foreign snapshots anywhere among ours: positions count every name listed.
+        for foreign in draw(st.lists(foreign_strategy, max_size=5)):
+            names.insert(draw(st.integers(0, len(names))), foreign)
     live: list[str] = []
     backup: list[str] = []
     for name in dict.fromkeys(names):
@@ -103,12 +110,17 @@ def worlds(draw: st.DrawFn) -> World:
             live.append(name)
         if side != "live":
             backup.append(name)
-    return World(profiles, live, backup, now)
+    return World(profiles, live, backup, now, list(dict.fromkeys(names)))
 
 
 def ours(names: list[str]) -> dict[str, Snap]:
+    """Ours, in listing (Ceph) order."""
     snaps = {name: Snap.from_name(name, PREFIX) for name in names}
     return {name: snap for name, snap in snaps.items() if snap is not None}
+
+
+def positions(names: list[str]) -> dict[str, int]:
+    return {name: index for index, name in enumerate(names)}
 
 
 def is_ours(name: str) -> bool:
@@ -128,14 +140,16 @@ def test_live_expiry_is_safe(world: World) -> None:
         return
     assert base.name not in doomed
     live = ours(world.live)
+    at = positions(world.live)
+    # Never a snapshot newer (by Ceph order) than the base, whatever its name says.
+    assert all(at[name] < at[base.name] for name in doomed)
+    assert doomed == sorted(doomed, key=at.__getitem__)
     for name in doomed:
-        snap = live[name]
-        assert snap.sort_key < base.sort_key
-        assert snap.profile in world.profiles
+        assert live[name].profile in world.profiles
     for profile in world.profiles.values():
-        older = [s for s in live.values() if s.profile == profile.name and s.sort_key < base.sort_key]
+        older = [s for s in live.values() if s.profile == profile.name and at[s.name] < at[base.name]]
         kept = [s.name for s in older if s.name not in doomed]
-        newest_older = sorted(older, key=lambda s: s.sort_key, reverse=True)[: profile.max_on_live]
+        newest_older = older[max(0, len(older) - profile.max_on_live) :] if profile.max_on_live else []
         assert sorted(kept) == sorted(s.name for s in newest_older)
 
 
@@ -176,16 +190,20 @@ def test_backup_expiry_is_safe(
         assert expires <= world.now
 
     shared = policy.newest_shared(live_names, world.backup, PREFIX)
+    newest_first = list(reversed(backup.values()))
+    after_shared: set[str] = set()
     if shared is not None:
         assert shared.name not in deleted
+        # Nothing newer than the base by the backup image's Ceph order goes either.
+        after_shared = {s.name for s in newest_first[: [s.name for s in newest_first].index(shared.name)]}
+        assert deleted.isdisjoint(after_shared)
 
-    newest_first = sorted(backup.values(), key=lambda s: s.sort_key, reverse=True)
     floor = max(keep_min, 1) if source_exists else 0
     for index, snap in enumerate(newest_first):
         # Nothing is kept without cause: what is expired and unprotected goes.
         expires = snap.expires_at(world.profiles)
         if snap.name not in deleted and expires is not None and expires <= world.now:
-            if (shared is not None and snap.name == shared.name) or index < floor:
+            if (shared is not None and snap.name == shared.name) or snap.name in after_shared or index < floor:
                 continue
             # Source gone: only the fade-out keeps an expired one.
             assert not source_exists
@@ -226,11 +244,17 @@ def test_plan_chain_is_consistent(world: World, force: bool) -> None:
         source = to_snap
     targets = [Snap.from_name(to_snap, PREFIX) for _source, to_snap in plan.transfers]
     assert all(snap is not None and snap.profile in world.profiles for snap in targets)
-    keys = [snap.sort_key for snap in targets if snap is not None]
-    # Each diff moves forward in time, past everything of ours on backup.
+    # Each diff moves forward in creation (Ceph) order, past everything of ours on backup;
+    # the new snapshots are created after every existing one.
+    created_order = positions([*world.created, *plan.new_snapshots])
+    keys = [created_order[to_snap] for _source, to_snap in plan.transfers]
     assert keys == sorted(set(keys))
-    newest_backup = max((snap.sort_key for snap in ours(world.backup).values()), default=None)
-    assert newest_backup is None or all(key > newest_backup for key in keys)
+    backup_keys = [created_order[name] for name in ours(world.backup)]
+    assert not backup_keys or all(key > max(backup_keys) for key in keys)
+    # Pending snapshots are sent only while the backup image's newest is the base.
+    newest_backup = next(reversed(ours(world.backup)), None)
+    if newest_backup is not None and newest_backup != plan.base:
+        assert [to_snap for _source, to_snap in plan.transfers] == plan.new_snapshots
     assert set(plan.new_snapshots).isdisjoint(world.live)
     if plan.new_snapshots:
         assert [target for _source, target in plan.transfers][-len(plan.new_snapshots) :] == plan.new_snapshots

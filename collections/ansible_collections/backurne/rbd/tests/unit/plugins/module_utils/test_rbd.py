@@ -29,6 +29,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
     RbdError,
     RbdRunner,
     SshTarget,
+    in_creation_order,
     quote_argv,
     stderr_cause,
 )
@@ -96,6 +97,28 @@ class TestQuoteArgv:
 
     def test_plain_words_stay_readable(self) -> None:
         assert quote_argv(["rbd", "--pool=rbd", "ls"]) == "rbd --pool=rbd ls"
+
+
+class TestInCreationOrder:
+    def test_by_snapshot_id_not_by_name_or_listed_order(self) -> None:
+        entries = [
+            {"name": "backup;daily;30;2026-12-03T09:00:00.000000", "id": 8},  # 2.x, local time
+            {"name": "backup;hourly;24;2026-12-03T08:10:00.000000", "id": 12},
+            {"name": "zz-manual", "id": 3},
+        ]
+        assert [e["name"] for e in in_creation_order(entries)] == [
+            "zz-manual",
+            "backup;daily;30;2026-12-03T09:00:00.000000",
+            "backup;hourly;24;2026-12-03T08:10:00.000000",
+        ]
+
+    def test_other_id_key_and_no_id_keeps_the_listed_order(self) -> None:
+        assert in_creation_order([{"s": "b", "snapshot_id": 2}, {"s": "a", "snapshot_id": 1}], "snapshot_id") == [
+            {"s": "a", "snapshot_id": 1},
+            {"s": "b", "snapshot_id": 2},
+        ]
+        listed = [{"name": "b"}, {"name": "a", "id": 1}]
+        assert in_creation_order(listed) == listed
 
 
 class TestImageSpec:

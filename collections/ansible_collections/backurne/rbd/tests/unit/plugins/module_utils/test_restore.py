@@ -97,10 +97,15 @@ def plan(**overrides: Any) -> Any:
 
 
 class TestSelectSnapshot:
-    names = (S2, FOREIGN, S3, S1)
+    names = (S1, FOREIGN, S2, S3)  # Ceph's creation order, as listed
 
-    def test_latest_is_the_newest_by_name_time_not_list_order(self) -> None:
+    def test_latest_is_the_last_taken(self) -> None:
         assert select_snapshot(self.names, "latest") == S3
+
+    def test_latest_is_by_ceph_order_not_by_the_time_in_the_name(self) -> None:
+        # A backurne 2.x name in local time ahead of UTC (S3) taken before S2: S2 is the latest.
+        assert select_snapshot((S1, S3, S2), "latest") == S2
+        assert select_snapshot((S1, S3, S2), "before:2026-12-01") == S2
 
     @pytest.mark.parametrize(
         ("selector", "expected"),
