@@ -565,7 +565,7 @@ def test_vanished_fate() -> None:
     assert (gone, guest) == (False, {"vmid": 102, "name": "app1", "node": "pve2"})
     assert "node pve2 offline" in str(why)
     assert vanished_fate(meta("106"), cover)[:2] == (False, "its guest is outside this run's limit")
-    gone, why, _ = vanished_fate(meta("105"), cover)
+    gone, why = vanished_fate(meta("105"), cover)[:2]
     assert not gone and "incomplete" in str(why)
     assert vanished_fate(meta("not-a-number"), cover)[0] is False
     complete = Coverage(complete=True, seen={100})
