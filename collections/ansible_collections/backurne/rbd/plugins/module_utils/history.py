@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -241,31 +241,41 @@ def _guest_label(plan: Mapping[str, object]) -> str | None:
     return f"{guest.get('vmid')} ({guest.get('name')})"
 
 
+def _record(state_dir: str, what: str, write: Callable[[History], None]) -> str | None:
+    """Run ``write`` on the state dir's history; an error text naming ``what`` instead of raising
+    (the history informs the check: a failure to write it must not fail a backup)."""
+    try:
+        with History(state_dir) as history:
+            write(history)
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot record {what} in {db_path(state_dir)}: {exc}"
+    return None
+
+
 def record_freeze_results(state_dir: str, plans: Iterable[Mapping[str, object]], when: datetime) -> str | None:
     """Record each plan's ``freeze`` outcome (Proxmox guests); an error text instead of raising.
 
     Plans without ``freeze`` (no freeze attempted: plain images, nothing due, containers) change
     nothing: an earlier "may be frozen" stays until a freeze of that guest is confirmed thawed.
     """
-    try:
-        with History(state_dir) as history:
-            for plan in plans:
-                freeze, backup_image = plan.get("freeze"), plan.get("backup_image")
-                if not isinstance(freeze, Mapping) or not isinstance(backup_image, str):
-                    continue
-                message = freeze.get("message")
-                history.record_freeze(
-                    FreezeState(
-                        backup_image,
-                        _guest_label(plan),
-                        when,
-                        freeze.get("state") == "may-be-frozen",
-                        None if message is None else str(message),
-                    )
+
+    def write(history: History) -> None:
+        for plan in plans:
+            freeze, backup_image = plan.get("freeze"), plan.get("backup_image")
+            if not isinstance(freeze, Mapping) or not isinstance(backup_image, str):
+                continue
+            message = freeze.get("message")
+            history.record_freeze(
+                FreezeState(
+                    backup_image,
+                    _guest_label(plan),
+                    when,
+                    freeze.get("state") == "may-be-frozen",
+                    None if message is None else str(message),
                 )
-    except (OSError, sqlite3.Error) as exc:
-        return f"cannot record the fsfreeze history in {db_path(state_dir)}: {exc}"
-    return None
+            )
+
+    return _record(state_dir, "the fsfreeze history", write)
 
 
 def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, object]], when: datetime) -> str | None:
@@ -274,19 +284,18 @@ def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, objec
     ``transferred`` counts as a success, ``failed`` as a failure; images with nothing to send,
     planned or locked by another run are not attempts and change nothing.
     """
-    try:
-        with History(state_dir) as history:
-            for result in results:
-                backup_image, image = result.get("backup_image"), result.get("image")
-                if not isinstance(backup_image, str) or not isinstance(image, str):
-                    continue
-                if result.get("status") == "transferred":
-                    history.record_transfer(backup_image, image, True, when)
-                elif result.get("status") == "failed":
-                    history.record_transfer(backup_image, image, False, when, str(result.get("error") or "failed"))
-    except (OSError, sqlite3.Error) as exc:
-        return f"cannot record the transfer history in {db_path(state_dir)}: {exc}"
-    return None
+
+    def write(history: History) -> None:
+        for result in results:
+            backup_image, image = result.get("backup_image"), result.get("image")
+            if not isinstance(backup_image, str) or not isinstance(image, str):
+                continue
+            if result.get("status") == "transferred":
+                history.record_transfer(backup_image, image, True, when)
+            elif result.get("status") == "failed":
+                history.record_transfer(backup_image, image, False, when, str(result.get("error") or "failed"))
+
+    return _record(state_dir, "the transfer history", write)
 
 
 def record_set_aside(state_dir: str, results: Iterable[Mapping[str, object]], when: datetime) -> str | None:
@@ -295,16 +304,15 @@ def record_set_aside(state_dir: str, results: Iterable[Mapping[str, object]], wh
     Each result is a backup image whose snapshot differed from live: ``set_aside`` (the
     snapshots removed; empty when none could be) and ``note`` (what happened).
     """
-    try:
-        with History(state_dir) as history:
-            for result in results:
-                backup_image, image = result.get("backup_image"), result.get("image")
-                if not isinstance(backup_image, str) or not isinstance(image, str):
-                    continue
-                removed = result.get("set_aside")
-                snapshots = [str(name) for name in removed] if isinstance(removed, list) else []
-                note = result.get("note") or result.get("error")
-                history.record_set_aside(backup_image, image, snapshots, when, str(note) if note else None)
-    except (OSError, sqlite3.Error) as exc:
-        return f"cannot record the set-aside snapshots in {db_path(state_dir)}: {exc}"
-    return None
+
+    def write(history: History) -> None:
+        for result in results:
+            backup_image, image = result.get("backup_image"), result.get("image")
+            if not isinstance(backup_image, str) or not isinstance(image, str):
+                continue
+            removed = result.get("set_aside")
+            snapshots = [str(name) for name in removed] if isinstance(removed, list) else []
+            note = result.get("note") or result.get("error")
+            history.record_set_aside(backup_image, image, snapshots, when, str(note) if note else None)
+
+    return _record(state_dir, "the set-aside snapshots", write)

@@ -757,10 +757,7 @@ class RbdRunner:
                 session.snap_create(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
                 return
             except SnapshotFailed as exc:
-                text = f"({exc.errno}) {os.strerror(exc.errno)}" if exc.errno else str(exc)
-                raise RbdError(
-                    [], exc.errno or None, text, self.label, action="snap create", subject=str(parsed)
-                ) from None
+                raise self._librbd_error(exc, "snap create", parsed) from None
             except Exception:  # pylint: disable=broad-exception-caught
                 pass  # no python3-rbd, or anything unexpected: the CLI does it and reports
         self.run(["snap", "create", "--no-progress", *parsed.options()])
