@@ -29,7 +29,7 @@ controller's own `ssh` (Ansible's connections) is shimmed through the PATH of an
 Not seen: what runs inside the product's ssh sessions to the live node (the `rbd export-diff |
 zstd` of a transfer) — the logged ssh command line says what it ran, and those are counted
 from it — and what the modules do in process through python3-rados/python3-rbd
-(module_utils/rados_direct.py: pool listings, header lookups, backup locks, live snapshots):
+(module_utils/ceph/rados_listing.py: pool listings, header lookups, backup locks, live snapshots):
 those are library calls, not processes, and the counts show what is left. The first and
 incremental runs are instrumented too (a shim costs ~1-2 ms per process, against ~70 ms for an
 rbd call); the timed no-op runs are not.

@@ -3,7 +3,7 @@
 
 Two identical 1 GiB images of compressible real data (the first GiB of `tar c /usr`), A and B,
 with identical snapshots, on the live cluster. A goes through the product's
-`transfer_snapshot()` (module_utils/transfer.py: ssh export-diff | zstd, relayed through Python
+`transfer_snapshot()` (module_utils/stream/transfer.py: ssh export-diff | zstd, relayed through Python
 threads into zstd -d and rbd import-diff, every stage checked); B through the raw pipe
 
     rbd create DEST
@@ -50,8 +50,8 @@ from benchlib import (
 )
 
 sys.path.insert(0, str(REPO / "collections"))
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression, transfer_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, transfer_snapshot
 
 CIPHER = "aes128-gcm@openssh.com"
 OBJECT = 4 * MiB

@@ -6,7 +6,7 @@ cluster, snapshotted, and copied to the backup cluster through the product's tra
 (then checked byte-equal with an xxhsum of each side). Then, `--reps` times (default 5), the
 order alternating:
 
-  concurrent   the product's compare_snapshot() (module_utils/checksum.py, what the checksum
+  concurrent   the product's compare_snapshot() (module_utils/stream/checksum.py, what the checksum
                module runs): `ssh live "rbd export … | xxhsum"` and the local
                `rbd export … | xxhsum` started together, in two threads;
   sequential   the same two snapshot_checksum() calls, one after the other.
@@ -28,9 +28,9 @@ from pathlib import Path
 from benchlib import POOL, REPO, BenchError, Lab, MiB, lab_up, log, machine_line, median, workdir
 
 sys.path.insert(0, str(REPO / "collections"))
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot, snapshot_checksum
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression, transfer_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import compare_snapshot, snapshot_checksum
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, transfer_snapshot
 
 SNAP = "bench-v1"
 IMAGE, DEST = "v", "v-dst"

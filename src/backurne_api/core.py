@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils import catalog, mapping, restore
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import restore
 from backurne_api.backend import (
     CephFailure,
     Conflict,
@@ -26,6 +26,7 @@ from backurne_api.backend import (
     RestoreRequest,
 )
 from backurne_api.jobs import JobFailed
+from backurne_browse import catalog, mapping
 from backurne_cli.config import Config, ConfigError
 
 

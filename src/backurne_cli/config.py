@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
-from ansible_collections.backurne.rbd.plugins.module_utils.mapping import Mapper
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, validate_prefix
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
+from backurne_browse.mapping import Mapper
 
 DEFAULT_PATH = "/etc/backurne/backurne.yml"
 ENV_VAR = "BACKURNE_CONFIG"
@@ -225,7 +225,7 @@ def parse_config(data: Any, source: str = "configuration") -> Config:
         validate_prefix(prefix)
     except NamingError as exc:
         raise reader.fail("snap_prefix", str(exc)) from None
-    # Same precedence as the modules (module_utils/progress.py): the file, then $BACKURNE_STATE_DIR,
+    # Same precedence as the modules (module_utils/stream/progress.py): the file, then $BACKURNE_STATE_DIR,
     # then the default, so `backurne status` reads the directory the transfers write to.
     state_dir = (
         reader.path("state_dir", top.get("state_dir")) or os.environ.get("BACKURNE_STATE_DIR") or DEFAULT_STATE_DIR

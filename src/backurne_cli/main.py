@@ -16,21 +16,21 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from ansible_collections.backurne.rbd.plugins.module_utils.catalog import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError
+from backurne_browse.catalog import (
     CatalogError,
     DiskEntry,
     find_disk,
     list_disks,
     resolve_snapshot,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.mapping import (
+from backurne_browse.mapping import (
     AlreadyMapped,
     Mapper,
     Mapping,
     MappingError,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError
 from backurne_cli import __version__
 from backurne_cli.config import Config, ConfigError, load_config
 
@@ -282,12 +282,12 @@ def cmd_extract(args: argparse.Namespace, config: Config, out: Output) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
-    from ansible_collections.backurne.rbd.plugins.module_utils.restore import (
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
         RestoreError,
         plan_restore,
         restore_snapshot,
     )
-    from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
 
     cluster = config.live_cluster(args.cluster)
     backup = config.backup_runner(args.timeout)
@@ -357,7 +357,7 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config, out: Output) -> int:
-    from ansible_collections.backurne.rbd.plugins.module_utils.progress import format_status, read_status
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import format_status, read_status
 
     rows = read_status(config.state_dir)
     out.emit(rows, lambda: format_status(rows))
@@ -365,7 +365,7 @@ def cmd_status(args: argparse.Namespace, config: Config, out: Output) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, config: Config, out: Output) -> int:
-    from ansible_collections.backurne.rbd.plugins.module_utils.stats import collect_stats, format_stats
+    from ansible_collections.backurne.rbd.plugins.module_utils.ceph.usage import collect_stats, format_stats
 
     try:
         usage = collect_stats(config.backup_runner(args.timeout), config.backup.pool, config.backup.namespace)

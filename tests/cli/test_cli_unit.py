@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.catalog import CatalogError, DiskEntry, SnapshotEntry
-from ansible_collections.backurne.rbd.plugins.module_utils.mapping import Filesystem, Mapping
+from backurne_browse.catalog import CatalogError, DiskEntry, SnapshotEntry
+from backurne_browse.mapping import Filesystem, Mapping
 from backurne_cli import __version__
 from backurne_cli import main as cli
 from backurne_cli.config import DEFAULT_PATH, ConfigError, load_config, parse_config
@@ -229,7 +229,7 @@ class TestLs:
         monkeypatch.setattr(cli, "list_disks", lambda runner, pool, namespace, prefix: list(DISKS))
 
         def find_disk(runner: Any, pool: str, namespace: str | None, prefix: str, ref: str) -> DiskEntry:
-            from ansible_collections.backurne.rbd.plugins.module_utils.catalog import resolve_disk
+            from backurne_browse.catalog import resolve_disk
 
             return resolve_disk(DISKS, ref)
 
@@ -318,7 +318,7 @@ class TestMapAlreadyMapped:
         status: str,
         code: int,
     ) -> None:
-        from ansible_collections.backurne.rbd.plugins.module_utils.mapping import AlreadyMapped
+        from backurne_browse.mapping import AlreadyMapped
 
         existing = mapping("prod;web1;None", S2)
         existing.status = status

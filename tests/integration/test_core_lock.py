@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import lock as lockmod
-from ansible_collections.backurne.rbd.plugins.module_utils.lock import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph import lock as lockmod
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import (
     Lock,
     LockBusy,
     LockBusyError,
@@ -21,8 +21,8 @@ from ansible_collections.backurne.rbd.plugins.module_utils.lock import (
     release,
     try_acquire,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import transfer_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import transfer_snapshot
 
 POOL = "rbd"
 TTL = timedelta(hours=6)

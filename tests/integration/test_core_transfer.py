@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot, snapshot_checksum
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
     CephAccess,
     ImageSpec,
     RbdError,
     RbdRunner,
     SshTarget,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression, transfer_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import compare_snapshot, snapshot_checksum
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, transfer_snapshot
 
 POOL = "rbd"
 SNAP1 = "backup;daily;30;2026-11-29T10:00:00"
@@ -318,7 +318,7 @@ def test_ssh_failure_is_reported_as_ssh(lab: Any, backup: RbdRunner, ns: str, tm
 
 
 def test_parallel_transfers(lab: Any, live: RbdRunner, backup: RbdRunner, ns: str) -> None:
-    from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
+    from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 
     names = [f"disk-{index}" for index in range(4)]
     for index, name in enumerate(names):

@@ -33,8 +33,8 @@ from playbook_helpers import (
 from test_check_playbook import run_script
 from test_verify_playbook import run_verify
 
-from ansible_collections.backurne.rbd.plugins.module_utils.head_guard import reset_written_head
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.head_guard import reset_written_head
 
 FORCE = {"backurne_force": True}
 VERIFY = {"backurne_force": True, "backurne_verify": True}

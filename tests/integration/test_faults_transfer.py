@@ -44,9 +44,9 @@ from playbook_helpers import (
     spec,
 )
 
-from ansible_collections.backurne.rbd.plugins.module_utils import transfer as core_transfer
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, ImageSpec, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import transfer_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, ImageSpec, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import transfer as core_transfer
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import transfer_snapshot
 
 PROFILES = {"daily": {"count": 7}}
 # Caps that let client.backurne open and snapshot images on the backup cluster (header, directory,

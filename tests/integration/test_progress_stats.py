@@ -23,7 +23,7 @@ from playbook_helpers import (
     spec,
 )
 
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import read_status
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import read_status
 
 IMAGE_MB = 256
 STATS_PLAYBOOK = """

@@ -3,7 +3,7 @@
 The stand-in PVE API and its guests are test_proxmox_backup.py's (disks in three namespaces, one
 of them served by a second live Ceph endpoint). Two inventory hosts in ``backup_nodes`` (both
 reached through the lab's backup sshd, as in test_scale_out.py) each take the disks whose backup
-image name hashes to their index (module_utils/shard.py): transfer, checksum and backup-side
+image name hashes to their index (module_utils/policy/sharding.py): transfer, checksum and backup-side
 expiry per node, discovery, snapshots, config save and live-side expiry once. Then verify.yml
 hashes every disk of the Proxmox cluster, and catches a tampered backup.
 """
@@ -19,7 +19,7 @@ from playbook_helpers import REPO, T0, T_RETENTION_BACKUP, PlaybookRun, assert_o
 from test_proxmox_backup import T_DISCOVER, T_PVE_SNAPSHOT, T_PVE_TRANSFER, UUID100, PveLab, expected_images
 from test_proxmox_backup import pve as pve
 
-from ansible_collections.backurne.rbd.plugins.module_utils.shard import shard_of
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import shard_of
 
 NODES = ["lab-backup", "lab-backup-2"]
 T_PVE_CHECKSUM = "Verify the transferred disks by checksum on both sides, per live Ceph endpoint"

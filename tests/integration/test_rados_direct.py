@@ -1,4 +1,4 @@
-"""In-process RADOS access (module_utils/rados_direct.py) against the CLIs on real Ceph.
+"""In-process RADOS access (module_utils/ceph/rados_listing.py) against the CLIs on real Ceph.
 
 The modules list a pool by reading `rbd_directory` and the images' `rbd_header.<id>` omaps
 through python3-rados (one omap read per image instead of a librbd image open); it must give
@@ -22,7 +22,7 @@ NODE_PYTHON = "/usr/bin/python3"
 
 COMPARE = r"""
 import json, sys
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner
 conf, user, pool, namespace = sys.argv[1:5]
 access = CephAccess(ceph_client=user, ceph_conf=conf)
 found = {}
@@ -138,8 +138,8 @@ def test_bulk_namespace_and_the_cli_fallback(lab: Lab, ns: str, node_has_rados: 
 LOCKING = r"""
 import json, sys
 from datetime import timedelta
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils import lock
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph import lock
 conf, pool, namespace, image, step = sys.argv[1:6]
 access = CephAccess(ceph_client="backurne", ceph_conf=conf)
 ttl = timedelta(hours=1)
@@ -219,7 +219,7 @@ def test_in_process_lock_is_the_lock_rados_sees(lab: Lab, ns: str, node_has_rado
 
 SNAPSHOTS = r"""
 import json, sys
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdError, RbdRunner
 conf, spec = sys.argv[1:3]
 runner = RbdRunner(CephAccess(ceph_client="backurne", ceph_conf=conf))
 out = {"in_process": runner.rados_session() is not None}
@@ -249,7 +249,7 @@ def test_snapshot_created_in_process(lab: Lab, ns: str, node_has_rados: None) ->
 
 METADATA = r"""
 import json, sys
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner
 conf, spec = sys.argv[1:3]
 access = CephAccess(ceph_client="backurne", ceph_conf=conf)
 fast, cli = RbdRunner(access), RbdRunner(access, in_process=False)

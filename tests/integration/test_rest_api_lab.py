@@ -35,7 +35,7 @@ from rest_api_helpers import GOOD_TOKEN, REPO, WRONG_TOKEN, write_tokens
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-from ansible_collections.backurne.rbd.plugins.module_utils.mapping import CLONE_PREFIX, mounted_paths
+from backurne_browse.mapping import CLONE_PREFIX, mounted_paths
 
 POOL = "rbd"
 WEB = "lab;web;None"

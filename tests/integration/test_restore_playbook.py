@@ -33,9 +33,9 @@ from playbook_helpers import (
     snaps,
 )
 
-from ansible_collections.backurne.rbd.plugins.module_utils import restore as core
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import restore as core
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
 
 RESTORE = REPO / "playbooks" / "restore.yml"
 EXAMPLE = REPO / "playbooks" / "examples" / "restore_newest_before.yml"

@@ -2,7 +2,7 @@
 
 Two inventory hosts in ``backup_nodes`` (both reached through the lab's backup sshd, so both
 write the same backup cluster) take one shard each of the images: the shard of a backup image
-is ``sha256(name)[:8] mod node count`` (module_utils/shard.py) and the node's index is its
+is ``sha256(name)[:8] mod node count`` (module_utils/policy/sharding.py) and the node's index is its
 position among the play's hosts. Snapshots and live-side expiry run once per cluster, not once
 per node. A lock left by a node that died (its process gone) does not block the next run, and
 what that node left undone is finished then.
@@ -38,7 +38,7 @@ from playbook_helpers import (
     state,
 )
 
-from ansible_collections.backurne.rbd.plugins.module_utils.shard import shard_of
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import shard_of
 
 NODES = ["lab-backup", "lab-backup-2"]
 IMAGES = [f"so{index}" for index in range(8)]

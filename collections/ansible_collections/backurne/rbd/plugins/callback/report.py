@@ -86,7 +86,7 @@ from typing import Any
 
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.backurne.rbd.plugins.module_utils.report import (
+from ansible_collections.backurne.rbd.plugins.module_utils.report.records import (
     prometheus_lines,
     report_lines,
     run_summary,

@@ -133,14 +133,14 @@ capacity_warnings:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import BACKUP_NODE, CEPH_ARGS, ceph_access
-from ansible_collections.backurne.rbd.plugins.module_utils.capacity import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.capacity import (
     NEARFULL_POLICIES,
     CapacityError,
     assess,
     read_pool_state,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import BACKUP_NODE, CEPH_ARGS, ceph_access
 
 
 def main() -> None:

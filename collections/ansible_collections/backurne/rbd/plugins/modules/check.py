@@ -183,7 +183,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     CEPH_ARGS,
     POLICY_ARGS,
     POOL_PAIR_ARGS,
@@ -193,8 +194,18 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_duration_or_zero,
     parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState, History, TransferState
-from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
+    NO_COMMENT,
+    NamingError,
+    backup_image_name_for_plain,
+    parse_backup_image_name,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
+    PolicyError,
+    parse_duration,
+    parse_profiles,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.report.health import (
     check_faded,
     check_images,
     nagios_line,
@@ -202,15 +213,8 @@ from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
     parse_ctime,
     unknown_line,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
-    NO_COMMENT,
-    NamingError,
-    backup_image_name_for_plain,
-    parse_backup_image_name,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration, parse_profiles
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.report.history import FreezeState, History, TransferState
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import state_dir
 
 
 def selected(image: str, include: list[str], exclude: list[str]) -> bool:

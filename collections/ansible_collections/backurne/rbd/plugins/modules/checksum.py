@@ -193,7 +193,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     CEPH_ARGS,
     POOL_PAIR_ARGS,
     SSH_ARGS,
@@ -201,19 +202,22 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     live_ssh_target,
     parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import (
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, backup_image_name_for_plain
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
+    PolicyError,
+    newest_shared,
+    parse_duration,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.report.history import record_set_aside
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import (
     ChecksumResult,
     SetAside,
     compare_snapshot,
     set_aside_mismatches,
     set_aside_note,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.history import record_set_aside
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, backup_image_name_for_plain
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, newest_shared, parse_duration
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import state_dir
 
 
 def main() -> None:

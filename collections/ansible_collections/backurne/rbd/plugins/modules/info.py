@@ -140,10 +140,10 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, ceph_access
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Snap, parse_profiles
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import CEPH_ARGS, ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Snap, parse_profiles
 
 
 def describe_image(name: str, snap_names: list[str], prefix: str, profiles: dict[str, Any] | None) -> dict[str, Any]:

@@ -110,8 +110,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import parse_now
-from ansible_collections.backurne.rbd.plugins.module_utils.config import (
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.run_config import (
     ConfigError,
     secret_values,
     validate_run_config,

@@ -127,10 +127,11 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, ceph_access
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import CEPH_ARGS, ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
     META_CLUSTER,
     META_CONFIG,
     META_DISK,
@@ -143,7 +144,6 @@ from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
     renames,
     vanished_fate,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
 
 
 def main() -> None:

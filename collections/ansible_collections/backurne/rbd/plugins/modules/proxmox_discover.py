@@ -234,26 +234,9 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
-    DiscoveryOptions,
-    discover,
-    discovery_coverage,
-    group_by_endpoint,
-    guests_to_read,
-    offline_nodes,
-    pending_changes,
-    tag_policy,
-    unmatched_patterns,
-    unseen_warning,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import (
-    PVE_AUTH_ARGS,
-    PVE_AUTH_TOGETHER,
-    require_pve_api,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import (
     PROXMOXER_IMPORT_ERROR,
     ProxmoxerApi,
     PveAuth,
@@ -265,6 +248,23 @@ from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
     list_guests,
     list_nodes,
     list_storages,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
+    DiscoveryOptions,
+    discover,
+    discovery_coverage,
+    group_by_endpoint,
+    guests_to_read,
+    offline_nodes,
+    pending_changes,
+    tag_policy,
+    unmatched_patterns,
+    unseen_warning,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import (
+    PVE_AUTH_ARGS,
+    PVE_AUTH_TOGETHER,
+    require_pve_api,
 )
 
 

@@ -225,8 +225,23 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, SSH_ARGS, ceph_access, live_ssh_target
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
+    CEPH_ARGS,
+    SSH_ARGS,
+    ceph_access,
+    live_ssh_target,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import (
+    PROXMOXER_IMPORT_ERROR,
+    ProxmoxerApi,
+    PveAuth,
+    PveError,
+    guest_config,
+    list_guests,
+    list_storages,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
     META_CLUSTER,
     META_CONFIG,
     META_DISK,
@@ -237,30 +252,24 @@ from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
     rbd_storages,
     split_volume,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import (
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import (
     PVE_AUTH_ARGS,
     PVE_AUTH_TOGETHER,
     require_pve_api,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
-    PROXMOXER_IMPORT_ERROR,
-    ProxmoxerApi,
-    PveAuth,
-    PveError,
-    guest_config,
-    list_guests,
-    list_storages,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_restore import (
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.restore import (
     PveRestoreError,
     allocate_disk_names,
     free_unused_key,
     pending_note,
     recreate_config,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.restore import RestoreError, plan_restore, restore_snapshot
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
+    RestoreError,
+    plan_restore,
+    restore_snapshot,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
 
 
 def _read_meta(backup: RbdRunner, pool: str, namespace: str | None, image: str) -> dict[str, Any]:

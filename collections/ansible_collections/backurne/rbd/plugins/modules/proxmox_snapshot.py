@@ -217,7 +217,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     CEPH_ARGS,
     POLICY_ARGS,
     ceph_access,
@@ -225,12 +226,14 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_duration_or_zero,
     parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, validate_prefix
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles, plan_image
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import state_dir
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_args import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
+    PolicyError,
+    parse_profiles,
+    plan_image,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import (
     ON_FREEZE_DENIED,
     PROXMOXER_IMPORT_ERROR,
     THAW_PENDING_FILE,
@@ -242,7 +245,8 @@ from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
     save_thaw_pending,
     snapshot_guest,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import state_dir
 
 HOOK_OPTIONS = {kind: {"type": "path"} for kind in ("pre_vm", "pre_disk", "post_disk", "post_vm")}
 

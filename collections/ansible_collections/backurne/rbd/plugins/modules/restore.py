@@ -247,16 +247,21 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, SSH_ARGS, ceph_access, live_ssh_target
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.restore import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
+    CEPH_ARGS,
+    SSH_ARGS,
+    ceph_access,
+    live_ssh_target,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreError,
     RestorePlan,
     plan_restore,
     restore_snapshot,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
 
 
 def _result(request: dict[str, Any], plan: RestorePlan | None) -> dict[str, Any]:

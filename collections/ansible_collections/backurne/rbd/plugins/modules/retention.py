@@ -168,7 +168,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     BACKUP_NODE,
     CEPH_ARGS,
     POLICY_ARGS,
@@ -177,21 +178,20 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_duration_or_zero,
     parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     backup_image_name_for_plain,
     parse_backup_image_name,
     validate_prefix,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import (
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
     PolicyError,
     backup_expiry,
     live_expiry,
     parse_profiles,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.shard import in_shard
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import in_shard
 
 
 def main() -> None:

@@ -190,7 +190,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     CEPH_ARGS,
     POLICY_ARGS,
     ceph_access,
@@ -198,19 +199,18 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     parse_duration_or_zero,
     parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     backup_image_name_for_plain,
     validate_prefix,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import (
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import plan_priority, priority_order
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
     PolicyError,
     parse_profiles,
     plan_image,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.shard import plan_priority, priority_order
 
 
 def matches(image: str, patterns: list[str]) -> bool:

@@ -104,9 +104,9 @@ namespace:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import CEPH_ARGS, ceph_access
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.stats import collect_stats
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.usage import collect_stats
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import CEPH_ARGS, ceph_access
 
 
 def main() -> None:

@@ -227,7 +227,9 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.backurne.rbd.plugins.module_utils.args import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import LockBusy, release, try_acquire
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     CEPH_ARGS,
     POOL_PAIR_ARGS,
     SSH_ARGS,
@@ -235,20 +237,22 @@ from ansible_collections.backurne.rbd.plugins.module_utils.args import (
     live_ssh_target,
     parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.head_guard import reset_written_head
-from ansible_collections.backurne.rbd.plugins.module_utils.history import record_freeze_results, record_transfer_results
-from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_duration
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import (
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import priority_order
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, parse_duration
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import in_shard
+from ansible_collections.backurne.rbd.plugins.module_utils.report.history import (
+    record_freeze_results,
+    record_transfer_results,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.head_guard import reset_written_head
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import (
     ESTIMATE_DELAY,
     ProgressBoard,
     estimate_transfer_bytes,
     state_dir,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.shard import in_shard, priority_order
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     PLACEHOLDER_BYTES,
     Compression,
     transfer_snapshot,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.capacity import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.capacity import (
     CapacityError,
     PoolState,
     assess,
@@ -19,7 +19,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.capacity import (
     pool_state,
     read_pool_state,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdError, RbdRunner
 
 MiB = 1024 * 1024
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.config import ConfigError, validate_run_config
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.run_config import ConfigError, validate_run_config
 
 PROFILES = {"daily": {"count": 7}}
 LIVE = {"live-node": {"name": "prod1", "type": "plain", "pool": "rbd"}}

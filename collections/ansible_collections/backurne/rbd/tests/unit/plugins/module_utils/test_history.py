@@ -7,7 +7,7 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
-from ansible_collections.backurne.rbd.plugins.module_utils.history import (
+from ansible_collections.backurne.rbd.plugins.module_utils.report.history import (
     History,
     record_freeze_results,
     record_set_aside,

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState, TransferState
-from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.report.health import (
     Finding,
     check_images,
     format_age,
@@ -16,7 +16,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.monitor import (
     parse_ctime,
     unknown_line,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.report.history import FreezeState, TransferState
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
 PROFILES = parse_profiles({"daily": {"count": 3}})

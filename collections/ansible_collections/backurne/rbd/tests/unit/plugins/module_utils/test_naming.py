@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import naming
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, SnapName
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import naming
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, SnapName
 
 WHEN = datetime(2018, 6, 1, 15, 44, 26, 72348)
 

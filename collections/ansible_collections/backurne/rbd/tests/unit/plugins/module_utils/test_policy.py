@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import naming, policy
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Profile, Snap
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import naming
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import retention as policy
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, Snap
 
 P = "backup"
 NOW = datetime(2026, 3, 10, 12, 0, 0)

@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.backurne.rbd.plugins.module_utils import naming, policy
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import Profile, Snap
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import naming
+from ansible_collections.backurne.rbd.plugins.module_utils.policy import retention as policy
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import Profile, Snap
 
 PREFIX = "backup"
 EPOCH = datetime(2026, 1, 1)

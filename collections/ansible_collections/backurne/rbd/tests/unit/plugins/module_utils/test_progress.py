@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import progress
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import (
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import progress
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import (
     ProgressBoard,
     expected_from_diff,
     format_status,
@@ -166,7 +166,7 @@ def test_process_title_and_thread_name(tmp_path: Path) -> None:
     code = f"""
 import os, sys, threading
 sys.path.insert(0, {str(Path(progress.__file__).parents[5])!r})
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import ProgressBoard, set_thread_name
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import ProgressBoard, set_thread_name
 board = ProgressBoard({str(tmp_path)!r})
 w = board.start("web1", "web1", "s")
 w.set_expected(1000)
@@ -221,7 +221,7 @@ def test_titles_of_multibyte_image_names_stay_utf8(tmp_path: Path) -> None:
     code = f"""
 import json, sys, threading
 sys.path.insert(0, {str(Path(progress.__file__).parents[5])!r})
-from ansible_collections.backurne.rbd.plugins.module_utils.progress import ProgressBoard, set_thread_name
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import ProgressBoard, set_thread_name
 board = ProgressBoard({str(tmp_path)!r})
 w = board.start("é€日本", "é€日本", "s")
 w.set_expected(1000)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
     Coverage,
     DiscoveryOptions,
     ProxmoxConfigError,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import (
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import (
     PveAuth,
     PveError,
     ThawPolicy,

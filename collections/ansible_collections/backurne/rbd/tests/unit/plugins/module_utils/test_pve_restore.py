@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import RbdStorage
-from ansible_collections.backurne.rbd.plugins.module_utils.pve_restore import (
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import RbdStorage
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.restore import (
     PveRestoreError,
     allocate_disk_names,
     free_unused_key,
@@ -116,7 +116,7 @@ def test_recreate_onto_another_storage_and_refusals() -> None:
 
 
 def test_pending_note_names_what_was_not_applied() -> None:
-    from ansible_collections.backurne.rbd.plugins.module_utils.pve_restore import pending_note
+    from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.restore import pending_note
 
     assert pending_note({}) is None
     note = pending_note(

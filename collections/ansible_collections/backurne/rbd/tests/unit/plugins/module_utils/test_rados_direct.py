@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import lock as lock_mod
-from ansible_collections.backurne.rbd.plugins.module_utils import rados_direct
-from ansible_collections.backurne.rbd.plugins.module_utils import rbd as rbd_mod
-from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph import lock as lock_mod
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph import rados_listing as rados_direct
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph import rbd as rbd_mod
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rados_listing import (
     OMAP_PAGE,
     ImageMissing,
     ListingUnsupported,
@@ -24,7 +24,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import (
     list_images_rados,
     user_snapshots,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner
 
 # Values read from a Ceph 16.2 lab (`rados getomapval rbd_header.<id> snapshot_<id>`): compat
 # version 8 (Nautilus+ OSDs), so no features/parent fields.

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import compare_snapshot, snapshot_checksum
-from ansible_collections.backurne.rbd.plugins.module_utils.lock import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import (
     make_lock_id,
     parse_lock_id,
     stale_reason,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
     CephAccess,
     ImageSpec,
     RbdError,
@@ -33,6 +32,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
     quote_argv,
     stderr_cause,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import compare_snapshot, snapshot_checksum
 
 HOSTILE = [
     "a b",

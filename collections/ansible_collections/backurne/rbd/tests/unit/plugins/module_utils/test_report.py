@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-from ansible_collections.backurne.rbd.plugins.module_utils.report import (
+from ansible_collections.backurne.rbd.plugins.module_utils.report.records import (
     RECORD_FIELDS,
     checksum_records,
     image_records,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError
-from ansible_collections.backurne.rbd.plugins.module_utils.restore import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreConflict,
     RestoreError,
     RestoreNotFound,

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import checksum as core
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock, LockBusy
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import checksum as core
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import (
     ChecksumResult,
     SetAside,
     set_aside_mismatches,
     set_aside_note,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.head_guard import reset_written_head
-from ansible_collections.backurne.rbd.plugins.module_utils.lock import Lock, LockBusy
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.head_guard import reset_written_head
 
 A, B, C, D = (f"backup;daily;7;2026-11-0{day}T00:00:00.000000" for day in range(1, 5))
 LIVE = ImageSpec("rbd", None, "web")

@@ -7,14 +7,10 @@ from collections import Counter
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.filter.scale import merge_results
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import parse_profiles
-from ansible_collections.backurne.rbd.plugins.module_utils.shard import (
-    in_shard,
-    plan_priority,
-    priority_order,
-    shard_of,
-)
+from ansible_collections.backurne.rbd.plugins.filter.merge_results import merge_results
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import plan_priority, priority_order
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import in_shard, shard_of
 
 H = "backup;hourly;24;2026-11-29T10:00:00.000000"
 D = "backup;daily;30;2026-11-29T10:00:00.000001"

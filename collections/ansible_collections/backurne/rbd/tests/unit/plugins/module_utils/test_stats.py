@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.stats import collect_stats, format_stats, parse_du
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.usage import collect_stats, format_stats, parse_du
 
 # Captured from the lab (Ceph 16.2.15): `rbd du --format json -p rbd --namespace h6fix` on a
 # namespace holding "prod1;web1;None" (16 MiB, two snapshots of 4 MiB each), "prod1;db;None"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import transfer
-from ansible_collections.backurne.rbd.plugins.module_utils.batch import BatchError, run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import BatchError, run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import transfer
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     Compression,
     TransferResult,
     transfer_snapshot,

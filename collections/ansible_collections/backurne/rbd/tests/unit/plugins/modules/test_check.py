@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.history import History
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.report.history import History
 from ansible_collections.backurne.rbd.plugins.modules import check
 
 D1 = "backup;daily;3;2026-11-28T00:00:00.000000"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import ChecksumResult, SetAside
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import ChecksumResult, SetAside
 from ansible_collections.backurne.rbd.plugins.modules import checksum
 
 S1 = "backup;daily;2;2026-11-01T00:00:00.000000"

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from ansible_collections.backurne.rbd.plugins.module_utils.config import ConfigError, validate_live_cluster
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.run_config import ConfigError, validate_live_cluster
 from ansible_collections.backurne.rbd.plugins.modules import (
     info,
     proxmox_backup_images,
@@ -480,7 +480,7 @@ class DiscoverApi:
             "nodes/pve1/qemu/107/pending": [],
         }
         if path.startswith("nodes/pve2/"):
-            from ansible_collections.backurne.rbd.plugins.module_utils.pve_client import PveError
+            from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import PveError
 
             raise PveError(f"GET {path}: 595 No route to host")
         if path.endswith("/config"):

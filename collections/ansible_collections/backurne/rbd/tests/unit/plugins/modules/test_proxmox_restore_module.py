@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.modules import proxmox_restore
 
 UUID = "7b10d7af-b932-4c66-b2c3-3996152ec465"

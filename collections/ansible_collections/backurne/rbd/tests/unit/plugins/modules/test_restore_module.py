@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.restore import RestoreError, RestorePlan, RestoreResult
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
+    RestoreError,
+    RestorePlan,
+    RestoreResult,
+)
 from ansible_collections.backurne.rbd.plugins.modules import restore as module
 
 BASE = {"live_host": "live1", "pool": "backups", "target_pool": "rbd"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
 from ansible_collections.backurne.rbd.plugins.modules import retention
 
 D1 = "backup;daily;2;2026-11-01T00:00:00.000000"
@@ -113,7 +113,7 @@ def test_given_listing_is_used_instead_of_listing(run_module, pool, monkeypatch)
 
 
 def test_snapshot_already_gone_counts_as_deleted_with_a_given_listing(run_module, pool, monkeypatch) -> None:
-    from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError
+    from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError
 
     def gone(self: RbdRunner, spec: Any) -> None:
         raise RbdError(["rbd"], 2, "rbd: failed to remove snapshot: (2) No such file or directory", "local")
@@ -128,7 +128,7 @@ def test_snapshot_already_gone_counts_as_deleted_with_a_given_listing(run_module
 
 
 def test_backup_side_expires_only_its_shard(run_module, pool) -> None:
-    from ansible_collections.backurne.rbd.plugins.module_utils.shard import shard_of
+    from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import shard_of
 
     names = [f"prod;img{index};None" for index in range(12)]
     pool["images"] = {name: [D1, D2, D3, D4] for name in names}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.shard import shard_of
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import shard_of
 from ansible_collections.backurne.rbd.plugins.modules import retention
 
 DAYS = [f"backup;daily;2;2026-11-0{day}T00:00:00.000000" for day in (1, 2, 3, 4)]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.modules import snapshot
 
 OLD = "backup;daily;7;2026-11-28T00:00:00.000000"

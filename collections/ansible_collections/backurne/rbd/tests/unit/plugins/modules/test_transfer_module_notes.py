@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.lock import Lock
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import TransferResult
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import TransferResult
 from ansible_collections.backurne.rbd.plugins.modules import transfer as module
 
 S0 = "backup;daily;7;2026-01-01T00:00:00.000000"
@@ -35,7 +35,7 @@ class FakeRunner:
         return list(self.snapshots[spec.image])
 
     def head_differs(self, spec: Any) -> bool:
-        # The HEAD guard (module_utils/head_guard.py) has its own tests: HEAD is clean here.
+        # The HEAD guard (module_utils/stream/head_guard.py) has its own tests: HEAD is clean here.
         return False
 
 

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.lock import LockBusy, release, try_acquire
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import LockBusy, release, try_acquire
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
 
 DEFAULT_HASHER: tuple[str, ...] = ("xxhsum",)
 

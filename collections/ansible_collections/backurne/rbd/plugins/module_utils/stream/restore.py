@@ -59,16 +59,21 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.checksum import DEFAULT_HASHER
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
+    ImageSpec,
+    RbdError,
+    RbdRunner,
+    in_creation_order,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     image_spec,
     parse_backup_image_name,
     validate_prefix,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import Snap
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner, in_creation_order
-from ansible_collections.backurne.rbd.plugins.module_utils.transfer import (
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import Snap
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     DEFAULT_STALL_TIMEOUT,
     Compression,
     _Pipeline,

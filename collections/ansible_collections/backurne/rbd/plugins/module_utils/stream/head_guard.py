@@ -15,7 +15,7 @@ from __future__ import annotations
 # So HEAD is compared with the base itself, not merely with the newest snapshot, and reset to
 # it when they differ. The comparison is cheap (the object map); the rollback writes every
 # object, which is why it only runs when needed.
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdRunner
 
 
 def reset_written_head(backup: RbdRunner, dest: ImageSpec, base: str, timeout: float | None = None) -> str | None:

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import IO, Any, cast
 
-from ansible_collections.backurne.rbd.plugins.module_utils.lock import Lock, LockBusy, release, try_acquire
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock, LockBusy, release, try_acquire
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
     CephAccess,
     ImageSpec,
     RbdError,

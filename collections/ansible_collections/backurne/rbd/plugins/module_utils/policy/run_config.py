@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, validate_prefix
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, parse_profiles
 
 
 class ConfigError(ValueError):

@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-# Several backup nodes share one run, each with its shard of the images (module_utils/shard.py);
+# Several backup nodes share one run, each with its shard of the images (module_utils/policy/sharding.py);
 # what they did is merged here into one result per task, for the run-wide steps after them
 # (live-side expiry, the report). The filters' documentation lives beside this file.
 from collections.abc import Mapping, Sequence

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
 
 # A quota used at or above this share is "nearly full" (the policy decides: warn or fail).
 QUOTA_NEARFULL_RATIO = 0.9

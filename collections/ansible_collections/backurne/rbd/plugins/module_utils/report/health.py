@@ -21,9 +21,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ansible_collections.backurne.rbd.plugins.module_utils.history import FreezeState, TransferState
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import NamingError, backup_image_name_for_plain
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import PolicyError, Profile, Snap, newest_shared
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, backup_image_name_for_plain
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
+    PolicyError,
+    Profile,
+    Snap,
+    newest_shared,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.report.history import FreezeState, TransferState
 
 Severity = Literal["critical", "warning"]
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 # The filters' documentation lives beside this file, one YAML file per filter.
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.report import checksum_records, image_records, report_lines
+from ansible_collections.backurne.rbd.plugins.module_utils.report.records import (
+    checksum_records,
+    image_records,
+    report_lines,
+)
 
 
 def _records(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils import mapping as m
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
+from backurne_browse import mapping as m
 
 SNAP = "backup;daily;30;2026-11-29T10:00:00.000000"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import parse_duration
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import CephAccess, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import parse_duration
 
 CEPH_ARGS: dict[str, dict[str, Any]] = {
     "cluster": {"type": "str", "default": "ceph"},

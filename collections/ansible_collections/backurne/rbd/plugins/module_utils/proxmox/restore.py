@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import (
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
     ProxmoxConfigError,
     RbdStorage,
     guest_disks,

@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name, validate_prefix
-from ansible_collections.backurne.rbd.plugins.module_utils.policy import Snap
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdError, RbdRunner, in_creation_order
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
+    ImageSpec,
+    RbdError,
+    RbdRunner,
+    in_creation_order,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name, validate_prefix
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import Snap
 
 
 class CatalogError(LookupError):

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
 
 
 @dataclass

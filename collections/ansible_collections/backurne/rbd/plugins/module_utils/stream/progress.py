@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdRunner
 
 DEFAULT_STATE_DIR = "/var/lib/backurne"
 STATE_DIR_ENV = "BACKURNE_STATE_DIR"

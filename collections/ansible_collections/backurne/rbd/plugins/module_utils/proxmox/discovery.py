@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     backup_image_name_for_proxmox,
     parse_backup_image_name,

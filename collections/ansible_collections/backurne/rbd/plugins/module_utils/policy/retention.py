@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ansible_collections.backurne.rbd.plugins.module_utils.naming import (
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     make_snap_name,
     parse_snap_name,

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.rados_direct import (
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rados_listing import (
     ImageMissing,
     RadosSession,
     SnapshotFailed,
@@ -415,7 +415,7 @@ class RbdRunner:
         self.default_timeout = default_timeout
         self.label = label or (f"node {ssh.host}" if ssh else "local")
         # Listing, header lookups, backup locks and snapshot creation go through one in-process
-        # RADOS client when this node has python3-rados (module_utils/rados_direct.py), else
+        # RADOS client when this node has python3-rados (module_utils/ceph/rados_listing.py), else
         # through the CLIs. BACKURNE_RADOS_IN_PROCESS=0 (the task's environment) turns it off.
         self.in_process = in_process and os.environ.get("BACKURNE_RADOS_IN_PROCESS", "1") != "0"
         self._session: RadosSession | None = None
@@ -536,7 +536,7 @@ class RbdRunner:
         if tool == "ceph" or self.is_remote or not pool:
             return ""
         # capacity imports this module: imported here, when a timeout needs it.
-        from ansible_collections.backurne.rbd.plugins.module_utils.capacity import (  # pylint: disable=import-outside-toplevel
+        from ansible_collections.backurne.rbd.plugins.module_utils.ceph.capacity import (  # pylint: disable=import-outside-toplevel
             full_pool_hint,
         )
 

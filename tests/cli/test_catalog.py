@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.catalog import (
+from backurne_browse.catalog import (
     CatalogError,
     DiskEntry,
     SnapshotEntry,
