@@ -18,6 +18,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -102,31 +103,33 @@ namespace:
   sample: null
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.usage import collect_stats
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import CEPH_ARGS, ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
+    module = create_module(
+        "stats",
+        {
             "pool": {"type": "str", "default": "rbd"},
             "namespace": {"type": "str"},
             "backup_images_only": {"type": "bool", "default": True},
         },
-        supports_check_mode=True,
+        groups=("ceph",),
     )
     p = module.params
-    runner = RbdRunner(ceph_access(p))
-    try:
-        usage = collect_stats(runner, p["pool"], p["namespace"], p["backup_images_only"])
-    except (RbdError, ValueError) as exc:
-        where = p["pool"] + (f"/{p['namespace']}" if p["namespace"] else "")
-        module.fail_json(msg=f"stats: pool {where}: {exc}")
-    module.exit_json(changed=False, **usage.to_dict())
+
+    def job() -> dict:
+        try:
+            usage = collect_stats(RbdRunner(ceph_access(p)), p["pool"], p["namespace"], p["backup_images_only"])
+        except (RbdError, ValueError) as exc:
+            where = p["pool"] + (f"/{p['namespace']}" if p["namespace"] else "")
+            raise ModuleFailure(f"stats: pool {where}: {exc}") from exc
+        return {"changed": False, **usage.to_dict()}
+
+    module.run(job)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,19 @@ POOL_PAIR_ARGS: dict[str, dict[str, Any]] = {
     "source_namespace": {"type": "str"},
 }
 
+# A batch worked through by a pool of workers (doc fragment backurne.rbd.batch). A module with
+# another default for workers overrides it in its own spec and DOCUMENTATION.
+BATCH_ARGS: dict[str, dict[str, Any]] = {
+    "workers": {"type": "int", "default": 4},
+    "fail_on_error": {"type": "bool", "default": True},
+}
+
+# Several backup nodes splitting one batch (doc fragment backurne.rbd.shard).
+SHARD_ARGS: dict[str, dict[str, Any]] = {
+    "shard_index": {"type": "int", "default": 0},
+    "shard_count": {"type": "int", "default": 1},
+}
+
 SSH_ARGS: dict[str, dict[str, Any]] = {
     "live_host": {"type": "str", "required": True},
     "live_ceph": {"type": "dict", "default": {}, "options": CEPH_ARGS},

@@ -1,0 +1,160 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+# The one way a backurne module is made: its own options merged with the shared option groups
+# (each documented by a doc fragment of the same name), the shared options validated once with
+# the same messages in every module, and one place that turns the core's errors into fail_json
+# (with the traceback when the error was not one the core raises on purpose).
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
+    BATCH_ARGS,
+    CEPH_ARGS,
+    POLICY_ARGS,
+    POOL_PAIR_ARGS,
+    SHARD_ARGS,
+    SSH_ARGS,
+    parse_now,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, parse_profiles
+
+# Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME.
+OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
+    "ceph": CEPH_ARGS,
+    "ssh": SSH_ARGS,
+    "pool_pair": POOL_PAIR_ARGS,
+    "policy": POLICY_ARGS,
+    "batch": BATCH_ARGS,
+    "shard": SHARD_ARGS,
+}
+
+
+class ModuleFailure(Exception):
+    """A failure the core reports on purpose: fail_json with this message and these result keys."""
+
+    def __init__(self, msg: str, **result: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.result = result
+
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """The shared options, validated: only those of the groups the module declared are set."""
+
+    prefix: str | None = None
+    profiles: dict[str, Profile] | None = None
+    now: datetime | None = None
+    workers: int | None = None
+    shard_index: int = 0
+    shard_count: int = 1
+
+
+class BackurneModule:
+    """An AnsibleModule with the module's name (the first word of every message) and the validated
+    shared options."""
+
+    def __init__(self, name: str, ansible_module: AnsibleModule, shared: SharedOptions) -> None:
+        self.name = name
+        self.ansible = ansible_module
+        self.params: dict[str, Any] = ansible_module.params
+        self.shared = shared
+
+    @property
+    def check_mode(self) -> bool:
+        return bool(self.ansible.check_mode)
+
+    @property
+    def diff_mode(self) -> bool:
+        return bool(self.ansible._diff)  # pylint: disable=protected-access
+
+    def fail(self, msg: str, **result: Any) -> NoReturn:
+        """Fail naming this module first (the messages tests and operators grep for)."""
+        self.ansible.fail_json(msg=f"{self.name}: {msg}", **result)
+        raise AssertionError("fail_json returned")  # only when a test stubs fail_json
+
+    def run(self, job: Callable[[], Mapping[str, Any]]) -> NoReturn:
+        """Run the module's job and exit with its result.
+
+        ModuleFailure: its message as it is (the core names the image and the cause), with its
+        result keys. RbdError/ValueError that escaped the job: the module's name and the error.
+        Anything else is a bug: the message plus the traceback (``exception=``), so it can be fixed.
+        """
+        try:
+            result = dict(job())
+        except ModuleFailure as failure:
+            self.ansible.fail_json(msg=failure.msg, **failure.result)
+        except (RbdError, ValueError) as exc:
+            self.ansible.fail_json(msg=f"{self.name}: {exc}")
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            self.ansible.fail_json(
+                msg=f"{self.name}: unexpected error: {type(exc).__name__}: {exc}", exception=traceback.format_exc()
+            )
+        self.ansible.exit_json(**result)
+        raise AssertionError("exit_json returned")
+
+
+def _merged_spec(own: Mapping[str, dict[str, Any]], groups: Sequence[str]) -> dict[str, dict[str, Any]]:
+    spec: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        if group not in OPTION_GROUPS:
+            raise KeyError(f"unknown option group {group!r}")
+        spec.update({key: dict(value) for key, value in OPTION_GROUPS[group].items()})
+    spec.update(own)  # a module's own definition wins (another default, say)
+    return spec
+
+
+def _shared_options(name: str, params: Mapping[str, Any], groups: Sequence[str]) -> SharedOptions | str:
+    """The validated shared options, or the message naming what is wrong."""
+    values: dict[str, Any] = {}
+    if "policy" in groups:
+        try:
+            values["prefix"] = validate_prefix(params["snap_prefix"])
+            values["profiles"] = parse_profiles(params["profiles"])
+            values["now"] = parse_now(params["now"])
+        except (NamingError, PolicyError, ValueError) as exc:
+            return f"{name}: bad input: {exc}"
+    if "batch" in groups:
+        if params["workers"] < 1:
+            return f"{name}: workers must be at least 1, got {params['workers']}"
+        values["workers"] = params["workers"]
+    if "shard" in groups:
+        index, count = params["shard_index"], params["shard_count"]
+        if count < 1 or not 0 <= index < count:
+            return (
+                f"{name}: shard_index must be in 0..shard_count-1 and shard_count >= 1, "
+                f"got shard_index={index} shard_count={count}"
+            )
+        values.update(shard_index=index, shard_count=count)
+    return SharedOptions(**values)
+
+
+def create_module(
+    name: str,
+    argument_spec: Mapping[str, dict[str, Any]],
+    groups: Sequence[str] = ("ceph",),
+    supports_check_mode: bool = True,
+    **module_kwargs: Any,
+) -> BackurneModule:
+    """Build the module: own options + the named option groups; fail at once on a bad shared option.
+
+    ``module_kwargs`` go to AnsibleModule as they are (mutually_exclusive, required_together, ...).
+    """
+    ansible_module = AnsibleModule(
+        argument_spec=_merged_spec(argument_spec, groups), supports_check_mode=supports_check_mode, **module_kwargs
+    )
+    shared = _shared_options(name, ansible_module.params, groups)
+    if isinstance(shared, str):
+        ansible_module.fail_json(msg=shared)
+        raise AssertionError("fail_json returned")
+    return BackurneModule(name, ansible_module, shared)
