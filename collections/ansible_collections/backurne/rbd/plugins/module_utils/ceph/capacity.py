@@ -17,16 +17,26 @@ from __future__ import annotations
 # What blocks writes is Ceph's own verdict, the pool flags `full` (an OSD the pool maps to is
 # full, or the legacy cluster-wide `full` flag) and `full_quota` (over quota): the monitor sets
 # them a moment after the usage crosses the line, so the quota is also compared here directly.
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.errors import RbdError
 
 # A quota used at or above this share is "nearly full" (the policy decides: warn or fail).
 QUOTA_NEARFULL_RATIO = 0.9
 NEARFULL_POLICIES = ("warn", "fail")
 # Monitor commands answer in milliseconds; a monitor that does not answer is a finding of its own.
 MON_TIMEOUT = 30.0
+
+
+class MonitorReader(Protocol):
+    """What is read through: ceph/rbd.py's RbdRunner, which uses this module for its timeout
+    hint (a Protocol, not an import of the runner, keeps the dependency one way)."""
+
+    def mon_json(
+        self, command: dict[str, Any], words: Sequence[str], *, timeout: float | None = None, open_session: bool = True
+    ) -> Any: ...
 
 
 class CapacityError(Exception):
@@ -204,7 +214,7 @@ def assess(state: PoolState, *, nearfull: str = "warn", writes: bool = True) -> 
 
 
 def read_pool_state(
-    runner: RbdRunner, pool: str, timeout: float = MON_TIMEOUT, *, open_session: bool = True
+    runner: MonitorReader, pool: str, timeout: float = MON_TIMEOUT, *, open_session: bool = True
 ) -> PoolState:
     """Ask the backup cluster's monitor (in process when possible, else the `ceph` CLI)."""
     try:
@@ -220,7 +230,7 @@ def read_pool_state(
     return pool_state(pool, dump, quota)
 
 
-def full_pool_hint(runner: RbdRunner, pool: str, timeout: float = 10.0) -> str:
+def full_pool_hint(runner: MonitorReader, pool: str, timeout: float = 10.0) -> str:
     """Why writes into ``pool`` may be blocked ("" when nothing is known), for timeout messages.
 
     Bounded by ``timeout`` per monitor command: it does not connect a new in-process client

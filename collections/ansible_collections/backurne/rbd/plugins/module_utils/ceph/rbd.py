@@ -6,7 +6,7 @@ from __future__ import annotations
 # The one place where rbd/rados commands are built and run, locally or on a remote node over
 # ssh. Every command is an argument list; the only shell string in the product is the remote
 # command handed to ssh (and the `bash -c` script of a remote pipeline), and both are built by
-# quote_argv() alone.
+# quote_argv() alone. RbdError and stderr_cause live in ceph/errors.py (imported from here too).
 import atexit
 import contextlib
 import json
@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.capacity import full_pool_hint
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.errors import RbdError, stderr_cause
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rados_listing import (
     ImageMissing,
     RadosSession,
@@ -32,16 +34,9 @@ from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rados_listing im
 # it", `--image=x/y` -> "error opening pool 'x'"). Refuse them early with a clear message.
 _SPEC_SEPARATORS = ("/", "@")
 
-# "2026-11-29T21:29:50.852+0000 7f1828c8f380 -1 " in front of Ceph log lines.
-_CEPH_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} [0-9a-f]+ +-?\d+ ")
-# "killed": bash's report of a pipeline member killed by a signal ("25675 Killed  rbd …"), which
-# it follows with a "Done" line for the others.
-_ERRNO_HINT = re.compile(r"\(\d+\)|error|fail|denied|refused|not found|no such|timed out|invalid|killed", re.IGNORECASE)
-_NOISE = ("did not load config file",)
 # What the Ceph CLIs print for a keyring or conf path they cannot read (16.2).
 _KEYRING_MISSING = re.compile(r"unable to find a keyring on (\S+?):? \(")
 _CONF_MISSING = re.compile(r"unable to open config file from search list (\S+)")
-_MAX_CAUSE = 300
 
 
 def quote_argv(argv: Sequence[str]) -> str:
@@ -60,68 +55,6 @@ def quote_argv(argv: Sequence[str]) -> str:
             # execve() cannot carry a NUL; better fail here than run a truncated word.
             raise ValueError(f"NUL byte in command word {word!r}")
     return " ".join(shlex.quote(word) for word in words)
-
-
-def stderr_cause(stderr: str) -> str:
-    """The line of a command's stderr that says why it failed, for a one-line message."""
-    lines = []
-    for raw in stderr.splitlines():
-        line = _CEPH_LOG_PREFIX.sub("", raw.strip()).strip()
-        if line and not any(noise in line for noise in _NOISE):
-            lines.append(line)
-    if not lines:
-        return ""
-    # rbd often ends with a generic line after the specific one; prefer the last line that
-    # looks like an error over a trailing progress or banner line.
-    for line in reversed(lines):
-        if _ERRNO_HINT.search(line):
-            return line[:_MAX_CAUSE]
-    return lines[-1][:_MAX_CAUSE]
-
-
-class RbdError(RuntimeError):
-    """A failed rbd/rados/ssh command: what, on which node, and why (never secrets)."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        rc: int | None,
-        stderr: str,
-        target: str,
-        *,
-        action: str = "",
-        subject: str = "",
-        cause: str | None = None,
-    ) -> None:
-        self.argv = list(argv)
-        self.rc = rc
-        self.stderr = stderr
-        self.target = target
-        self.action = action or (self.argv[0] if self.argv else "command")
-        self.subject = subject
-        if cause is None:
-            cause = stderr_cause(stderr) or (f"exit status {rc}" if rc is not None else "failed")
-        self.cause = cause
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        what = f"{self.action} {self.subject}".strip()
-        return f"{what} on {self.target}: {self.cause}"
-
-    def __str__(self) -> str:
-        return self._message()
-
-    @property
-    def is_not_found(self) -> bool:
-        return "(2) No such file or directory" in self.stderr
-
-    @property
-    def is_busy(self) -> bool:
-        return "(16) Device or resource busy" in self.stderr
-
-    @property
-    def is_exists(self) -> bool:
-        return "(17) File exists" in self.stderr
 
 
 def in_creation_order(entries: Sequence[Mapping[str, Any]], id_key: str = "id") -> list[Mapping[str, Any]]:
@@ -535,11 +468,6 @@ class RbdRunner:
         pool = next((word.split("=", 1)[1] for word in args if word.startswith("--pool=")), None)
         if tool == "ceph" or self.is_remote or not pool:
             return ""
-        # capacity imports this module: imported here, when a timeout needs it.
-        from ansible_collections.backurne.rbd.plugins.module_utils.ceph.capacity import (  # pylint: disable=import-outside-toplevel
-            full_pool_hint,
-        )
-
         hint = full_pool_hint(self, pool)
         return f", probably because {hint}" if hint else ""
 
