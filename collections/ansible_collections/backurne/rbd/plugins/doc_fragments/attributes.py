@@ -15,3 +15,15 @@ attributes:
     membership:
       - backurne.rbd.all
 """
+
+    # backurne.rbd.attributes.read_only: check_mode and diff_mode of a module that only reads
+    # (a module's own attributes entry overrides a field, e.g. another description).
+    READ_ONLY = r"""
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; behaves the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing, so there is nothing to diff.
+"""

@@ -3,19 +3,25 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-
-class ModuleDocFragment:
-    # The backup pool and the live pool, for the modules on a backup node that read both sides.
-    DOCUMENTATION = r"""
-options:
+# The backup pool (and its namespace), written once: the pair's first half, and on its own
+# (backurne.rbd.pool_pair.backup_pool) for the modules that read the backup pool alone.
+_BACKUP_POOL_OPTIONS = r"""
   pool:
     description: Backup pool.
     type: str
     default: rbd
   namespace:
-    description: RBD namespace inside the backup pool.
+    description: RBD namespace inside O(pool).
     type: str
-  source_pool:
+"""
+
+
+class ModuleDocFragment:
+    # The backup pool and the live pool, for the modules on a backup node that read both sides.
+    DOCUMENTATION = (
+        "options:"
+        + _BACKUP_POOL_OPTIONS
+        + r"""  source_pool:
     description: Pool of the images on the live cluster.
     type: str
     default: rbd
@@ -23,3 +29,6 @@ options:
     description: RBD namespace of the images on the live cluster.
     type: str
 """
+    )
+
+    BACKUP_POOL = "options:" + _BACKUP_POOL_OPTIONS

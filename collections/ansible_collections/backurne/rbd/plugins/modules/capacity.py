@@ -24,13 +24,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
+  - backurne.rbd.attributes.read_only
 options:
   pool:
     description: The backup pool.
@@ -131,49 +125,36 @@ capacity_warnings:
   sample: ["OSD(s) osd.0 of the backup cluster are nearfull"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.capacity import (
-    NEARFULL_POLICIES,
-    CapacityError,
-    assess,
-    read_pool_state,
-)
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.capacity import NEARFULL_POLICIES, CapacityCheck
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import BACKUP_NODE, CEPH_ARGS, ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import BACKUP_NODE, ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
+    module = create_module(
+        "capacity",
+        {
             "pool": {"type": "str", "default": "rbd"},
             "nearfull": {"type": "str", "choices": list(NEARFULL_POLICIES), "default": "warn"},
             "writes": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 30},
         },
-        supports_check_mode=True,
+        groups=("ceph",),
     )
     p = module.params
-    runner = RbdRunner(ceph_access(p, owner=BACKUP_NODE))
-    problem = runner.file_problem()
-    if problem:
-        module.fail_json(msg=f"backup cluster: {problem}", problems=[problem])
-    try:
-        state = read_pool_state(runner, p["pool"], timeout=max(1, p["timeout"]))
-    except CapacityError as exc:
-        module.fail_json(msg=f"backup cluster: cannot read the state of pool {p['pool']}: {exc}", problems=[str(exc)])
-    verdict = assess(state, nearfull=p["nearfull"], writes=p["writes"])
-    for warning in verdict.warnings:
-        module.warn(f"backup cluster: {warning}")
-    if not verdict.ok:
-        module.fail_json(
-            msg="backup cluster cannot take the backups: " + "; ".join(verdict.errors),
-            problems=verdict.errors,
-            capacity_warnings=verdict.warnings,
-            state=state.to_dict(),
-        )
-    module.exit_json(changed=False, state=state.to_dict(), problems=[], capacity_warnings=verdict.warnings)
+
+    def job() -> dict:
+        runner = RbdRunner(ceph_access(p, owner=BACKUP_NODE))
+        check = CapacityCheck(runner, p["pool"], nearfull=p["nearfull"], writes=p["writes"], timeout=p["timeout"])
+        report = check.run()
+        for warning in report.warnings:
+            module.ansible.warn(warning)
+        if report.failure:
+            raise ModuleFailure(report.failure, **report.result)
+        return {"changed": False, **report.result}
+
+    module.run(job)
 
 
 if __name__ == "__main__":

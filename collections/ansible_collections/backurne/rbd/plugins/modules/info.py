@@ -18,21 +18,12 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
+  - backurne.rbd.pool_pair.backup_pool
+  - backurne.rbd.attributes
+  - backurne.rbd.attributes.read_only
 options:
   pool:
-    description: Pool to list.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside O(pool).
-    type: str
+    description: Pool to list (on the backup cluster or on a live cluster).
   snap_prefix:
     description: Prefix of backurne's snapshots; others are reported as foreign.
     type: str
@@ -136,90 +127,45 @@ snapshots:
   sample: {"live;web1;None": ["backup;daily;7;2026-11-29T10:00:00.000000"]}
 """
 
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import CEPH_ARGS, ceph_access
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Snap, parse_profiles
-
-
-def describe_image(name: str, snap_names: list[str], prefix: str, profiles: dict[str, Any] | None) -> dict[str, Any]:
-    parsed = parse_backup_image_name(name)
-    ours: list[Snap] = []
-    foreign: list[str] = []
-    for snap_name in snap_names:
-        snap = Snap.from_name(snap_name, prefix)
-        if snap is None:
-            foreign.append(snap_name)
-        else:
-            ours.append(snap)
-    snapshots = []
-    for snap in ours:  # Ceph's creation order, as listed: the last is the newest
-        entry: dict[str, Any] = {
-            "name": snap.name,
-            "profile": snap.profile,
-            "count": snap.count,
-            "created": snap.created.isoformat(),
-        }
-        if profiles is not None:
-            expires = snap.expires_at(profiles)
-            if expires is not None:
-                entry["expires"] = expires.isoformat()
-        snapshots.append(entry)
-    return {
-        "name": name,
-        "ident": parsed.ident if parsed else None,
-        "disk": parsed.disk if parsed else None,
-        "comment": parsed.comment if parsed else None,
-        "snapshots": snapshots,
-        "foreign_snapshots": foreign,
-    }
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.inventory import (
+    InventoryError,
+    PoolInventory,
+    parse_optional_profiles,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
+    module = create_module(
+        "info",
+        {
             "snap_prefix": {"type": "str", "default": "backup"},
             "profiles": {"type": "dict"},
             "images": {"type": "list", "elements": "str", "default": []},
             "with_meta": {"type": "bool", "default": False},
         },
-        supports_check_mode=True,
+        groups=("ceph", "backup_pool"),
     )
-    params = module.params
-    profiles = None
-    if params["profiles"] is not None:
+    p = module.params
+
+    def job() -> dict:
         try:
-            profiles = parse_profiles(params["profiles"])
-        except PolicyError as exc:
-            module.fail_json(msg=f"profiles: {exc}")
-    runner = RbdRunner(ceph_access(params))
-    where = params["pool"] + (f"/{params['namespace']}" if params["namespace"] else "")
-    try:
-        listing = runner.list_images(params["pool"], params["namespace"])
-    except RbdError as exc:
-        module.fail_json(msg=f"listing pool {where}: {exc}")
-    wanted = set(params["images"])
-    if wanted:
-        listing = {name: snaps for name, snaps in listing.items() if name in wanted}
-    images = [describe_image(name, snaps, params["snap_prefix"], profiles) for name, snaps in sorted(listing.items())]
-    if params["with_meta"]:
-        for image in images:
-            spec = ImageSpec(params["pool"], params["namespace"], image["name"])
-            try:
-                out = runner.run(["image-meta", "list", *spec.options(), "--format=json"])
-                # rbd prints nothing at all (not {}) for an image without metadata.
-                meta = runner.parse_json(out, ["image-meta", "list"]) if out.strip() else {}
-            except RbdError as exc:
-                module.fail_json(msg=f"image {image['name']!r} in pool {where}: reading its metadata: {exc}")
-            image["meta"] = {k: v for k, v in (meta or {}).items() if k.startswith("backurne.")}
-    module.exit_json(changed=False, images=images, snapshots=listing)
+            inventory = PoolInventory(
+                runner=RbdRunner(ceph_access(p)),
+                pool=p["pool"],
+                namespace=p["namespace"],
+                prefix=p["snap_prefix"],
+                profiles=parse_optional_profiles(p["profiles"]),
+                images=p["images"],
+                with_meta=p["with_meta"],
+            )
+            return inventory.run()
+        except InventoryError as exc:
+            raise ModuleFailure(str(exc)) from None
+
+    module.run(job)
 
 
 if __name__ == "__main__":

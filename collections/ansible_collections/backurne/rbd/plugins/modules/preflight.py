@@ -16,13 +16,12 @@ description:
   - Pure validation; runs anywhere (usually on the controller) and never changes anything.
 author:
   - backurne developers (@backurne)
+extends_documentation_fragment:
+  - backurne.rbd.attributes
+  - backurne.rbd.attributes.read_only
 attributes:
   check_mode:
-    support: full
     description: Validation only; behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
 options:
   profiles:
     description:
@@ -64,7 +63,6 @@ options:
       - The policy clock of the run (the playbooks' C(backurne_now)), an ISO 8601 time; a
         value that is not one fails here, naming the variable, before any cluster is touched.
     type: str
-extends_documentation_fragment: []
 """
 
 EXAMPLES = r"""
@@ -106,21 +104,18 @@ now:
   sample: "2026-01-31T11:00:00"
 """
 
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.run_config import (
-    ConfigError,
     secret_values,
     validate_run_config,
 )
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
+    module = create_module(
+        "preflight",
+        {
             "profiles": {"type": "dict", "required": True},
             "snap_prefix": {"type": "str", "default": "backup"},
             "live_clusters": {"type": "dict", "required": True},
@@ -129,27 +124,28 @@ def main() -> None:
             "limit_clusters": {"type": "list", "elements": "str", "default": []},
             "now": {"type": "str"},
         },
-        supports_check_mode=True,
+        groups=(),
     )
-    params: dict[str, Any] = module.params
+    p = module.params
     # Proxmox API secrets arrive inside live_clusters: never echo them (invocation, messages).
-    module.no_log_values.update(secret_values(params["live_clusters"]))
-    try:
-        config = validate_run_config(
-            profiles=params["profiles"],
-            snap_prefix=params["snap_prefix"],
-            live_clusters=params["live_clusters"],
-            backup_nodes=params["backup_nodes"],
-            backup=params["backup"],
-            limit_clusters=params["limit_clusters"],
-        )
-    except ConfigError as exc:
-        module.fail_json(msg=f"backurne configuration: {exc}")
-    try:
-        now = parse_now(params["now"]).isoformat() if params["now"] else None
-    except ValueError as exc:
-        module.fail_json(msg=f"backurne configuration: {exc}")
-    module.exit_json(changed=False, now=now, **config)
+    module.ansible.no_log_values.update(secret_values(p["live_clusters"]))
+
+    def job() -> dict:
+        try:
+            config = validate_run_config(
+                profiles=p["profiles"],
+                snap_prefix=p["snap_prefix"],
+                live_clusters=p["live_clusters"],
+                backup_nodes=p["backup_nodes"],
+                backup=p["backup"],
+                limit_clusters=p["limit_clusters"],
+            )
+            now = parse_now(p["now"]).isoformat() if p["now"] else None
+        except ValueError as exc:  # ConfigError is one; parse_now's bad time too
+            raise ModuleFailure(f"backurne configuration: {exc}") from None
+        return {"changed": False, "now": now, **config}
+
+    module.run(job)
 
 
 if __name__ == "__main__":

@@ -18,22 +18,10 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.pool_pair.backup_pool
   - backurne.rbd.attributes
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
+  - backurne.rbd.attributes.read_only
 options:
-  pool:
-    description: Backup pool.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside O(pool).
-    type: str
   backup_images_only:
     description: Count only backup images (names C(IDENT;DISK;COMMENT)); false counts every image of the pool.
     type: bool
@@ -112,12 +100,8 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory i
 def main() -> None:
     module = create_module(
         "stats",
-        {
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
-            "backup_images_only": {"type": "bool", "default": True},
-        },
-        groups=("ceph",),
+        {"backup_images_only": {"type": "bool", "default": True}},
+        groups=("ceph", "backup_pool"),
     )
     p = module.params
 

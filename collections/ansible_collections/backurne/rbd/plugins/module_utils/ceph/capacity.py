@@ -38,6 +38,8 @@ class MonitorReader(Protocol):
         self, command: dict[str, Any], words: Sequence[str], *, timeout: float | None = None, open_session: bool = True
     ) -> Any: ...
 
+    def file_problem(self) -> str | None: ...
+
 
 class CapacityError(Exception):
     """The state could not be read (monitor refused or unreachable, unexpected answer)."""
@@ -241,3 +243,44 @@ def full_pool_hint(runner: MonitorReader, pool: str, timeout: float = 10.0) -> s
     except (CapacityError, ValueError):
         return ""
     return "; ".join(verdict.errors)
+
+
+# Every message and finding of the check is about the backup cluster.
+WHERE = "backup cluster"
+
+
+@dataclass
+class CapacityReport:
+    """The check's outcome: ``failure`` (the message) is None when the run may go on; ``result``
+    holds the keys the capacity module returns either way; ``warnings`` are to be shown."""
+
+    result: dict[str, Any]
+    failure: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CapacityCheck:
+    """The capacity module's job: the node's keyring/conf files, then one read of the pool's
+    state, then the verdict (``nearfull``: warn or fail; ``writes`` False only warns)."""
+
+    runner: MonitorReader
+    pool: str
+    nearfull: str = "warn"
+    writes: bool = True
+    timeout: float = MON_TIMEOUT
+
+    def run(self) -> CapacityReport:
+        problem = self.runner.file_problem()
+        if problem:
+            return CapacityReport({"problems": [problem]}, failure=f"{WHERE}: {problem}")
+        try:
+            state = read_pool_state(self.runner, self.pool, timeout=max(1, self.timeout))
+        except CapacityError as exc:
+            return CapacityReport(
+                {"problems": [str(exc)]}, failure=f"{WHERE}: cannot read the state of pool {self.pool}: {exc}"
+            )
+        verdict = assess(state, nearfull=self.nearfull, writes=self.writes)
+        result = {"state": state.to_dict(), "problems": verdict.errors, "capacity_warnings": verdict.warnings}
+        failure = None if verdict.ok else f"{WHERE} cannot take the backups: " + "; ".join(verdict.errors)
+        return CapacityReport(result, failure, [f"{WHERE}: {warning}" for warning in verdict.warnings])

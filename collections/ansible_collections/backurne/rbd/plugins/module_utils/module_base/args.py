@@ -25,10 +25,16 @@ POLICY_ARGS: dict[str, dict[str, Any]] = {
     "now": {"type": "str"},
 }
 
-# The backup pool and the live pool, for the modules on a backup node that read both sides.
-POOL_PAIR_ARGS: dict[str, dict[str, Any]] = {
+# The backup pool alone (doc fragment backurne.rbd.pool_pair.backup_pool), for the modules that
+# read one pool.
+BACKUP_POOL_ARGS: dict[str, dict[str, Any]] = {
     "pool": {"type": "str", "default": "rbd"},
     "namespace": {"type": "str"},
+}
+
+# The backup pool and the live pool, for the modules on a backup node that read both sides.
+POOL_PAIR_ARGS: dict[str, dict[str, Any]] = {
+    **BACKUP_POOL_ARGS,
     "source_pool": {"type": "str", "default": "rbd"},
     "source_namespace": {"type": "str"},
 }

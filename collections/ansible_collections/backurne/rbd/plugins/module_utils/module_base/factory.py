@@ -17,6 +17,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
+    BACKUP_POOL_ARGS,
     BATCH_ARGS,
     CEPH_ARGS,
     POLICY_ARGS,
@@ -28,10 +29,12 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args impo
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, parse_profiles
 
-# Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME.
+# Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME
+# (backup_pool: backurne.rbd.pool_pair.backup_pool, the first half of the pair).
 OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
     "ceph": CEPH_ARGS,
     "ssh": SSH_ARGS,
+    "backup_pool": BACKUP_POOL_ARGS,
     "pool_pair": POOL_PAIR_ARGS,
     "policy": POLICY_ARGS,
     "batch": BATCH_ARGS,
