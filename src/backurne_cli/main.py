@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TextIO
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError
+from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes as human_size
 from backurne_browse.catalog import (
     CatalogError,
     DiskEntry,
@@ -44,17 +45,6 @@ class CliError(Exception):
 
 
 # -- output -----------------------------------------------------------------------------------
-
-
-def human_size(count: int | None) -> str:
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PiB"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -13,28 +13,28 @@ from ansible_collections.backurne.rbd.plugins.module_utils.report.records import
 )
 
 
+def _usable(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    # A task skipped in this run (nothing to do for it) has no images to merge.
+    return None if not result or result.get("skipped") else result
+
+
 def _records(
     snapshot: dict[str, Any],
     cluster: str,
-    transfer: dict[str, Any] | None = None,
-    checksum: dict[str, Any] | None = None,
-    retention_live: dict[str, Any] | None = None,
-    retention_backup: dict[str, Any] | None = None,
+    *results: dict[str, Any] | None,
     pool: str | None = None,
     namespace: str | None = None,
+    **named_results: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    def usable(result: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if not result or result.get("skipped") else result
-
+    """image_records (transfer, checksum, retention_live, retention_backup by position or name),
+    with skipped task results left out and an empty namespace as none."""
     return image_records(
         cluster,
-        usable(snapshot),
-        usable(transfer),
-        usable(checksum),
-        usable(retention_live),
-        usable(retention_backup),
+        _usable(snapshot),
+        *(_usable(result) for result in results),
         pool=pool,
         namespace=namespace or None,
+        **{name: _usable(result) for name, result in named_results.items()},
     )
 
 

@@ -107,6 +107,7 @@ now:
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.run_config import (
+    RUN_CONFIG_OPTIONS,
     secret_values,
     validate_run_config,
 )
@@ -132,14 +133,7 @@ def main() -> None:
 
     def job() -> dict:
         try:
-            config = validate_run_config(
-                profiles=p["profiles"],
-                snap_prefix=p["snap_prefix"],
-                live_clusters=p["live_clusters"],
-                backup_nodes=p["backup_nodes"],
-                backup=p["backup"],
-                limit_clusters=p["limit_clusters"],
-            )
+            config = validate_run_config(**{option: p[option] for option in RUN_CONFIG_OPTIONS})
             now = parse_now(p["now"]).isoformat() if p["now"] else None
         except ValueError as exc:  # ConfigError is one; parse_now's bad time too
             raise ModuleFailure(f"backurne configuration: {exc}") from None

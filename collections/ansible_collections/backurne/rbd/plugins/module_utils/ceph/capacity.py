@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.errors import RbdError
+from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes
 
 # A quota used at or above this share is "nearly full" (the policy decides: warn or fail).
 QUOTA_NEARFULL_RATIO = 0.9
@@ -85,15 +86,6 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"  # not reached
 
 
 def _int(value: Any) -> int:

@@ -99,13 +99,14 @@ def parse_lock_id(lock_id: str) -> tuple[str, int, datetime] | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a lock holder, a transfer's status file)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # somebody else's live process
     return True
 
 
@@ -119,7 +120,7 @@ def stale_reason(lock_id: str, ttl: timedelta, now: datetime) -> str | None:
     age = _utc(now) - taken
     if age > ttl:
         return f"taken {age} ago, ttl {ttl}"
-    if host == socket.gethostname() and not _pid_alive(pid):
+    if host == socket.gethostname() and not pid_alive(pid):
         return f"pid {pid} on {host} is gone"
     return None
 
@@ -255,12 +256,7 @@ def release(runner: RbdRunner, lock: Lock) -> None:
 
 @contextmanager
 def image_lock(
-    runner: RbdRunner,
-    pool: str,
-    namespace: str | None,
-    image: str,
-    ttl: timedelta,
-    now: datetime | None = None,
+    runner: RbdRunner, pool: str, namespace: str | None, image: str, ttl: timedelta, now: datetime | None = None
 ) -> Iterator[Lock]:
     """`with image_lock(...) as lock:`; raises LockBusyError when another holder is alive."""
     outcome = try_acquire(runner, pool, namespace, image, ttl, now)

@@ -672,28 +672,38 @@ class RbdRunner:
             raise
         return True
 
-    def snap_create(self, spec: ImageSpec | str) -> None:
+    @staticmethod
+    def _snapshot_spec(spec: ImageSpec | str, operation: str) -> ImageSpec:
         parsed = ImageSpec.of(spec)
         if parsed.snap is None:
-            raise ValueError(f"snap_create needs image@snap, got {parsed}")
+            raise ValueError(f"{operation} needs image@snap, got {parsed}")
+        return parsed
+
+    def _librbd_snapshot_op(self, parsed: ImageSpec, method: str, action: str) -> tuple[bool, Any]:
+        """RadosSession.``method`` (pool, namespace, image, snap) in this process: (True, its answer),
+        or (False, None) when there is no session or it failed unexpectedly (no python3-rbd,
+        anything else): the CLI then does it and reports. A refusal by librbd raises the RbdError
+        the CLI's ``action`` would."""
         session = self.rados_session()
-        if session is not None:
-            # librbd in this process: the same request `rbd snap create` makes (through the
-            # exclusive lock's owner when a VM has the image open), without a process and a
-            # cephx handshake per image.
-            try:
-                session.snap_create(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
-                return
-            except SnapshotFailed as exc:
-                raise self._librbd_error(exc, "snap create", parsed) from None
-            except Exception:  # pylint: disable=broad-exception-caught
-                pass  # no python3-rbd, or anything unexpected: the CLI does it and reports
-        self.run(["snap", "create", "--no-progress", *parsed.options()])
+        if session is None:
+            return False, None
+        try:
+            return True, getattr(session, method)(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
+        except SnapshotFailed as exc:
+            raise self._librbd_error(exc, action, parsed) from None
+        except Exception:  # pylint: disable=broad-exception-caught
+            return False, None
+
+    def snap_create(self, spec: ImageSpec | str) -> None:
+        parsed = self._snapshot_spec(spec, "snap_create")
+        # librbd in this process: the same request `rbd snap create` makes (through the exclusive
+        # lock's owner when a VM has the image open), without a process and a cephx handshake per image.
+        done, _ = self._librbd_snapshot_op(parsed, "snap_create", "snap create")
+        if not done:
+            self.run(["snap", "create", "--no-progress", *parsed.options()])
 
     def snap_remove(self, spec: ImageSpec | str) -> None:
-        parsed = ImageSpec.of(spec)
-        if parsed.snap is None:
-            raise ValueError(f"snap_remove needs image@snap, got {parsed}")
+        parsed = self._snapshot_spec(spec, "snap_remove")
         self.run(["snap", "rm", "--no-progress", *parsed.options()])
 
     def head_differs(self, spec: ImageSpec | str) -> bool:
@@ -703,17 +713,10 @@ class RbdRunner:
         `rbd info` twice and `rbd diff --from-snap --whole-object`. Object granular: an object
         written back to the same bytes still counts (the answer is "maybe" -> roll back).
         """
-        parsed = ImageSpec.of(spec)
-        if parsed.snap is None:
-            raise ValueError(f"head_differs needs image@snap, got {parsed}")
-        session = self.rados_session()
-        if session is not None:
-            try:
-                return session.head_differs(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
-            except SnapshotFailed as exc:
-                raise self._librbd_error(exc, "diff", parsed) from None
-            except Exception:  # pylint: disable=broad-exception-caught
-                pass  # no python3-rbd, or anything unexpected: the CLI answers
+        parsed = self._snapshot_spec(spec, "head_differs")
+        done, differs = self._librbd_snapshot_op(parsed, "head_differs", "diff")
+        if done:
+            return bool(differs)
         head, snap = self.image_info(parsed.at(None)), self.image_info(parsed)
         if head.get("size") != snap.get("size"):
             return True
@@ -722,19 +725,10 @@ class RbdRunner:
 
     def snap_rollback(self, spec: ImageSpec | str, timeout: float | None = None) -> None:
         """Reset image's HEAD to image@snap (`rbd snap rollback`); writes every object: may take a while."""
-        parsed = ImageSpec.of(spec)
-        if parsed.snap is None:
-            raise ValueError(f"snap_rollback needs image@snap, got {parsed}")
-        session = self.rados_session()
-        if session is not None:
-            try:
-                session.snap_rollback(parsed.pool, parsed.namespace, parsed.image, parsed.snap)
-                return
-            except SnapshotFailed as exc:
-                raise self._librbd_error(exc, "snap rollback", parsed) from None
-            except Exception:  # pylint: disable=broad-exception-caught
-                pass  # no python3-rbd, or anything unexpected: the CLI does it and reports
-        self.run(["snap", "rollback", "--no-progress", *parsed.options()], timeout=timeout)
+        parsed = self._snapshot_spec(spec, "snap_rollback")
+        done, _ = self._librbd_snapshot_op(parsed, "snap_rollback", "snap rollback")
+        if not done:
+            self.run(["snap", "rollback", "--no-progress", *parsed.options()], timeout=timeout)
 
     def _librbd_error(self, exc: SnapshotFailed, action: str, spec: ImageSpec) -> RbdError:
         # The text rbd would print, so that is_not_found & co. work as for the CLI.

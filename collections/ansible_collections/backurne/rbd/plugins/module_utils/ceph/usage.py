@@ -18,6 +18,7 @@ from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
+from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes
 
 
 @dataclass
@@ -97,15 +98,6 @@ def collect_stats(runner: RbdRunner, pool: str, namespace: str | None = None, ba
     return parse_du(runner.json(args, timeout=3600), pool, namespace, backup_only)
 
 
-def _size(count: float) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PiB"
-
-
 def format_stats(usage: PoolUsage) -> str:
     """A table (image, snapshots, provisioned, used, of which snapshots) and a total line, for the CLI."""
     header = ("image", "snaps", "provisioned", "used", "in snapshots")
@@ -115,16 +107,16 @@ def format_stats(usage: PoolUsage) -> str:
             (
                 image.name,
                 str(image.snapshots),
-                _size(image.provisioned),
-                _size(image.used),
-                _size(image.used_snapshots),
+                human_bytes(image.provisioned),
+                human_bytes(image.used),
+                human_bytes(image.used_snapshots),
             )
         )
     widths = [max(len(row[index]) for row in rows) for index in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     where = usage.pool + (f"/{usage.namespace}" if usage.namespace else "")
     lines.append(
-        f"{len(usage.images)} image(s) in {where}: {_size(usage.total_used)} used, "
-        f"{_size(usage.total_provisioned)} provisioned"
+        f"{len(usage.images)} image(s) in {where}: {human_bytes(usage.total_used)} used, "
+        f"{human_bytes(usage.total_provisioned)} provisioned"
     )
     return "\n".join(lines)

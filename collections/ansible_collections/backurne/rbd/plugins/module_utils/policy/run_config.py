@@ -193,6 +193,10 @@ def validate_live_cluster(host: str, spec: Any) -> dict[str, Any]:
     }
 
 
+# validate_run_config's arguments: the preflight module's options of the same names.
+RUN_CONFIG_OPTIONS = ("profiles", "snap_prefix", "live_clusters", "backup_nodes", "backup", "limit_clusters")
+
+
 def validate_run_config(
     profiles: Mapping[str, Any],
     snap_prefix: str,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -278,6 +278,14 @@ def record_freeze_results(state_dir: str, plans: Iterable[Mapping[str, object]],
     return _record(state_dir, "the fsfreeze history", write)
 
 
+def _per_image(results: Iterable[Mapping[str, object]]) -> Iterator[tuple[str, str, Mapping[str, object]]]:
+    """(backup image, live image, result) of each module result that names both (others are skipped)."""
+    for result in results:
+        backup_image, image = result.get("backup_image"), result.get("image")
+        if isinstance(backup_image, str) and isinstance(image, str):
+            yield backup_image, image, result
+
+
 def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, object]], when: datetime) -> str | None:
     """Record the per-image results of a transfer module run; an error text instead of raising.
 
@@ -286,10 +294,7 @@ def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, objec
     """
 
     def write(history: History) -> None:
-        for result in results:
-            backup_image, image = result.get("backup_image"), result.get("image")
-            if not isinstance(backup_image, str) or not isinstance(image, str):
-                continue
+        for backup_image, image, result in _per_image(results):
             if result.get("status") == "transferred":
                 history.record_transfer(backup_image, image, True, when)
             elif result.get("status") == "failed":
@@ -306,10 +311,7 @@ def record_set_aside(state_dir: str, results: Iterable[Mapping[str, object]], wh
     """
 
     def write(history: History) -> None:
-        for result in results:
-            backup_image, image = result.get("backup_image"), result.get("image")
-            if not isinstance(backup_image, str) or not isinstance(image, str):
-                continue
+        for backup_image, image, result in _per_image(results):
             removed = result.get("set_aside")
             snapshots = [str(name) for name in removed] if isinstance(removed, list) else []
             note = result.get("note") or result.get("error")

@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes
+
 # The fields of a record (image_records, checksum_records): the callback keeps only these, so no
 # other value (a module argument such as a password or a token) can reach its outputs.
 RECORD_FIELDS = (
@@ -219,15 +221,6 @@ def rbd_image_spec(pool: str | None, namespace: str | None, image: str) -> str:
     return "/".join(part for part in (pool, namespace, image) if part) if pool else image
 
 
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
 def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """A fixed-width table, one line per image, plus a summary line."""
     header = ("cluster", "image", "profiles", "result", "logical", "wire", "secs", "verified", "expired")
@@ -244,8 +237,8 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
                 str(rec.get("rbd_image") or rec["image"]),
                 ",".join(rec["profiles"]) or "-",
                 result,
-                _size(rec["bytes_logical"]),
-                _size(rec["bytes_wire"]),
+                human_bytes(rec["bytes_logical"], largest="GiB"),
+                human_bytes(rec["bytes_wire"], largest="GiB"),
                 f"{rec['duration']:.1f}",
                 verified,
                 f"{rec['expired_live']}/{rec['expired_backup']}",
@@ -259,8 +252,8 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     lines.append(
         f"{len(records)} image(s): {moved} transferred, {failed} failed, "
         f"{len(records) - moved - failed} unchanged or planned; "
-        f"{_size(sum(rec['bytes_logical'] for rec in records))} logical, "
-        f"{_size(sum(rec['bytes_wire'] for rec in records))} on the wire"
+        f"{human_bytes(sum(rec['bytes_logical'] for rec in records), largest='GiB')} logical, "
+        f"{human_bytes(sum(rec['bytes_wire'] for rec in records), largest='GiB')} on the wire"
         + (f"; {frozen} of a guest that may be frozen" if frozen else "")
     )
     return lines

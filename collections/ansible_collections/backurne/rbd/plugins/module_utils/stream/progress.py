@@ -39,7 +39,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import pid_alive
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes
 
 DEFAULT_STATE_DIR = "/var/lib/backurne"
 STATE_DIR_ENV = "BACKURNE_STATE_DIR"
@@ -76,16 +78,6 @@ def estimate_transfer_bytes(live: RbdRunner, source: ImageSpec, snapshot: str, b
         args.append(f"--from-snap={base}")
     entries = live.json(args, timeout=600)
     return expected_from_diff(entries if isinstance(entries, list) else [])
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # somebody else's live process
-    return True
 
 
 # -- process title ----------------------------------------------------------------------------
@@ -222,15 +214,6 @@ class ProcessTitle:
 
 
 # -- status file ------------------------------------------------------------------------------
-
-
-def _size(count: float) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 # How long a transfer runs before its expected size is asked for (see estimate_in_background).
@@ -418,7 +401,7 @@ class ProgressBoard:
         parts = []
         for row in rows:
             pct = "?%" if row["percent"] is None else f"{row['percent']:.0f}%"
-            parts.append(f"{row['image']} {pct} {_size(row['rate'])}/s")
+            parts.append(f"{row['image']} {pct} {human_bytes(row['rate'])}/s")
         if len(rows) == 1:
             pct = "?%" if rows[0]["percent"] is None else f"{rows[0]['percent']:.0f}%"
             comm = f"bk {pct} {rows[0]['image']}"
@@ -484,10 +467,10 @@ def format_status(rows: list[dict[str, Any]], now: float | None = None) -> str:
                 str(row.get("worker", "")),
                 str(row["image"]),
                 str(row.get("snapshot", "")),
-                _size(row.get("bytes_done", 0)),
-                "?" if expected is None else _size(expected),
+                human_bytes(row.get("bytes_done", 0)),
+                human_bytes(expected),
                 "?" if percent is None else f"{percent:.1f}",
-                f"{_size(row.get('rate', 0))}/s",
+                f"{human_bytes(row.get('rate', 0))}/s",
                 f"{max(0, int(now - float(row.get('started', now))))}s",
             )
         )
