@@ -236,6 +236,12 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+def _starts(tag: str, status_code: int) -> dict[str, Any]:
+    """Route options of a POST that starts something on the backup cluster (a mapping, a restore
+    job): its success status, and the errors of an unknown image, a conflict or a failed command."""
+    return {"status_code": status_code, "responses": _responses(404, 409, 502), "tags": [tag]}
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -440,13 +446,7 @@ def create_app(
         _check_name("image", image)
         return backend.image_snapshots(image)
 
-    @app.post(
-        "/images/{image}/snapshots/{snapshot}/map",
-        response_model=MappedOut,
-        status_code=201,
-        responses=_responses(404, 409, 502),
-        tags=["file access"],
-    )
+    @app.post("/images/{image}/snapshots/{snapshot}/map", response_model=MappedOut, **_starts("file access", 201))
     def map_snapshot(image: str, snapshot: str) -> dict[str, Any]:
         """Expose a snapshot's files: clone, map and mount read-only. `snapshot` may be `latest`."""
         _check_name("image", image)
@@ -545,13 +545,7 @@ def create_app(
             headers={"Content-Length": str(size), "Content-Disposition": _content_disposition(name)},
         )
 
-    @app.post(
-        "/restores",
-        response_model=JobOut,
-        status_code=202,
-        responses=_responses(404, 409, 502),
-        tags=["restore"],
-    )
+    @app.post("/restores", response_model=JobOut, **_starts("restore", 202))
     def start_restore(request: Request, body: RestoreIn) -> dict[str, Any]:
         """Restore a backup snapshot onto a live cluster, as a job: poll GET /jobs/{id}."""
         _check_name("image", body.image)

@@ -17,10 +17,20 @@ from typing import Any, Protocol
 
 
 class BackendError(Exception):
-    """An error the client caused or must know about; ``message`` names the image/snapshot."""
+    """An error the client caused or must know about; ``message`` names the image/snapshot.
+
+    Each kind states its HTTP status and error code in its class line:
+    ``class NotFound(BackendError, status=404, code="not_found")``.
+    """
 
     status = 500
     code = "error"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A kind that states neither keeps its parent's (a subclass of NotFound is a 404).
+        cls.status = cls.status if status is None else status
+        cls.code = cls.code if code is None else code
 
     def __init__(self, message: str, *, image: str | None = None, snapshot: str | None = None) -> None:
         super().__init__(message)
@@ -29,26 +39,20 @@ class BackendError(Exception):
         self.snapshot = snapshot
 
 
-class NotFound(BackendError):
-    status = 404
-    code = "not_found"
+class NotFound(BackendError, status=404, code="not_found"):
+    """No such image, snapshot, job or mapping."""
 
 
-class Conflict(BackendError):
-    status = 409
-    code = "conflict"
+class Conflict(BackendError, status=409, code="conflict"):
+    """The request collides with the state (a busy mapping, a restore onto an existing image)."""
 
 
-class InvalidInput(BackendError):
-    status = 422
-    code = "invalid_input"
+class InvalidInput(BackendError, status=422, code="invalid_input"):
+    """The request itself is wrong (a name, a path, an unknown live cluster)."""
 
 
-class CephFailure(BackendError):
+class CephFailure(BackendError, status=502, code="backend_failure"):
     """A Ceph or system command failed on a valid request (cluster down, mount refused, ...)."""
-
-    status = 502
-    code = "backend_failure"
 
 
 @dataclass(frozen=True)

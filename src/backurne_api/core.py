@@ -114,22 +114,27 @@ class CoreBackend:
                 snapshot=request.snapshot,
             ) from None
 
-    def check_restore(self, request: RestoreRequest) -> dict[str, Any]:
+    def _restore_args(self, request: RestoreRequest) -> tuple[Any, ...]:
+        """The leading arguments restore.plan_restore and restore.restore_snapshot share: both
+        runners, the backup image and snapshot, the live target, force."""
         live = self._live(request)
+        return (
+            self._backup(),
+            live.runner(timeout=self.timeout),
+            self.pool,
+            self.namespace,
+            request.image,
+            request.snapshot,
+            live.pool,
+            live.namespace,
+            request.dest_image,
+            request.force,
+        )
+
+    def check_restore(self, request: RestoreRequest) -> dict[str, Any]:
+        args = self._restore_args(request)
         try:
-            plan = restore.plan_restore(
-                self._backup(),
-                live.runner(timeout=self.timeout),
-                self.pool,
-                self.namespace,
-                request.image,
-                request.snapshot,
-                live.pool,
-                live.namespace,
-                request.dest_image,
-                request.force,
-                self.prefix,
-            )
+            plan = restore.plan_restore(*args, self.prefix)
         except restore.RestoreError as exc:
             message = f"restore of image {request.image!r} snapshot {request.snapshot!r}: {exc}"
             if isinstance(exc, restore.RestoreConflict):
@@ -144,25 +149,12 @@ class CoreBackend:
         return out
 
     def restore(self, request: RestoreRequest, progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        live = self._live(request)
+        args = self._restore_args(request)
 
         def on_bytes(count: int) -> None:
             progress({"bytes": count})
 
-        result = restore.restore_snapshot(
-            self._backup(),
-            live.runner(timeout=self.timeout),
-            self.pool,
-            self.namespace,
-            request.image,
-            request.snapshot,
-            live.pool,
-            live.namespace,
-            request.dest_image,
-            request.force,
-            progress=on_bytes,
-            snap_prefix=self.prefix,
-        )
+        result = restore.restore_snapshot(*args, progress=on_bytes, snap_prefix=self.prefix)
         record = result.to_dict()
         if not result.ok:
             raise JobFailed(

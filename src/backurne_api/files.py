@@ -29,6 +29,8 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from backurne_browse.mapping import path_components
+
 CHUNK = 256 * 1024
 
 
@@ -62,14 +64,7 @@ def split_relative(path: str) -> list[str]:
     """
     if not isinstance(path, str):
         raise BadPath(f"path must be a string, got {type(path).__name__}")
-    if "\0" in path:
-        raise BadPath(f"path {path!r} contains a NUL byte")
-    if path.startswith("/"):
-        raise BadPath(f"path {path!r} is absolute; give a path relative to the snapshot's filesystem")
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise BadPath(f"path {path!r} contains '..'")
-    return parts
+    return path_components(path, BadPath)
 
 
 @dataclass(frozen=True)

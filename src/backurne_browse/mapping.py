@@ -382,17 +382,8 @@ class Mapper:
                 raise MappingError(f"{label}: no such snapshot in pool {where}")
             method = self._choose_method()
             root = self.records / ident
-            mapping = Mapping(
-                id=ident,
-                pool=self.pool,
-                namespace=self.namespace,
-                image=image,
-                snapshot=snapshot,
-                clone=clone_name(ident),
-                created=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
-                root=str(root),
-                method=method,
-            )
+            created = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+            mapping = self._record(ident, image, snapshot, created, method)
             root.mkdir(mode=0o700, exist_ok=True)
             self._save(mapping)
             try:
@@ -573,6 +564,20 @@ class Mapper:
 
     # -- unmap ------------------------------------------------------------------------
 
+    def _record(self, ident: str, image: str, snapshot: str, created: str, method: str | None = None) -> Mapping:
+        """A new record of image@snapshot in this pool: its clone and root named after ``ident``."""
+        return Mapping(
+            id=ident,
+            pool=self.pool,
+            namespace=self.namespace,
+            image=image,
+            snapshot=snapshot,
+            clone=clone_name(ident),
+            created=created,
+            root=str(self.records / ident),
+            method=method,
+        )
+
     def unmap(self, image: str, snapshot: str) -> Mapping | None:
         """Undo map: unmount, detach devices, stop rbd-fuse, remove the clone, drop the record.
 
@@ -583,16 +588,7 @@ class Mapper:
         with self._locked(ident):
             mapping = self._load(ident)
             if mapping is None:
-                orphan = Mapping(
-                    id=ident,
-                    pool=self.pool,
-                    namespace=self.namespace,
-                    image=image,
-                    snapshot=snapshot,
-                    clone=clone_name(ident),
-                    created="",
-                    root=str(self.records / ident),
-                )
+                orphan = self._record(ident, image, snapshot, created="")
                 self._teardown(orphan)
                 return None
             self._teardown(mapping)
@@ -697,18 +693,25 @@ class Mapper:
 # -- safe extraction (pure file-system code, no Ceph) -------------------------------------
 
 
+def path_components(path: str, refuse: Callable[[str], Exception] = UnsafePath) -> list[str]:
+    """The components of a relative path inside a snapshot (empty ones and ``.`` dropped);
+    ``refuse(message)`` is raised for a NUL byte, an absolute path or any ``..`` component.
+    The CLI's extraction (below) and the REST API's file access (backurne_api.files) share it."""
+    if "\0" in path:
+        raise refuse(f"path {path!r} contains a NUL byte")
+    if path.startswith("/"):
+        raise refuse(f"path {path!r} is absolute; give a path relative to the snapshot's filesystem")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise refuse(f"path {path!r} contains '..'")
+    return parts
+
+
 def split_relative(path: str) -> list[str]:
     """The components of a user-given path inside a snapshot; UnsafePath if it is unsafe."""
     if not isinstance(path, str) or not path:
         raise UnsafePath(f"path {path!r} is empty")
-    if "\0" in path:
-        raise UnsafePath(f"path {path!r} contains a NUL byte")
-    if path.startswith("/"):
-        raise UnsafePath(f"path {path!r} is absolute; give it relative to the snapshot's filesystem")
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise UnsafePath(f"path {path!r} contains '..'")
-    return parts
+    return path_components(path)
 
 
 def resolve_inside(mapping: Mapping, path: str) -> tuple[Filesystem, Path]:
