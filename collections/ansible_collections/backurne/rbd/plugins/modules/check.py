@@ -38,11 +38,11 @@ description:
 author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
+  - backurne.rbd.attributes
+  - backurne.rbd.policy
   - backurne.rbd.ceph
   - backurne.rbd.ssh
   - backurne.rbd.pool_pair
-  - backurne.rbd.policy
-  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -117,9 +117,9 @@ options:
 EXAMPLES = r"""
 - name: Check the backups of live cluster prod1
   backurne.rbd.check:
-    pool: backups
     live_cluster: prod1
     live_host: 10.0.10.5
+    pool: backups
     live_ceph: {ceph_client: backurne}
     profiles: {daily: {count: 30}, weekly: {count: 4}}
   register: backurne_check
@@ -137,7 +137,7 @@ findings:
   elements: dict
   contains:
     image:
-      description: Live image name.
+      description: Live image name (the backup image name for C(faded-out)).
       type: str
     cluster:
       description: Live cluster name.

@@ -118,10 +118,10 @@ images:
   elements: dict
   contains:
     image:
-      description: Live image name.
+      description: The live image compared.
       type: str
     backup_image:
-      description: Backup image name.
+      description: Its backup image.
       type: str
     snapshot:
       description: Snapshot compared.
@@ -217,18 +217,7 @@ def main() -> None:
     p = module.params
 
     def job() -> dict:
-        options = ChecksumOptions(
-            pool=p["pool"],
-            namespace=p["namespace"],
-            snap_prefix=p["snap_prefix"],
-            hasher=p["hasher"],
-            set_aside=p["set_aside"],
-            lock_ttl=lock_ttl_option("checksum", p["lock_ttl"]),
-            workers=p["workers"],
-            fail_on_error=p["fail_on_error"],
-            state_dir=p["state_dir"],
-            check_mode=module.check_mode,
-        )
+        options = ChecksumOptions.of(p, lock_ttl_option("checksum", p["lock_ttl"]), module.check_mode)
         items = checksum_items(p)
         backup, live = backup_and_live_runners(p)
         return ChecksumJob(live, backup, items, options, warn=module.ansible.warn).run()

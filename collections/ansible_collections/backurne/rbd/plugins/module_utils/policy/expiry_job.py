@@ -170,22 +170,23 @@ class ExpiryRun:
     diff_mode: bool = False
 
 
+@dataclass
 class ExpiryJob:
     """Expire one pool of one side; ``run()`` returns the module's result.
 
-    ``listing`` is the pool as the run already knows it (then a snapshot already gone counts as
-    deleted), or None to list it.
+    ``given_listing`` is the pool as the run already knows it (then a snapshot already gone
+    counts as deleted), or None to list it.
     """
 
-    def __init__(
-        self, runner: RbdRunner, listing: Listing | None, other: OtherSide, policy: ExpiryPolicy, how: ExpiryRun
-    ) -> None:
-        self.runner = runner
-        self.given_listing = listing
-        self.other = other
-        self.policy = policy
-        self.how = how
-        self.where = f"{policy.side} pool {how.pool}" + (f"/{how.namespace}" if how.namespace else "")
+    runner: RbdRunner
+    given_listing: Listing | None
+    other: OtherSide
+    policy: ExpiryPolicy
+    how: ExpiryRun
+
+    @property
+    def where(self) -> str:
+        return f"{self.policy.side} pool {self.how.pool}" + (f"/{self.how.namespace}" if self.how.namespace else "")
 
     def listing(self) -> Listing:
         if self.given_listing is not None:

@@ -171,22 +171,15 @@ class _History:
     known_backups: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
 class HealthCheckJob:
     """Check one live cluster's backups; ``run()`` returns the module's result."""
 
-    def __init__(
-        self,
-        live: RbdRunner,
-        backup: RbdRunner,
-        settings: HealthSettings,
-        expected: ExpectedImages | None,
-        warn: Callable[[str], None],
-    ) -> None:
-        self.live = live
-        self.backup = backup
-        self.settings = settings
-        self.expected = expected
-        self.warn = warn
+    live: RbdRunner
+    backup: RbdRunner
+    settings: HealthSettings
+    expected: ExpectedImages | None  # None: the live pool is listed, backups named CLUSTER;IMAGE;None
+    warn: Callable[[str], None]
 
     def run(self) -> dict[str, Any]:
         try:

@@ -102,23 +102,22 @@ class ChecksumOptions:
     state_dir: str | None
     check_mode: bool
 
+    @classmethod
+    def of(cls, params: Mapping[str, Any], lock_ttl: timedelta, check_mode: bool) -> ChecksumOptions:
+        """The module's options as they are (lock_ttl parsed by the caller)."""
+        names = ("pool", "namespace", "snap_prefix", "hasher", "set_aside", "workers", "fail_on_error", "state_dir")
+        return cls(lock_ttl=lock_ttl, check_mode=check_mode, **{name: params[name] for name in names})
 
+
+@dataclass
 class ChecksumJob:
     """Compare a batch of images on both sides; ``run()`` returns the module's result."""
 
-    def __init__(
-        self,
-        live: RbdRunner,
-        backup: RbdRunner,
-        items: list[dict[str, Any]],
-        options: ChecksumOptions,
-        warn: Callable[[str], None],
-    ) -> None:
-        self.live = live
-        self.backup = backup
-        self.items = items
-        self.options = options
-        self.warn = warn
+    live: RbdRunner
+    backup: RbdRunner
+    items: list[dict[str, Any]]
+    options: ChecksumOptions
+    warn: Callable[[str], None]
 
     def run(self) -> dict[str, Any]:
         self._find_shared_snapshots()
