@@ -38,10 +38,11 @@ description:
 author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
+  - backurne.rbd.attributes
+  - backurne.rbd.policy
   - backurne.rbd.ceph
   - backurne.rbd.ssh
   - backurne.rbd.pool_pair
-  - backurne.rbd.policy
 attributes:
   check_mode:
     support: full
@@ -116,9 +117,9 @@ options:
 EXAMPLES = r"""
 - name: Check the backups of live cluster prod1
   backurne.rbd.check:
-    pool: backups
     live_cluster: prod1
     live_host: 10.0.10.5
+    pool: backups
     live_ceph: {ceph_client: backurne}
     profiles: {daily: {count: 30}, weekly: {count: 4}}
   register: backurne_check
@@ -136,7 +137,7 @@ findings:
   elements: dict
   contains:
     image:
-      description: Live image name.
+      description: Live image name (the backup image name for C(faded-out)).
       type: str
     cluster:
       description: Live cluster name.
@@ -176,285 +177,45 @@ checked:
   sample: 14
 """
 
-import fnmatch
-import sqlite3
-from datetime import datetime, timedelta
-from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
-    CEPH_ARGS,
-    POLICY_ARGS,
-    POOL_PAIR_ARGS,
-    SSH_ARGS,
-    ceph_access,
-    live_ssh_target,
-    parse_duration_or_zero,
-    parse_now,
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.pool_pair import backup_and_live_runners
+from ansible_collections.backurne.rbd.plugins.module_utils.report.health_job import (
+    HealthCheckJob,
+    health_settings,
+    parse_expected,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
-    NO_COMMENT,
-    NamingError,
-    backup_image_name_for_plain,
-    parse_backup_image_name,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
-    PolicyError,
-    parse_duration,
-    parse_profiles,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.report.health import (
-    check_faded,
-    check_images,
-    nagios_line,
-    nagios_summary,
-    parse_ctime,
-    unknown_line,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.report.history import FreezeState, History, TransferState
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import state_dir
 
-
-def selected(image: str, include: list[str], exclude: list[str]) -> bool:
-    if include and not any(fnmatch.fnmatchcase(image, pattern) for pattern in include):
-        return False
-    return not any(fnmatch.fnmatchcase(image, pattern) for pattern in exclude)
-
-
-def live_utc_offset(live: RbdRunner) -> timedelta:
-    """The live node's UTC offset: `rbd info` prints its local time. UTC when it cannot be read."""
-    try:
-        out = live.run_pipeline([["date", "+%z"]], timeout=30, action="date").strip()
-    except RbdError:
-        return timedelta(0)
-    try:
-        sign = -1 if out.startswith("-") else 1
-        return sign * timedelta(hours=int(out[1:3]), minutes=int(out[3:5]))
-    except (ValueError, IndexError):
-        return timedelta(0)
+OWN_OPTIONS = {
+    "live_cluster": {"type": "str", "required": True},
+    "include": {"type": "list", "elements": "str", "default": []},
+    "exclude": {"type": "list", "elements": "str", "default": []},
+    "grace_factor": {"type": "float", "default": 1.25},
+    "expiry_grace": {"type": "str", "default": "1d"},
+    "keep_min": {"type": "int", "default": 1},
+    "extra_retention_time": {"type": "str", "default": "0"},
+    "expected": {"type": "list", "elements": "dict"},
+    "endpoint": {"type": "str"},
+    "history": {"type": "bool", "default": True},
+    "state_dir": {"type": "path"},
+}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
-            **SSH_ARGS,
-            **POLICY_ARGS,
-            **POOL_PAIR_ARGS,
-            "live_cluster": {"type": "str", "required": True},
-            "include": {"type": "list", "elements": "str", "default": []},
-            "exclude": {"type": "list", "elements": "str", "default": []},
-            "grace_factor": {"type": "float", "default": 1.25},
-            "expiry_grace": {"type": "str", "default": "1d"},
-            "keep_min": {"type": "int", "default": 1},
-            "extra_retention_time": {"type": "str", "default": "0"},
-            "expected": {"type": "list", "elements": "dict"},
-            "endpoint": {"type": "str"},
-            "history": {"type": "bool", "default": True},
-            "state_dir": {"type": "path"},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        profiles = parse_profiles(p["profiles"])
-        now = parse_now(p["now"])
-        expiry_grace = parse_duration(p["expiry_grace"])
-        extra_retention = parse_duration_or_zero(p["extra_retention_time"])
-    except (PolicyError, ValueError) as exc:
-        module.fail_json(msg=f"check: {exc}")
-    if not p["grace_factor"] >= 1:
-        module.fail_json(msg=f"check: grace_factor must be at least 1, got {p['grace_factor']}")
-    if p["keep_min"] < 0:
-        module.fail_json(msg=f"check: keep_min must be at least 0, got {p['keep_min']}")
-    try:
-        backup_image_name_for_plain(p["live_cluster"], "x")
-    except NamingError as exc:
-        module.fail_json(msg=f"check: live_cluster: {exc}")
+    module = create_module("check", OWN_OPTIONS, groups=("ceph", "ssh", "pool_pair", "policy"))
+    p, shared = module.params, module.shared
 
-    # The expected images (Proxmox guests): live image -> (pool, namespace, backup image).
-    expected: dict[str, tuple[str, str | None, str]] | None = None
-    elsewhere: set[str] = set()  # backup images expected on another cluster or endpoint
-    own_profiles: dict[str, dict[str, Any]] = {}  # image -> its profiles (a Proxmox guest's tags)
-    if p["expected"] is not None:
-        expected = {}
-        for index, item in enumerate(p["expected"]):
-            image, name = item.get("image"), item.get("backup_image")
-            if not isinstance(image, str) or not isinstance(name, str) or parse_backup_image_name(name) is None:
-                module.fail_json(
-                    msg=f"check: expected[{index}]: needs an image and a backup_image IDENT;DISK;COMMENT, got {item!r}"
-                )
-            if item.get("live_cluster") not in (None, p["live_cluster"]) or (
-                p["endpoint"] is not None and item.get("endpoint") != p["endpoint"]
-            ):
-                elsewhere.add(name)
-                continue
-            pool = item.get("pool") or p["source_pool"]
-            namespace = item.get("namespace") if item.get("pool") else (item.get("namespace") or p["source_namespace"])
-            try:
-                ImageSpec(pool, namespace, image)
-            except ValueError as exc:
-                module.fail_json(msg=f"check: expected[{index}]: {exc}")
-            if expected.get(image, (pool, namespace, name)) != (pool, namespace, name):
-                module.fail_json(msg=f"check: expected: image {image!r} is listed twice, differently")
-            expected[image] = (pool, namespace, name)
-            if item.get("profiles"):
-                try:
-                    own_profiles[image] = parse_profiles(item["profiles"])
-                except (PolicyError, TypeError, AttributeError) as exc:
-                    module.fail_json(msg=f"check: expected[{index}] ({image}): profiles: {exc}")
-
-    def unknown(error: str) -> None:
-        status, line = unknown_line(f"{p['live_cluster']}: {error}")
-        module.exit_json(
-            changed=False, findings=[], status=status, line=line, summary=line.split(" - ", 1)[1], checked=0
-        )
-
-    backup = RbdRunner(ceph_access(p))
-    live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
-    # One listing per live pool and one of the backup pool for the whole cluster.
-    pools = (
-        sorted({(pool, namespace or "") for pool, namespace, _backup in expected.values()})
-        if expected is not None
-        else [(p["source_pool"], p["source_namespace"] or "")]
-    )
-    live_listings: dict[tuple[str, str], dict[str, list[str]]] = {}
-    backup_listing: dict[str, list[str]] = {}
-    for pool, namespace in pools:
-        try:
-            live_listings[(pool, namespace)] = live.list_images(pool, namespace or None)
-        except (RbdError, ValueError) as exc:
-            unknown(f"cannot list the live images: {exc}")
-    try:
-        backup_listing = backup.list_images(p["pool"], p["namespace"])
-    except (RbdError, ValueError) as exc:
-        unknown(f"cannot list the backup images: {exc}")
-
-    if expected is not None:
-        where = {image: (pool, namespace) for image, (pool, namespace, _backup) in expected.items()}
-        backup_names: dict[str, str] | None = {image: names[2] for image, names in expected.items()}
-        live_snapshots = {
-            image: live_listings[(pool, namespace or "")].get(image, [])
-            for image, (pool, namespace, _backup) in expected.items()
-            if selected(image, p["include"], p["exclude"])
-        }
-    else:
-        listing = live_listings[pools[0]]
-        where = {image: (p["source_pool"], p["source_namespace"]) for image in listing}
-        backup_names = None
-        live_snapshots = {
-            image: snaps for image, snaps in listing.items() if selected(image, p["include"], p["exclude"])
-        }
-
-    def backup_name(image: str) -> str | None:
-        if backup_names is not None:
-            return backup_names[image]
-        try:
-            return backup_image_name_for_plain(p["live_cluster"], image)
-        except NamingError:
-            return None
-
-    # History: first sight of each image, last transfer outcomes (written by the transfer module).
-    first_seen: dict[str, datetime] = {}
-    transfers: dict[str, TransferState] = {}
-    freezes: dict[str, FreezeState] = {}
-    known_backups: dict[str, str] = {}
-    if p["history"]:
-        try:
-            with History(state_dir(p["state_dir"])) as history:
-                first_seen = history.record_seen(
-                    p["live_cluster"],
-                    {image: backup_name(image) for image in live_snapshots},
-                    now,
-                    write=not module.check_mode,
-                )
-                transfers = history.transfer_states(filter(None, map(backup_name, live_snapshots)))
-                freezes = history.freeze_states(filter(None, map(backup_name, live_snapshots)))
-                known_backups = history.known_backup_images(p["live_cluster"])
-        except (OSError, sqlite3.Error) as exc:
-            module.warn(f"check: history database unusable, checking without it: {exc}")
-
-    # `rbd info` only for the images with no backup: the young-image exemption needs their age.
-    def has_backup(image: str) -> bool:
-        name = backup_name(image)
-        if name is None:
-            return True  # reported as not backupable; its age does not matter
-        return any(snap.startswith(f"{p['snap_prefix']};") for snap in backup_listing.get(name, []))
-
-    live_created: dict[str, datetime | None] = {}
-    missing = [image for image in sorted(live_snapshots) if not has_backup(image)]
-    offset = live_utc_offset(live) if missing else timedelta(0)
-    for image in missing:
-        pool, namespace = where[image]
-        try:
-            info: Any = live.image_info(ImageSpec(pool, namespace, image))
-        except RbdError as exc:
-            if exc.rc == 255:  # ssh itself failed: the live node is gone, not the image
-                unknown(f"cannot read the live images: {exc}")
-            live_created[image] = None  # removed meanwhile, or unreadable: counts as old
-            continue
-        created = parse_ctime(info.get("create_timestamp") if isinstance(info, dict) else None)
-        live_created[image] = None if created is None else created - offset
-
-    # Backup images of this cluster whose live image is gone.
-    if expected is None:
-        present = live_listings[pools[0]]
-        gone = {
-            name: snaps
-            for name, snaps in backup_listing.items()
-            if (parsed := parse_backup_image_name(name)) is not None
-            and parsed.ident == p["live_cluster"]
-            and parsed.comment == NO_COMMENT
-            and parsed.disk not in present
-        }
-    else:
-        still = {names[2] for names in expected.values()} | elsewhere
-        gone = {name: backup_listing[name] for name in known_backups if name not in still and name in backup_listing}
-
-    # Images with their own profiles are checked against those, in groups of equal profiles.
-    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
-    for image in live_snapshots:
-        own = own_profiles.get(image, profiles)
-        groups.setdefault(repr(sorted(own.items())), (own, []))[1].append(image)
-    every_profile = dict(profiles)
-    for own in own_profiles.values():
-        every_profile.update(own)
-    findings = []
-    try:
-        for group_profiles, group in groups.values():
-            findings += check_images(
-                {image: live_snapshots[image] for image in group},
-                live_created,
-                backup_listing,
-                p["live_cluster"],
-                group_profiles,
-                p["snap_prefix"],
-                now,
-                grace_factor=p["grace_factor"],
-                expiry_grace=expiry_grace,
-                keep_min=p["keep_min"],
-                backup_names=backup_names,
-                first_seen=first_seen,
-                transfers=transfers,
-                freezes=freezes,
+    def job() -> dict:
+        settings = health_settings(p, shared.prefix, shared.profiles, shared.now, module.check_mode)
+        expected = None
+        if p["expected"] is not None:
+            expected = parse_expected(
+                p["expected"], p["live_cluster"], p["endpoint"], p["source_pool"], p["source_namespace"]
             )
-        findings.sort(key=lambda finding: finding.image)  # stable: each image's own order stays
-        findings += check_faded(
-            gone, p["live_cluster"], every_profile, p["snap_prefix"], now, extra_retention, expiry_grace
-        )
-    except (PolicyError, NamingError) as exc:
-        module.fail_json(msg=f"check: {exc}")
-    status, line = nagios_line(findings, len(live_snapshots))
-    module.exit_json(
-        changed=False,
-        findings=[finding.to_dict() for finding in findings],
-        status=status,
-        line=line,
-        summary=nagios_summary(findings, len(live_snapshots)),
-        checked=len(live_snapshots),
-    )
+        backup, live = backup_and_live_runners(p)
+        return HealthCheckJob(live, backup, settings, expected, warn=module.ansible.warn).run()
+
+    module.run(job)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh
   - backurne.rbd.pool_pair
+  - backurne.rbd.batch
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -73,10 +75,6 @@ options:
     description: Images checked at once (each hashes both sides concurrently).
     type: int
     default: 2
-  fail_on_error:
-    description: Fail the task on a mismatch or an error.
-    type: bool
-    default: true
   set_aside:
     description:
       - Remove our backup snapshots found unequal to live (see the description). C(false) only
@@ -120,10 +118,10 @@ images:
   elements: dict
   contains:
     image:
-      description: Live image name.
+      description: The live image compared.
       type: str
     backup_image:
-      description: Backup image name.
+      description: Its backup image.
       type: str
     snapshot:
       description: Snapshot compared.
@@ -188,261 +186,43 @@ confirmed_snapshots:
   type: dict
 """
 
-import random
-from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.pool_pair import (
+    backup_and_live_runners,
+    lock_ttl_option,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum_job import (
+    ChecksumJob,
+    ChecksumOptions,
+    checksum_items,
+)
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
-    CEPH_ARGS,
-    POOL_PAIR_ARGS,
-    SSH_ARGS,
-    ceph_access,
-    live_ssh_target,
-    parse_now,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, backup_image_name_for_plain
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
-    PolicyError,
-    newest_shared,
-    parse_duration,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.report.history import record_set_aside
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import (
-    ChecksumResult,
-    SetAside,
-    compare_snapshot,
-    set_aside_mismatches,
-    set_aside_note,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import state_dir
+OWN_OPTIONS = {
+    "snap_prefix": {"type": "str", "default": "backup"},
+    "live_cluster": {"type": "str"},
+    "items": {"type": "list", "elements": "dict", "default": []},
+    "images": {"type": "list", "elements": "str", "default": []},
+    "hasher": {"type": "list", "elements": "str", "default": ["xxhsum"]},
+    "sample": {"type": "int", "default": 100},
+    "workers": {"type": "int", "default": 2},
+    "set_aside": {"type": "bool", "default": True},
+    "lock_ttl": {"type": "str", "default": "6h"},
+    "state_dir": {"type": "path"},
+}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
-            **SSH_ARGS,
-            **POOL_PAIR_ARGS,
-            "snap_prefix": {"type": "str", "default": "backup"},
-            "live_cluster": {"type": "str"},
-            "items": {"type": "list", "elements": "dict", "default": []},
-            "images": {"type": "list", "elements": "str", "default": []},
-            "hasher": {"type": "list", "elements": "str", "default": ["xxhsum"]},
-            "sample": {"type": "int", "default": 100},
-            "workers": {"type": "int", "default": 2},
-            "fail_on_error": {"type": "bool", "default": True},
-            "set_aside": {"type": "bool", "default": True},
-            "lock_ttl": {"type": "str", "default": "6h"},
-            "state_dir": {"type": "path"},
-        },
-        supports_check_mode=True,
-    )
+    module = create_module("checksum", OWN_OPTIONS, groups=("ceph", "ssh", "pool_pair", "batch"))
     p = module.params
-    try:
-        lock_ttl = parse_duration(p["lock_ttl"])
-    except PolicyError as exc:
-        module.fail_json(msg=f"checksum: lock_ttl: {exc}")
-    if p["workers"] < 1:
-        module.fail_json(msg=f"checksum: workers must be at least 1, got {p['workers']}")
-    if not p["hasher"]:
-        module.fail_json(msg="checksum: hasher must name a command")
-    if p["images"] and not p["live_cluster"]:
-        module.fail_json(msg="checksum: 'images' needs 'live_cluster' to derive the backup image names")
-    items: list[dict[str, Any]] = []
-    for index, item in enumerate(p["items"]):
-        if not isinstance(item.get("image"), str) or not isinstance(item.get("backup_image"), str):
-            module.fail_json(msg=f"checksum: items[{index}] needs 'image' and 'backup_image'")
-        # An item's own source (Proxmox disks live in several pools) wins over the options, as
-        # in the transfer module; its namespace goes with its pool.
-        source_pool, source_ns = p["source_pool"], p["source_namespace"]
-        if item.get("source_pool") is not None:
-            source_pool, source_ns = item["source_pool"], item.get("source_namespace")
-        if not isinstance(source_pool, str) or not isinstance(source_ns, (str, type(None))):
-            module.fail_json(
-                msg=f"checksum: items[{index}] ({item['image']!r}): source_pool must be a string "
-                "and source_namespace a string or null"
-            )
-        try:
-            ImageSpec(source_pool, source_ns or None, item["image"])  # names rbd can address, before any call
-        except ValueError as exc:
-            module.fail_json(msg=f"checksum: items[{index}] ({item['image']!r}): {exc}")
-        items.append(
-            {
-                "image": item["image"],
-                "backup_image": item["backup_image"],
-                "snapshot": item.get("snapshot"),
-                "source_pool": source_pool,
-                "source_namespace": source_ns or None,
-                # What the transfer sent this run (RV(backurne.rbd.transfer#module:images)): not
-                # confirmed as long as its newest could not be compared.
-                "_sent": [str(name) for name in item.get("snapshots") or []],
-            }
-        )
-    for image in p["images"]:
-        try:
-            items.append(
-                {
-                    "image": image,
-                    "backup_image": backup_image_name_for_plain(p["live_cluster"], image),
-                    "snapshot": None,
-                    "source_pool": p["source_pool"],
-                    "source_namespace": p["source_namespace"],
-                    "_sent": [],
-                }
-            )
-        except NamingError as exc:
-            module.fail_json(msg=f"checksum: image {image!r}: {exc}")
 
-    if not 1 <= p["sample"] <= 100:
-        module.fail_json(msg=f"checksum: sample must be a percentage from 1 to 100, got {p['sample']}")
-    if p["sample"] < 100 and items:
-        # Reading every byte of every image twice is the cost of a verify run: spread it.
-        items = random.sample(items, max(1, len(items) * p["sample"] // 100))
+    def job() -> dict:
+        options = ChecksumOptions.of(p, lock_ttl_option("checksum", p["lock_ttl"]), module.check_mode)
+        items = checksum_items(p)
+        backup, live = backup_and_live_runners(p)
+        return ChecksumJob(live, backup, items, options, warn=module.ansible.warn).run()
 
-    backup = RbdRunner(ceph_access(p))
-    live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
-    unknown = [item for item in items if item["snapshot"] is None]
-    if unknown:
-        # One listing per side and live pool for the whole batch, not one per image.
-        sources = sorted({(item["source_pool"], item["source_namespace"] or "") for item in unknown})
-        live_listings: dict[tuple[str, str], dict[str, list[str]]] = {}
-        try:
-            for source_pool, source_ns in sources:
-                live_listings[(source_pool, source_ns)] = live.list_images(source_pool, source_ns or None)
-            backup_listing = backup.list_images(p["pool"], p["namespace"])
-        except RbdError as exc:
-            module.fail_json(msg=f"checksum: cannot list images: {exc}")
-        for item in unknown:
-            live_listing = live_listings[(item["source_pool"], item["source_namespace"] or "")]
-            if item["image"] not in live_listing:
-                item["skipped"] = f"image {item['image']!r} no longer exists on live: nothing to compare"
-            else:
-                shared = newest_shared(
-                    live_listing[item["image"]],
-                    backup_listing.get(item["backup_image"], []),
-                    p["snap_prefix"],
-                )
-                item["snapshot"] = shared.name if shared else None
-
-    prefix = p["snap_prefix"] + ";"
-
-    def compare(item: dict[str, Any], snapshot: str) -> ChecksumResult:
-        return compare_snapshot(
-            live,
-            backup,
-            ImageSpec(item["source_pool"], item["source_namespace"], item["image"]),
-            ImageSpec(p["pool"], p["namespace"], item["backup_image"]),
-            snapshot,
-            hasher=p["hasher"],
-        )
-
-    def confirmed_listing(item: dict[str, Any], unconfirmed: list[str]) -> list[str]:
-        # What live-side expiry may count as backed up; unreadable -> nothing (it then keeps all).
-        try:
-            names = backup.snapshot_names(ImageSpec(p["pool"], p["namespace"], item["backup_image"]))
-        except (RbdError, ValueError):
-            return []
-        return [name for name in names if name not in unconfirmed]
-
-    def set_aside(item: dict[str, Any], result: dict[str, Any], compared: ChecksumResult) -> None:
-        outcome: SetAside = set_aside_mismatches(
-            live,
-            backup,
-            ImageSpec(item["source_pool"], item["source_namespace"], item["image"]),
-            ImageSpec(p["pool"], p["namespace"], item["backup_image"]),
-            item["snapshot"],
-            prefix,
-            lambda snapshot: compare(item, snapshot),
-            lock_ttl,
-            remove=not module.check_mode,
-        )
-        note = set_aside_note(item["backup_image"], compared, outcome)
-        result.update(set_aside=outcome.removed, confirmed_base=outcome.confirmed, note=note)
-        result["error"] += "; " + note
-        if outcome.listing is not None:
-            result["_listing"] = outcome.listing
-            result["_confirmed"] = [name for name in outcome.listing if name not in outcome.unconfirmed()]
-        else:
-            result["_confirmed"] = []  # unknown: live-side expiry keeps everything of this image
-
-    def check(item: dict[str, Any]) -> dict[str, Any]:
-        result = {
-            "skipped": None,
-            **item,
-            "live": None,
-            "backup": None,
-            "match": False,
-            "error": None,
-            "set_aside": [],
-            "confirmed_base": None,
-            "note": None,
-        }
-        if item.get("skipped"):
-            return result
-        if item["snapshot"] is None:
-            result["error"] = f"image {item['image']!r}: no snapshot shared by live and backup"
-            return result
-        compared = compare(item, item["snapshot"])
-        result.update(live=compared.live, backup=compared.backup, match=compared.match, error=compared.error)
-        if compared.match:
-            return result
-        # compare_snapshot's error does not say which image: the run's failure message must.
-        result["error"] = (
-            f"image {item['image']!r} (backup image {item['backup_image']!r}) snapshot {item['snapshot']!r}: "
-            + (compared.error or f"checksums differ (live {compared.live}, backup {compared.backup})")
-        )
-        if compared.live is not None and compared.backup is not None:
-            if p["set_aside"]:
-                set_aside(item, result, compared)
-        else:
-            # Not compared: what this run sent (or the snapshot itself) is not confirmed.
-            result["_confirmed"] = confirmed_listing(item, item["_sent"] or [item["snapshot"]])
-        return result
-
-    def on_error(item: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-        return {
-            "skipped": None,
-            **item,
-            "live": None,
-            "backup": None,
-            "match": False,
-            "error": f"image {item['image']!r}: {exc}",
-            "set_aside": [],
-            "confirmed_base": None,
-            "note": None,
-            "_confirmed": [],
-        }
-
-    results = run_batch(items, check, p["workers"], on_error=on_error)
-    backup_snapshots: dict[str, list[str]] = {}
-    confirmed_snapshots: dict[str, list[str]] = {}
-    for result in results:
-        result.pop("_sent", None)
-        listing, confirmed = result.pop("_listing", None), result.pop("_confirmed", None)
-        if listing is not None and result["set_aside"] and not module.check_mode:
-            backup_snapshots[result["backup_image"]] = listing
-        if confirmed is not None:
-            confirmed_snapshots[result["backup_image"]] = confirmed
-    differed = [r for r in results if r["live"] is not None and r["backup"] is not None and not r["match"]]
-    if differed and not module.check_mode:
-        # The check (same node) reports the event until a later successful transfer of the image.
-        problem = record_set_aside(state_dir(p["state_dir"]), differed, parse_now(None))
-        if problem:
-            module.warn(problem)
-    mismatched = [r["image"] for r in results if not r["match"] and not r["skipped"]]
-    output = {
-        "changed": any(r["set_aside"] for r in results),
-        "images": results,
-        "mismatched": mismatched,
-        "backup_snapshots": backup_snapshots,
-        "confirmed_snapshots": confirmed_snapshots,
-    }
-    if mismatched and p["fail_on_error"]:
-        module.fail_json(msg="; ".join(r["error"] or r["image"] for r in results if r["image"] in mismatched), **output)
-    module.exit_json(**output)
+    module.run(job)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.policy
+  - backurne.rbd.batch
+  - backurne.rbd.shard
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -100,24 +103,6 @@ options:
       - For O(side=backup), backup image name to the key of its source in O(other_snapshots), or
         null when the source is gone (as RV(backurne.rbd.proxmox_backup_images#module:owned) returns it).
     type: dict
-  shard_index:
-    description:
-      - With O(shard_count) > 1, expire only the images of this shard (keyed by backup image
-        name, as the transfer module's O(backurne.rbd.transfer#module:shard_index)).
-    type: int
-    default: 0
-  shard_count:
-    description: Number of backup nodes splitting the images (1 = all images).
-    type: int
-    default: 1
-  workers:
-    description: Images handled at once.
-    type: int
-    default: 4
-  fail_on_error:
-    description: Fail the task when an image failed (the others are still handled).
-    type: bool
-    default: true
 """
 
 EXAMPLES = r"""
@@ -164,188 +149,64 @@ failed_images:
   elements: dict
 """
 
-from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     BACKUP_NODE,
-    CEPH_ARGS,
-    POLICY_ARGS,
     ceph_access,
     live_cluster_owner,
     parse_duration_or_zero,
-    parse_now,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
-    NamingError,
-    backup_image_name_for_plain,
-    parse_backup_image_name,
-    validate_prefix,
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.expiry_job import (
+    ExpiryJob,
+    ExpiryPolicy,
+    ExpiryRun,
+    OtherSide,
+    given_listing,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
-    PolicyError,
-    backup_expiry,
-    live_expiry,
-    parse_profiles,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import in_shard
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError
+
+OWN_OPTIONS = {
+    "side": {"type": "str", "choices": ["live", "backup"], "required": True},
+    "live_cluster": {"type": "str", "required": True},
+    "pool": {"type": "str", "default": "rbd"},
+    "namespace": {"type": "str"},
+    "other_snapshots": {"type": "dict", "required": True},
+    "assume_present": {"type": "dict", "default": {}},
+    "assume_present_other": {"type": "dict", "default": {}},
+    "extra_retention_time": {"type": "str", "default": "0"},
+    "keep_min": {"type": "int", "default": 1},
+    "snapshots": {"type": "dict"},
+    "image_map": {"type": "dict"},
+}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
-            **POLICY_ARGS,
-            "side": {"type": "str", "choices": ["live", "backup"], "required": True},
-            "live_cluster": {"type": "str", "required": True},
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
-            "other_snapshots": {"type": "dict", "required": True},
-            "assume_present": {"type": "dict", "default": {}},
-            "assume_present_other": {"type": "dict", "default": {}},
-            "extra_retention_time": {"type": "str", "default": "0"},
-            "keep_min": {"type": "int", "default": 1},
-            "snapshots": {"type": "dict"},
-            "image_map": {"type": "dict"},
-            "shard_index": {"type": "int", "default": 0},
-            "shard_count": {"type": "int", "default": 1},
-            "workers": {"type": "int", "default": 4},
-            "fail_on_error": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+    module = create_module("retention", OWN_OPTIONS, groups=("ceph", "policy", "batch", "shard"))
+    p, shared = module.params, module.shared
     try:
-        prefix = validate_prefix(p["snap_prefix"])
-        profiles = parse_profiles(p["profiles"])
-        now = parse_now(p["now"])
         extra = parse_duration_or_zero(p["extra_retention_time"])
-    except (NamingError, PolicyError, ValueError) as exc:
-        module.fail_json(msg=f"retention: bad input: {exc}")
+    except (PolicyError, ValueError) as exc:
+        module.fail(f"bad input: {exc}")
     if p["keep_min"] < 0:
-        module.fail_json(msg=f"retention: keep_min must be >= 0, got {p['keep_min']}")
-    if p["workers"] < 1:
-        module.fail_json(msg=f"retention: workers must be at least 1, got {p['workers']}")
-    if p["shard_count"] < 1 or not 0 <= p["shard_index"] < p["shard_count"]:
-        module.fail_json(
-            msg=f"retention: shard_index must be in 0..shard_count-1 and shard_count >= 1, "
-            f"got shard_index={p['shard_index']} shard_count={p['shard_count']}"
-        )
-
+        module.fail(f"keep_min must be >= 0, got {p['keep_min']}")
+    policy = ExpiryPolicy(
+        side=p["side"],
+        live_cluster=p["live_cluster"],
+        prefix=shared.prefix,
+        profiles=shared.profiles,
+        now=shared.now,
+        extra_retention_time=extra,
+        keep_min=p["keep_min"],
+        shard_index=shared.shard_index,
+        shard_count=shared.shard_count,
+    )
+    other = OtherSide(p["other_snapshots"], p["assume_present"], p["assume_present_other"], p["image_map"])
+    how = ExpiryRun(p["pool"], p["namespace"], p["workers"], p["fail_on_error"], module.check_mode, module.diff_mode)
     owner = BACKUP_NODE if p["side"] == "backup" else live_cluster_owner(p["live_cluster"])
     runner = RbdRunner(ceph_access(p, owner=owner))
-    where = f"{p['side']} pool {p['pool']}" + (f"/{p['namespace']}" if p["namespace"] else "")
-    listing: dict[str, list[str]]
-    if p["snapshots"] is not None:
-        listing = {str(image): [str(name) for name in snaps or []] for image, snaps in p["snapshots"].items()}
-    else:
-        try:
-            listing = runner.list_images(p["pool"], p["namespace"])
-        except RbdError as exc:
-            module.fail_json(msg=f"retention on {where}: cannot list images: {exc}")
-
-    other: dict[str, list[str]] = p["other_snapshots"]
-    image_map: dict[str, str | None] | None = p["image_map"]
-    assumed: dict[str, list[str]] = p["assume_present"]
-    assumed_other: dict[str, list[str]] = p["assume_present_other"]
-    plans: list[dict[str, Any]] = []
-    for image, snaps in sorted(listing.items()):
-        real = set(snaps)
-        own = [*snaps, *assumed.get(image, [])]
-        if p["side"] == "live":
-            try:
-                if image_map is not None:
-                    if image not in image_map:
-                        continue  # not one of the disks this run backs up
-                    backup_image = str(image_map[image])
-                else:
-                    backup_image = backup_image_name_for_plain(p["live_cluster"], image)
-            except NamingError:
-                continue  # never backed up (the snapshot module reports why)
-            if not in_shard(backup_image, p["shard_index"], p["shard_count"]):
-                continue
-            other_names = [*other.get(backup_image, []), *assumed_other.get(backup_image, [])]
-            delete = live_expiry(own, other_names, profiles, prefix)
-            remove, kept = False, {}
-        else:
-            parsed = parse_backup_image_name(image)
-            if image_map is not None:
-                # Proxmox: membership and source come from the map (IDENT is not the cluster).
-                if parsed is None or image not in image_map:
-                    continue
-                source_key = image_map[image]
-            elif parsed is None or parsed.ident != p["live_cluster"]:
-                continue  # not a backup of this live cluster: not ours to expire
-            else:
-                source_key = parsed.disk
-            if not in_shard(image, p["shard_index"], p["shard_count"]):
-                continue  # another backup node's share
-            source_exists = source_key is not None and (source_key in other or source_key in assumed_other)
-            live_names = [*other.get(source_key, []), *assumed_other.get(source_key, [])] if source_key else []
-            expiry = backup_expiry(
-                own,
-                profiles,
-                prefix,
-                now,
-                source_exists=source_exists,
-                live_snap_names=live_names,
-                extra_retention_time=extra,
-                keep_min=p["keep_min"],
-            )
-            delete, remove, kept = expiry.delete, expiry.remove_image, expiry.kept_reasons
-        # Defence in depth: whatever the policy says, only real snapshots of ours are deleted.
-        delete = [name for name in delete if name in real and name.startswith(prefix + ";")]
-        if remove and any(not name.startswith(prefix + ";") for name in snaps):
-            remove = False
-        if delete or remove:
-            plans.append({"image": image, "deleted": delete, "removed": remove, "kept": kept, "error": None})
-
-    def expire(plan: dict[str, Any]) -> dict[str, Any]:
-        done: list[str] = []
-        try:
-            for snap in plan["deleted"]:
-                try:
-                    runner.snap_remove(ImageSpec(p["pool"], p["namespace"], plan["image"], snap))
-                except RbdError as exc:
-                    # From a listing taken earlier in the run: already gone is what we wanted.
-                    if not (p["snapshots"] is not None and exc.is_not_found):
-                        raise
-                done.append(snap)
-            if plan["removed"]:
-                runner.remove(ImageSpec(p["pool"], p["namespace"], plan["image"]))
-        except RbdError as exc:
-            plan.update(deleted=done, removed=False, error=f"image {plan['image']!r} on {where}: {exc}")
-        return plan
-
-    def on_error(plan: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-        plan.update(error=f"image {plan['image']!r} on {where}: {exc}")
-        return plan
-
-    if not module.check_mode:
-        run_batch(plans, expire, p["workers"], on_error=on_error)
-
-    result: dict[str, Any] = {
-        "changed": any(plan["deleted"] or plan["removed"] for plan in plans),
-        "images": plans,
-        "failed_images": [{"image": plan["image"], "error": plan["error"]} for plan in plans if plan["error"]],
-    }
-    if module._diff:
-        result["diff"] = {
-            # In Ceph's creation order, as listed.
-            "before": {plan["image"]: list(listing[plan["image"]]) for plan in plans},
-            "after": {
-                plan["image"]: []
-                if plan["removed"]
-                else [name for name in listing[plan["image"]] if name not in plan["deleted"]]
-                for plan in plans
-            },
-        }
-    if result["failed_images"] and p["fail_on_error"]:
-        module.fail_json(msg="; ".join(item["error"] for item in result["failed_images"]), **result)
-    module.exit_json(**result)
+    module.run(ExpiryJob(runner, given_listing(p["snapshots"]), other, policy, how).run)
 
 
 if __name__ == "__main__":

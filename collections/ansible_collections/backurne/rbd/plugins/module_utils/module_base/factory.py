@@ -26,6 +26,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args impo
     SSH_ARGS,
     parse_now,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, parse_profiles
 
@@ -40,15 +41,6 @@ OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
     "batch": BATCH_ARGS,
     "shard": SHARD_ARGS,
 }
-
-
-class ModuleFailure(Exception):
-    """A failure the core reports on purpose: fail_json with this message and these result keys."""
-
-    def __init__(self, msg: str, **result: Any) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.result = result
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,17 @@ def snapshot_checksum(
 
     `timeout` None means no limit (the time grows with the image: ~1.5 s/GiB here).
     """
-    spec = ImageSpec(pool, namespace, image, snap)
     if not hasher:
         raise ValueError("empty hasher command")
+    return spec_checksum(runner, ImageSpec(pool, namespace, image, snap), hasher, timeout)
+
+
+def spec_checksum(runner: RbdRunner, spec: ImageSpec, hasher: Sequence[str], timeout: float | None = None) -> str:
+    """Hash of `rbd export SPEC -` piped through `hasher` on the runner's node (the first word it prints).
+
+    The one place that hashes an image: the checksum module (live against backup) and a restore's
+    verification (restored against its backup snapshot) must compare the same thing.
+    """
     export = runner.access.rbd_argv("export", "--no-progress", *spec.options(), "--path=-")
     # pipefail in run_pipeline: a failed export must not yield the hash of a truncated stream.
     out = runner.run_pipeline([export, list(hasher)], timeout=timeout, action="checksum of", subject=str(spec))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import checksum_job
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import ChecksumResult, SetAside
 from ansible_collections.backurne.rbd.plugins.modules import checksum
 
@@ -39,9 +40,11 @@ def sides(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     state["set_aside"], state["recorded"] = [], []
     monkeypatch.setattr(RbdRunner, "list_images", list_images)
-    monkeypatch.setattr(checksum, "compare_snapshot", compare)
-    monkeypatch.setattr(checksum, "set_aside_mismatches", set_aside)
-    monkeypatch.setattr(checksum, "record_set_aside", lambda where, results, when: state["recorded"].extend(results))
+    monkeypatch.setattr(checksum_job, "compare_snapshot", compare)
+    monkeypatch.setattr(checksum_job, "set_aside_mismatches", set_aside)
+    monkeypatch.setattr(
+        checksum_job, "record_set_aside", lambda where, results, when: state["recorded"].extend(results)
+    )
     return state
 
 
@@ -181,7 +184,7 @@ def test_a_snapshot_that_could_not_be_compared_is_not_confirmed(run_module, side
     def unreadable(live, backup, live_loc, backup_loc, snap, hasher=(), timeout=None) -> ChecksumResult:
         return ChecksumResult(str(live_loc), snap, "h1", None, False, "backup: rbd export failed")
 
-    monkeypatch.setattr(checksum, "compare_snapshot", unreadable)
+    monkeypatch.setattr(checksum_job, "compare_snapshot", unreadable)
     monkeypatch.setattr(RbdRunner, "snapshot_names", lambda self, spec: [S1, S2])
     items = [{"image": "disk", "backup_image": "x;d;None", "snapshot": S2, "snapshots": [S2]}]
     result = run_module(checksum.main, args(items=items))
