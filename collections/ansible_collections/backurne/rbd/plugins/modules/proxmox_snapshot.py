@@ -30,6 +30,7 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.policy
+  - backurne.rbd.snapshot_plan
   - backurne.rbd.proxmox
   - backurne.rbd.batch
   - backurne.rbd.attributes
@@ -50,26 +51,6 @@ options:
     type: list
     elements: dict
     required: true
-  backup_snapshots:
-    description: Snapshot names per backup image, as M(backurne.rbd.info) returns them.
-    type: dict
-    default: {}
-  only_profiles:
-    description: Only these profiles may become due in this run.
-    type: list
-    elements: str
-  due_tolerance:
-    description: How much earlier than its interval a profile becomes due (see M(backurne.rbd.snapshot)).
-    type: str
-    default: "0"
-  force:
-    description: Treat every profile of every guest as due.
-    type: bool
-    default: false
-  create:
-    description: Create the due snapshots; V(false) only reports the state (cleanup-only runs).
-    type: bool
-    default: true
   freeze:
     description: Freeze running qemu guests whose agent allows it around their snapshots.
     type: bool
@@ -216,10 +197,8 @@ may_be_frozen:
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access, live_cluster_owner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.snapshot_plan import PlanSettings
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.snapshot_plan import PLAN_ARGS
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import HOOK_KINDS, ON_FREEZE_DENIED
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.snapshot_job import GuestSnapshotJob
 
@@ -230,11 +209,7 @@ def main() -> None:
         {
             "live_cluster": {"type": "str", "required": True},
             "disks": {"type": "list", "elements": "dict", "required": True},
-            "backup_snapshots": {"type": "dict", "default": {}},
-            "only_profiles": {"type": "list", "elements": "str"},
-            "force": {"type": "bool", "default": False},
-            "due_tolerance": {"type": "str", "default": "0"},
-            "create": {"type": "bool", "default": True},
+            **PLAN_ARGS,
             "freeze": {"type": "bool", "default": True},
             "freeze_timeout": {"type": "int", "default": 60},
             "thaw_timeout": {"type": "int", "default": 60},
@@ -245,26 +220,7 @@ def main() -> None:
         },
         groups=("ceph", "policy", "batch", "proxmox"),
     )
-    p, shared = module.params, module.shared
-    settings = PlanSettings(
-        prefix=str(shared.prefix),
-        now=shared.now,
-        tolerance=module.duration_or_zero("due_tolerance"),
-        force=p["force"],
-        only_profiles=p["only_profiles"],
-        create=p["create"],
-    )
-    job = GuestSnapshotJob(
-        p,
-        RbdRunner(ceph_access(p, owner=live_cluster_owner(p["live_cluster"]))),
-        settings,
-        shared.profiles or {},
-        module.check_mode,
-        module.diff_mode,
-        module.ansible.warn,
-        missing_required_lib("proxmoxer"),
-    )
-    module.run(job)
+    module.run(GuestSnapshotJob.for_module(module, missing_lib=missing_required_lib("proxmoxer")))
 
 
 if __name__ == "__main__":

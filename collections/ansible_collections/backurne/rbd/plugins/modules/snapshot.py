@@ -19,6 +19,7 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.policy
+  - backurne.rbd.snapshot_plan
   - backurne.rbd.batch
   - backurne.rbd.attributes
 attributes:
@@ -58,31 +59,6 @@ options:
     type: list
     elements: str
     default: []
-  backup_snapshots:
-    description:
-      - Snapshot names per backup image, as returned by M(backurne.rbd.info) in RV(backurne.rbd.info#module:snapshots).
-    type: dict
-    default: {}
-  only_profiles:
-    description: Only these profiles may become due in this run.
-    type: list
-    elements: str
-  due_tolerance:
-    description:
-      - How much earlier than its interval a profile becomes due (a duration such as C(5m), or
-        seconds; at most half the interval). Keeps a run scheduled every hour from skipping an
-        hour when it starts a few seconds earlier than the previous one.
-    type: str
-    default: "0"
-  force:
-    description: Treat every (selected) profile as due.
-    type: bool
-    default: false
-  create:
-    description:
-      - Create the due snapshots. V(false) only reports the state and the plan (cleanup-only runs).
-    type: bool
-    default: true
 """
 
 EXAMPLES = r"""
@@ -176,10 +152,11 @@ failed_images:
   sample: [{image: "db1", error: "image 'db1' in live cluster prod1 pool rbd: snapshot ...: permission denied"}]
 """
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access, live_cluster_owner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.snapshot_plan import PlanSettings, SnapshotJob
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.snapshot_plan import (
+    PLAN_ARGS,
+    SnapshotJob,
+)
 
 
 def main() -> None:
@@ -192,34 +169,11 @@ def main() -> None:
             "include": {"type": "list", "elements": "str", "default": []},
             "exclude": {"type": "list", "elements": "str", "default": []},
             "only_images": {"type": "list", "elements": "str", "default": []},
-            "backup_snapshots": {"type": "dict", "default": {}},
-            "only_profiles": {"type": "list", "elements": "str"},
-            "force": {"type": "bool", "default": False},
-            "due_tolerance": {"type": "str", "default": "0"},
-            "create": {"type": "bool", "default": True},
+            **PLAN_ARGS,
         },
         groups=("ceph", "policy", "batch"),
     )
-    p, shared = module.params, module.shared
-    settings = PlanSettings(
-        prefix=str(shared.prefix),
-        now=shared.now,
-        tolerance=module.duration_or_zero("due_tolerance"),
-        force=p["force"],
-        only_profiles=p["only_profiles"],
-        create=p["create"],
-    )
-    job = SnapshotJob(
-        p,
-        RbdRunner(ceph_access(p, owner=live_cluster_owner(p["live_cluster"]))),
-        settings,
-        shared.profiles or {},
-        int(shared.workers or 1),
-        module.check_mode,
-        module.diff_mode,
-        module.ansible.warn,
-    )
-    module.run(job)
+    module.run(SnapshotJob.for_module(module))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ from __future__ import annotations
 # Shared by the plain snapshot module (SnapshotJob) and the Proxmox one (proxmox/snapshot_job.py).
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access, live_cluster_owner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import (
     ModuleFailure,
@@ -43,6 +44,17 @@ def selected(image: str, include: list[str], exclude: list[str], only: list[str]
     return not matches(image, exclude)
 
 
+# The options that shape a snapshot run's plan, shared by snapshot and proxmox_snapshot
+# (each documents them: their descriptions differ).
+PLAN_ARGS: dict[str, dict[str, Any]] = {
+    "backup_snapshots": {"type": "dict", "default": {}},
+    "only_profiles": {"type": "list", "elements": "str"},
+    "force": {"type": "bool", "default": False},
+    "due_tolerance": {"type": "str", "default": "0"},
+    "create": {"type": "bool", "default": True},
+}
+
+
 @dataclass(frozen=True)
 class PlanSettings:
     """What decides which snapshots a run creates, the same for every image of the run."""
@@ -53,6 +65,11 @@ class PlanSettings:
     force: bool = False
     only_profiles: list[str] | None = None
     create: bool = True
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], prefix: str, now: datetime, tolerance: timedelta) -> PlanSettings:
+        """The settings of the PLAN_ARGS options, with the validated prefix, clock and tolerance."""
+        return cls(prefix, now, tolerance, params["force"], params["only_profiles"], params["create"])
 
     def plan(
         self,
@@ -139,30 +156,42 @@ def fail_or_return(result: dict[str, Any], problems: list[str], fail_on_error: b
     return result
 
 
-class SnapshotJob:
+@dataclass
+class SnapshotStep:
+    """What a snapshot step on a live node works with (plain images, or Proxmox VE guests' disks)."""
+
+    p: Mapping[str, Any]
+    runner: RbdRunner  # the live cluster's
+    settings: PlanSettings
+    profiles: Mapping[str, Profile]  # the default ones (a Proxmox guest may have its own)
+    check_mode: bool
+    diff_mode: bool
+    warn: Callable[[str], None]
+
+    @classmethod
+    def for_module(cls, module: Any, **extra: Any) -> Self:
+        """The step of a module built by the factory (a BackurneModule, duck-typed: no Ansible
+        import here): its parameters, validated shared options, due_tolerance and modes."""
+        params, shared = module.params, module.shared
+        runner = RbdRunner(ceph_access(params, owner=live_cluster_owner(params["live_cluster"])))
+        tolerance = module.duration_or_zero("due_tolerance")
+        settings = PlanSettings.from_params(params, str(shared.prefix), shared.now, tolerance)
+        profiles = shared.profiles or {}
+        return cls(
+            params, runner, settings, profiles, module.check_mode, module.diff_mode, module.ansible.warn, **extra
+        )
+
+
+@dataclass
+class SnapshotJob(SnapshotStep):
     """The snapshot step for one pool of plain RBD images (the module backurne.rbd.snapshot)."""
 
-    def __init__(
-        self,
-        params: Mapping[str, Any],
-        runner: RbdRunner,
-        settings: PlanSettings,
-        profiles: Mapping[str, Profile],
-        workers: int,
-        check_mode: bool,
-        diff_mode: bool,
-        warn: Callable[[str], None],
-    ) -> None:
-        self.p = params
-        self.runner = runner
-        self.settings = settings
-        self.profiles = profiles
-        self.workers = workers
-        self.check_mode = check_mode
-        self.diff_mode = diff_mode
-        self.warn = warn
-        self.owner = f"live cluster {params['live_cluster']}"
-        self.where = f"{self.owner} pool {pool_key(params['pool'], params['namespace'])}"
+    owner: str = field(init=False)
+    where: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.owner = f"live cluster {self.p['live_cluster']}"
+        self.where = f"{self.owner} pool {pool_key(self.p['pool'], self.p['namespace'])}"
 
     def plan_all(self, live: dict[str, list[str]]) -> list[dict[str, Any]]:
         plans: list[dict[str, Any]] = []
@@ -203,7 +232,7 @@ class SnapshotJob:
         to_create = [plan for plan in plans if plan.get("new_snapshots")]
         before = {plan["image"]: list(live[plan["image"]]) for plan in to_create}  # Ceph order
         if not self.check_mode:
-            run_batch(priority_order(to_create), create, self.workers, on_error=on_error)
+            run_batch(priority_order(to_create), create, int(p["workers"]), on_error=on_error)
         planned_live, planned_backup = planned_maps(plans)
         result: dict[str, Any] = {
             "changed": bool(to_create),

@@ -9,6 +9,7 @@ from __future__ import annotations
 # image of a vanished guest handed to expiry only when the discovery's coverage proves it gone.
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
@@ -44,18 +45,23 @@ def guest_meta(disk: Mapping[str, Any], cluster: str) -> dict[str, str]:
     }
 
 
+@dataclass
 class BackupImagesJob:
     """The whole proxmox_backup_images step; ``warn`` receives the warnings."""
 
-    def __init__(
-        self, params: Mapping[str, Any], runner: RbdRunner, check_mode: bool, warn: Callable[[str], None]
-    ) -> None:
-        self.p = params
-        self.runner = runner
-        self.check_mode = check_mode
-        self.warn = warn
-        self.pool, self.ns = str(params["pool"]), params["namespace"]
-        self.failed: list[dict[str, str]] = []
+    p: Mapping[str, Any]
+    runner: RbdRunner
+    check_mode: bool
+    warn: Callable[[str], None]
+    failed: list[dict[str, str]] = field(default_factory=list)  # images whose rename or metadata failed
+
+    @property
+    def pool(self) -> str:
+        return str(self.p["pool"])
+
+    @property
+    def ns(self) -> str | None:
+        return self.p["namespace"]
 
     def spec(self, name: str) -> ImageSpec:
         return ImageSpec(self.pool, self.ns, name)

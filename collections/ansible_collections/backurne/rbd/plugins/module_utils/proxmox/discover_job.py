@@ -7,6 +7,7 @@ from __future__ import annotations
 # read the guests, their configs and the storages through the API, ask the profiles API, and
 # return the disks to back up per live Ceph endpoint, with what the listing positively saw.
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
@@ -62,34 +63,41 @@ def endpoint_groups(disks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+# DiscoveryOptions field -> the module option that sets it.
+OPTION_OF_FIELD = {
+    "pve_cluster": "live_cluster",
+    "endpoint_map": "ceph_endpoint",
+    "use_smbios": "use_smbios",
+    "uuid_fallback": "uuid_fallback",
+    "include_templates": "include_templates",
+    "tag_prefix": "tag_prefix",
+    "defaults": "profiles",
+    "catalogue": "profile_catalogue",
+    "only_guests": "only_guests",
+    "exclude_guests": "exclude_guests",
+}
+
+
+@dataclass
 class DiscoveryJob:
     """The whole proxmox_discover step; ``warn`` receives the warnings."""
 
-    def __init__(self, params: Mapping[str, Any], warn: Callable[[str], None]) -> None:
-        self.p = params
-        self.warn = warn
-        self.warnings: list[str] = []
-        self.read_errors: list[dict[str, Any]] = []
-        self.pendings: dict[int, dict[str, Any]] = {}
-        self.options = DiscoveryOptions(
-            pve_cluster=params["live_cluster"],
-            endpoint_map=params["ceph_endpoint"],
-            use_smbios=params["use_smbios"],
-            uuid_fallback=params["uuid_fallback"],
-            include_templates=params["include_templates"],
-            tag_prefix=params["tag_prefix"],
-            defaults=params["profiles"],
-            catalogue=params["profile_catalogue"],
-            only_guests=params["only_guests"],
-            exclude_guests=params["exclude_guests"],
-        )
+    p: Mapping[str, Any]
+    warn: Callable[[str], None]
+    warnings: list[str] = field(default_factory=list)
+    read_errors: list[dict[str, Any]] = field(default_factory=list)  # guests whose config could not be read
+    pendings: dict[int, dict[str, Any]] = field(default_factory=dict)  # vmid -> pending changes
+    node_list: list[dict[str, Any]] = field(default_factory=list)
+    status_list: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def options(self) -> DiscoveryOptions:
+        return DiscoveryOptions(**{name: self.p[option] for name, option in OPTION_OF_FIELD.items()})
 
     def read_cluster(self, api: PveApi) -> list[str]:
         """Nodes and cluster status: not fatal (the guests can still be backed up), but without
         them nothing proves the listing complete, so no backup may fade out this run."""
         problems: list[str] = []
-        self.node_list: list[dict[str, Any]] = []
-        self.status_list: list[dict[str, Any]] = []
         try:
             self.node_list = list_nodes(api)
         except PveError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
@@ -119,19 +120,21 @@ def validate_restore_params(params: Mapping[str, Any]) -> None:
         raise ModuleFailure("proxmox_restore: hasher must not be empty and timeout at least 1 second")
 
 
+@dataclass
 class GuestRestoreJob:
     """The whole proxmox_restore step: plan and validate everything, then (not in check mode)
     restore, attach or create the guest, and clean up after a failed recreate."""
 
-    def __init__(
-        self, params: Mapping[str, Any], backup: RbdRunner, live: RbdRunner, check_mode: bool, diff_mode: bool
-    ) -> None:
-        self.p = params
-        self.backup = backup
-        self.live = live
-        self.check_mode = check_mode
-        self.diff_mode = diff_mode
-        self.namespace = params["namespace"] or None
+    p: Mapping[str, Any]
+    backup: RbdRunner
+    live: RbdRunner
+    check_mode: bool
+    diff_mode: bool
+
+    @property
+    def namespace(self) -> str | None:
+        """The backup namespace (an empty one is none)."""
+        return self.p["namespace"] or None
 
     # -- planning ---------------------------------------------------------------------------
 

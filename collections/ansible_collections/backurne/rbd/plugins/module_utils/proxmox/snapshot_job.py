@@ -8,10 +8,11 @@ from __future__ import annotations
 # freeze (when the agent allows), snapshot, thaw and verify, with the hooks around; remember the
 # guests not confirmed thawed for the next run.
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import (
@@ -22,11 +23,10 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure i
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
     PolicyError,
-    Profile,
     parse_profiles,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.snapshot_plan import (
-    PlanSettings,
+    SnapshotStep,
     create_plan_snapshots,
     fail_or_return,
     failed_images,
@@ -114,31 +114,20 @@ def guest_where(guest: Mapping[str, Any], disk: Any) -> str:
     return f"guest {guest.get('vmid')} ({guest.get('name')}) disk {disk}"
 
 
-class GuestSnapshotJob:
-    """The whole proxmox_snapshot step; ``warn`` receives the warnings as they come."""
+@dataclass
+class GuestSnapshotJob(SnapshotStep):
+    """The whole proxmox_snapshot step; ``warn`` receives the warnings at the end.
 
-    def __init__(
-        self,
-        params: Mapping[str, Any],
-        runner: RbdRunner,
-        settings: PlanSettings,
-        default_profiles: Mapping[str, Profile],
-        check_mode: bool,
-        diff_mode: bool,
-        warn: Callable[[str], None],
-        missing_lib: str,
-    ) -> None:
-        self.p = params
-        self.runner = runner
-        self.settings = settings
-        self.default_profiles = default_profiles
-        self.check_mode = check_mode
-        self.diff_mode = diff_mode
-        self.warn = warn
-        self.missing_lib = missing_lib  # the message when proxmoxer is missing and a freeze needs it
-        self.cluster = str(params["live_cluster"])
-        self.listings: dict[str, dict[str, list[str]]] = {}
-        self.warnings: list[str] = []
+    ``missing_lib`` is the message when proxmoxer is missing and a freeze needs the API.
+    """
+
+    missing_lib: str = "proxmoxer is missing"
+    listings: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # pool/ns -> image -> snapshots
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def cluster(self) -> str:
+        return str(self.p["live_cluster"])
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -168,7 +157,7 @@ class GuestSnapshotJob:
         if disk["image"] not in live:
             return {**failed, "error": f"{where}: not found on live cluster {self.cluster}"}
         try:
-            profiles = parse_profiles(disk["profiles"]) if disk.get("profiles") else self.default_profiles
+            profiles = parse_profiles(disk["profiles"]) if disk.get("profiles") else self.profiles
             wanted = self.settings.only_profiles
             only = None if wanted is None else [n for n in wanted if n in profiles]
             plan = self.settings.plan(
