@@ -29,6 +29,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -122,34 +123,16 @@ failed_images:
   elements: dict
 """
 
-import json
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import CEPH_ARGS, ceph_access
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
-    META_CLUSTER,
-    META_CONFIG,
-    META_DISK,
-    META_NAME,
-    META_PENDING,
-    META_TYPE,
-    META_VMID,
-    Coverage,
-    kept_warning,
-    renames,
-    vanished_fate,
-)
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.backup_images_job import BackupImagesJob
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
+    module = create_module(
+        "proxmox_backup_images",
+        {
             "live_cluster": {"type": "str", "required": True},
             "pool": {"type": "str", "default": "rbd"},
             "namespace": {"type": "str"},
@@ -158,107 +141,10 @@ def main() -> None:
             "coverage": {"type": "dict"},
             "workers": {"type": "int", "default": 4},
         },
-        supports_check_mode=True,
+        groups=("ceph",),
     )
     p = module.params
-    if p["workers"] < 1:
-        module.fail_json(msg=f"proxmox_backup_images: workers must be at least 1, got {p['workers']}")
-    runner = RbdRunner(ceph_access(p))
-    pool, ns = p["pool"], p["namespace"]
-    where = pool + (f"/{ns}" if ns else "")
-    try:
-        listing = runner.list_images(pool, ns)
-    except RbdError as exc:
-        module.fail_json(msg=f"backup pool {where}: cannot list images: {exc}")
-    failed: list[dict[str, str]] = []
-    result: dict[str, Any] = {"changed": False, "renamed": {}, "meta_written": []}
-
-    if p["transfers"] is None:
-        for old, new in sorted(renames(p["disks"], listing).items()):
-            if not module.check_mode:
-                try:
-                    runner.run(
-                        ["rename", *ImageSpec(pool, ns, old).options(), f"--dest-pool={pool}"]
-                        + ([f"--dest-namespace={ns}"] if ns else [])
-                        + [f"--dest={new}"]
-                    )
-                except RbdError as exc:
-                    failed.append({"image": old, "error": f"backup image {old!r}: rename to {new!r}: {exc}"})
-                    continue
-            listing[new] = listing.pop(old)
-            result["renamed"][old] = new
-        result["changed"] = bool(result["renamed"])
-    else:
-        by_backup = {disk["backup_image"]: disk for disk in p["disks"]}
-        sent = sorted(
-            {r.get("backup_image") for r in p["transfers"] if r.get("ok") and r.get("snapshots")} & set(by_backup)
-        )
-
-        def write(name: str) -> str | None:
-            disk = by_backup[name]
-            guest = disk.get("guest") or {}
-            meta = {
-                META_CONFIG: json.dumps(disk.get("config") or {}, sort_keys=True),
-                META_PENDING: json.dumps(disk.get("pending") or {}, sort_keys=True),
-                META_VMID: str(guest.get("vmid", "")),
-                META_NAME: str(guest.get("name", "")),
-                META_TYPE: str(guest.get("type", "")),
-                META_DISK: str(disk.get("disk", "")),
-                META_CLUSTER: p["live_cluster"],
-            }
-            spec = ImageSpec(pool, ns, name)
-            try:
-                # One read (in process when the node can), then only what changed: a guest's
-                # config rarely changes between runs.
-                current = runner.image_meta(spec)
-                for key, value in meta.items():
-                    if current.get(key) != value:
-                        runner.run(["image-meta", "set", *spec.options(), key, value])
-            except RbdError as exc:
-                return f"backup image {name!r}: saving the guest config: {exc}"
-            return None
-
-        if not module.check_mode:
-            for name, error in zip(sent, run_batch(sent, write, p["workers"]), strict=True):
-                if error:
-                    failed.append({"image": name, "error": error})
-        result["meta_written"] = [name for name in sent if name not in {f["image"] for f in failed}]
-        result["changed"] = bool(result["meta_written"])
-
-        # Vanished guests: their images are found by the cluster recorded in their metadata.
-        others = [
-            name for name in sorted(listing) if name not in by_backup and parse_backup_image_name(name) is not None
-        ]
-
-        def metadata(name: str) -> dict[str, str]:
-            # One omap read in process per image (the backup pool may hold thousands of other
-            # clusters' images); `rbd image-meta list` where python3-rados is missing.
-            try:
-                return runner.image_meta(ImageSpec(pool, ns, name))
-            except RbdError:
-                return {}  # gone meanwhile: not ours to keep
-
-        metas = run_batch(others, metadata, p["workers"])
-        cover = Coverage.from_dict(p["coverage"])
-        owned: dict[str, str | None] = {name: name for name in by_backup if name in listing}
-        kept: list[dict[str, Any]] = []
-        for name, meta in zip(others, metas, strict=True):
-            if meta.get(META_CLUSTER) != p["live_cluster"]:
-                continue
-            gone, why, guest = vanished_fate(meta, cover)
-            if gone:
-                owned[name] = None
-                continue
-            # Outside the run's limit is what the operator asked for: no warning.
-            warn = guest["vmid"] is None or guest["vmid"] not in cover.unselected
-            kept.append({"image": name, **guest, "reason": why, "warn": warn})
-            if warn:
-                module.warn(kept_warning(name, guest, str(why)))
-        result["owned"] = owned
-        result["kept"] = kept
-    result["snapshots"] = listing
-    result["failed_images"] = failed
-    module.exit_json(**result)
+    module.run(BackupImagesJob(p, RbdRunner(ceph_access(p)), module.check_mode, module.ansible.warn))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.proxmox
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -230,48 +231,16 @@ unmatched_limits:
   elements: str
 """
 
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, parse_profiles
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import (
-    PROXMOXER_IMPORT_ERROR,
-    ProxmoxerApi,
-    PveAuth,
-    PveError,
-    cluster_status,
-    fetch_profiles,
-    guest_current_config,
-    guest_pending,
-    list_guests,
-    list_nodes,
-    list_storages,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
-    DiscoveryOptions,
-    discover,
-    discovery_coverage,
-    group_by_endpoint,
-    guests_to_read,
-    offline_nodes,
-    pending_changes,
-    tag_policy,
-    unmatched_patterns,
-    unseen_warning,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import (
-    PVE_AUTH_ARGS,
-    PVE_AUTH_TOGETHER,
-    require_pve_api,
-)
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.client import PROXMOXER_IMPORT_ERROR
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discover_job import DiscoveryJob
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import require_pve_api
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **PVE_AUTH_ARGS,
+    module = create_module(
+        "proxmox_discover",
+        {
             "live_cluster": {"type": "str", "required": True},
             "ceph_endpoint": {"type": "dict", "default": {}},
             "use_smbios": {"type": "bool", "default": True},
@@ -286,136 +255,10 @@ def main() -> None:
             "exclude_guests": {"type": "list", "elements": "str", "default": []},
             "workers": {"type": "int", "default": 4},
         },
-        required_together=PVE_AUTH_TOGETHER,
-        supports_check_mode=True,
+        groups=("proxmox",),
     )
-    p = module.params
-    require_pve_api(module, "proxmox_discover", PROXMOXER_IMPORT_ERROR)
-    try:
-        parse_profiles(p["profiles"])
-        if p["profile_catalogue"]:
-            parse_profiles(p["profile_catalogue"])
-    except PolicyError as exc:
-        module.fail_json(msg=f"proxmox_discover: bad profiles: {exc}")
-    if p["workers"] < 1:
-        module.fail_json(msg=f"proxmox_discover: workers must be at least 1, got {p['workers']}")
-
-    auth = PveAuth.from_params(p)
-    try:
-        api = ProxmoxerApi(auth)
-        resources = list_guests(api)
-        storage_cfg = list_storages(api)
-    except PveError as exc:
-        module.fail_json(msg=f"live cluster {p['live_cluster']}: {exc}")
-    # Not fatal (the guests can still be backed up), but without them nothing proves the
-    # listing complete: no backup may fade out this run.
-    problems: list[str] = []
-    node_list: list[dict[str, Any]] = []
-    status_list: list[dict[str, Any]] = []
-    try:
-        node_list = list_nodes(api)
-    except PveError as exc:
-        problems.append(f"node list not readable: {exc}")
-    try:
-        status_list = cluster_status(api)
-    except PveError as exc:
-        problems.append(f"cluster status not readable: {exc}")
-
-    options = DiscoveryOptions(
-        pve_cluster=p["live_cluster"],
-        endpoint_map=p["ceph_endpoint"],
-        use_smbios=p["use_smbios"],
-        uuid_fallback=p["uuid_fallback"],
-        include_templates=p["include_templates"],
-        tag_prefix=p["tag_prefix"],
-        defaults=p["profiles"],
-        catalogue=p["profile_catalogue"],
-        only_guests=p["only_guests"],
-        exclude_guests=p["exclude_guests"],
-    )
-    guests = guests_to_read(resources, options)
-    warnings: list[str] = []
-    read_errors: list[dict[str, Any]] = []
-    pendings: dict[int, dict[str, Any]] = {}
-
-    def read(guest: Any) -> tuple[int, dict[str, Any] | None]:
-        try:
-            config = guest_current_config(api, guest.node, guest.type, guest.vmid)
-            pendings[guest.vmid] = pending_changes(guest_pending(api, guest.node, guest.type, guest.vmid))
-            return guest.vmid, config
-        except PveError as exc:
-            name = guest.name if guest.named else "?"  # not listed with a name, config unread: unknown
-            where = f"guest {guest.vmid} ({name}) on node {guest.node}"
-            read_errors.append({"vmid": guest.vmid, "name": name, "disk": None, "error": f"{where}: {exc}"})
-            return guest.vmid, None
-
-    configs = {vmid: config for vmid, config in run_batch(guests, read, p["workers"]) if config is not None}
-
-    answers: dict[int, dict[str, Any] | None] = {}
-    if p["profiles_api"]:
-
-        def ask(guest: Any) -> tuple[int, dict[str, Any] | None]:
-            if tag_policy(guest.tags, p["tag_prefix"]).off or guest.vmid not in configs:
-                return guest.vmid, None
-            payload = {"cluster": p["live_cluster"], **guest.to_dict(), "config": configs[guest.vmid]}
-            answer, why = fetch_profiles(p["profiles_api"], payload, p["profiles_api_timeout"])
-            if why:
-                warnings.append(f"guest {guest.vmid} ({guest.name}): {why}")
-                return guest.vmid, None
-            extra = (answer or {}).get("profiles", {k: v for k, v in (answer or {}).items() if k != "backup"})
-            try:
-                if extra:
-                    parse_profiles(extra)
-            except PolicyError as exc:
-                warnings.append(f"guest {guest.vmid} ({guest.name}): profiles_api answer: {exc}: defaults apply")
-                return guest.vmid, None
-            return guest.vmid, answer
-
-        answers = dict(run_batch(guests, ask, p["workers"]))
-
-    found = discover(resources, configs, storage_cfg, options, answers)
-    warnings.extend(found["warnings"])
-    for disk in found["disks"]:
-        disk["pending"] = pendings.get(disk["guest"]["vmid"], {})
-    coverage = discovery_coverage(resources, found, offline_nodes(node_list, status_list), problems, read_errors)
-    incomplete = unseen_warning(p["live_cluster"], coverage)
-    if incomplete:
-        warnings.append(incomplete)
-    listed = [str(e[k]) for e in [*found["guests"], *found["skipped"], *found["failed"]] for k in ("vmid", "name")]
-    listed += [str(item.get(k)) for item in resources for k in ("vmid", "name") if item.get(k) is not None]
-    unmatched = unmatched_patterns(p["only_guests"], listed)
-    if unmatched:
-        warnings.append(
-            f"live cluster {p['live_cluster']}: backurne_limit_images pattern(s) {', '.join(map(repr, unmatched))} "
-            "match no guest name or vmid"
-        )
-    catalogue: dict[str, Any] = {**p["profile_catalogue"], **p["profiles"]}
-    for disk in found["disks"]:
-        for name, spec in disk["profiles"].items():
-            catalogue.setdefault(name, spec)
-    endpoints = group_by_endpoint(found["disks"])
-    groups: dict[tuple[str, str, str], dict[str, str]] = {}
-    for disk in found["disks"]:
-        groups.setdefault((disk["endpoint"], disk["pool"], disk["namespace"] or ""), {})[disk["image"]] = disk[
-            "backup_image"
-        ]
-    for warning in warnings:
-        module.warn(warning)
-    module.exit_json(
-        changed=False,
-        disks=found["disks"],
-        endpoints=endpoints,
-        groups=[
-            {"endpoint": e, "pool": pool, "namespace": ns or None, "image_map": image_map}
-            for (e, pool, ns), image_map in sorted(groups.items())
-        ],
-        guests=found["guests"],
-        excluded=found["skipped"],
-        failed_guests=read_errors + [f for f in found["failed"] if f["vmid"] not in {e["vmid"] for e in read_errors}],
-        profiles=catalogue,
-        coverage=coverage.to_dict(),
-        unmatched_limits=unmatched,
-    )
+    require_pve_api(module.ansible, "proxmox_discover", PROXMOXER_IMPORT_ERROR)
+    module.run(DiscoveryJob(module.params, module.ansible.warn))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.policy
+  - backurne.rbd.snapshot_plan
+  - backurne.rbd.batch
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -56,42 +59,6 @@ options:
     type: list
     elements: str
     default: []
-  backup_snapshots:
-    description:
-      - Snapshot names per backup image, as returned by M(backurne.rbd.info) in RV(backurne.rbd.info#module:snapshots).
-    type: dict
-    default: {}
-  only_profiles:
-    description: Only these profiles may become due in this run.
-    type: list
-    elements: str
-  due_tolerance:
-    description:
-      - How much earlier than its interval a profile becomes due (a duration such as C(5m), or
-        seconds; at most half the interval). Keeps a run scheduled every hour from skipping an
-        hour when it starts a few seconds earlier than the previous one.
-    type: str
-    default: "0"
-  force:
-    description: Treat every (selected) profile as due.
-    type: bool
-    default: false
-  create:
-    description:
-      - Create the due snapshots. V(false) only reports the state and the plan (cleanup-only runs).
-    type: bool
-    default: true
-  workers:
-    description: Images handled at once.
-    type: int
-    default: 4
-  fail_on_error:
-    description:
-      - Fail the task when an image failed. With V(false) the task succeeds, the other images are
-        still handled, and RV(failed_images) names the failures (the backup playbook reports them
-        at the end of the cluster).
-    type: bool
-    default: true
 """
 
 EXAMPLES = r"""
@@ -185,166 +152,28 @@ failed_images:
   sample: [{image: "db1", error: "image 'db1' in live cluster prod1 pool rbd: snapshot ...: permission denied"}]
 """
 
-import fnmatch
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
-    CEPH_ARGS,
-    POLICY_ARGS,
-    ceph_access,
-    live_cluster_owner,
-    parse_duration_or_zero,
-    parse_now,
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.snapshot_plan import (
+    PLAN_ARGS,
+    SnapshotJob,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
-    NamingError,
-    backup_image_name_for_plain,
-    validate_prefix,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import plan_priority, priority_order
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
-    PolicyError,
-    parse_profiles,
-    plan_image,
-)
-
-
-def matches(image: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)
-
-
-def matches_any(pattern: str, images: Any) -> bool:
-    return any(fnmatch.fnmatchcase(image, pattern) for image in images)
-
-
-def selected(image: str, include: list[str], exclude: list[str], only: list[str]) -> bool:
-    if include and not matches(image, include):
-        return False
-    if only and not matches(image, only):
-        return False
-    return not matches(image, exclude)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
-            **POLICY_ARGS,
+    module = create_module(
+        "snapshot",
+        {
             "live_cluster": {"type": "str", "required": True},
             "pool": {"type": "str", "default": "rbd"},
             "namespace": {"type": "str"},
             "include": {"type": "list", "elements": "str", "default": []},
             "exclude": {"type": "list", "elements": "str", "default": []},
             "only_images": {"type": "list", "elements": "str", "default": []},
-            "backup_snapshots": {"type": "dict", "default": {}},
-            "only_profiles": {"type": "list", "elements": "str"},
-            "force": {"type": "bool", "default": False},
-            "due_tolerance": {"type": "str", "default": "0"},
-            "create": {"type": "bool", "default": True},
-            "workers": {"type": "int", "default": 4},
-            "fail_on_error": {"type": "bool", "default": True},
+            **PLAN_ARGS,
         },
-        supports_check_mode=True,
+        groups=("ceph", "policy", "batch"),
     )
-    p = module.params
-    try:
-        prefix = validate_prefix(p["snap_prefix"])
-        profiles = parse_profiles(p["profiles"])
-        now = parse_now(p["now"])
-        tolerance = parse_duration_or_zero(p["due_tolerance"])
-    except (NamingError, PolicyError, ValueError) as exc:
-        module.fail_json(msg=f"snapshot: bad input: {exc}")
-    if p["workers"] < 1:
-        module.fail_json(msg=f"snapshot: workers must be at least 1, got {p['workers']}")
-
-    runner = RbdRunner(ceph_access(p, owner=live_cluster_owner(p["live_cluster"])))
-    where = f"live cluster {p['live_cluster']} pool {p['pool']}" + (f"/{p['namespace']}" if p["namespace"] else "")
-    try:
-        live = runner.list_images(p["pool"], p["namespace"])
-    except RbdError as exc:
-        module.fail_json(msg=f"{where}: cannot list images: {exc}")
-
-    plans: list[dict[str, Any]] = []
-    for image in sorted(live):
-        if not selected(image, p["include"], p["exclude"], p["only_images"]):
-            continue
-        try:
-            backup_image = backup_image_name_for_plain(p["live_cluster"], image)
-            plan = plan_image(
-                image,
-                backup_image,
-                live[image],
-                p["backup_snapshots"].get(backup_image, []),
-                profiles,
-                prefix,
-                now,
-                force=p["force"],
-                only=p["only_profiles"],
-                tolerance=tolerance,
-            ).to_dict()
-        except (NamingError, PolicyError) as exc:
-            plans.append({"image": image, "ok": False, "error": f"image {image!r} in {where}: {exc}"})
-            continue
-        if not p["create"]:
-            # Cleanup-only: nothing is created, so only pending transfers would remain; none run.
-            plan.update(due=[], new_snapshots=[], transfers=[], kind="none")
-        plan.update(ok=True, error=None, priority=plan_priority(plan, profiles, prefix))
-        plans.append(plan)
-
-    def create_snapshots(plan: dict[str, Any]) -> dict[str, Any]:
-        for snap in plan["new_snapshots"]:
-            try:
-                runner.snap_create(ImageSpec(p["pool"], p["namespace"], plan["image"], snap))
-            except RbdError as exc:
-                created = live[plan["image"]]
-                plan.update(ok=False, error=f"image {plan['image']!r} in {where}: snapshot {snap}: {exc}")
-                # Transfers may only target snapshots that really exist.
-                plan["transfers"] = [t for t in plan["transfers"] if t["to_snap"] in created]
-                return plan
-            live[plan["image"]] = [*live[plan["image"]], snap]
-        return plan
-
-    def on_error(plan: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-        plan.update(ok=False, error=f"image {plan['image']!r} in {where}: {exc}")
-        return plan
-
-    to_create = [plan for plan in plans if plan.get("new_snapshots")]
-    before = {plan["image"]: list(live[plan["image"]]) for plan in to_create}  # Ceph order
-    if not module.check_mode:
-        run_batch(priority_order(to_create), create_snapshots, p["workers"], on_error=on_error)
-
-    changed = bool(to_create)
-    planned_live = {plan["image"]: plan["new_snapshots"] for plan in to_create}
-    planned_backup = {
-        plan["backup_image"]: [t["to_snap"] for t in plan["transfers"]] for plan in plans if plan.get("transfers")
-    }
-    result: dict[str, Any] = {
-        "changed": changed,
-        "images": plans,
-        "live_snapshots": live,
-        "planned_live": planned_live,
-        "planned_backup": planned_backup,
-    }
-    if module._diff:
-        result["diff"] = {
-            "before": before,
-            "after": {image: [*snaps, *planned_live[image]] for image, snaps in before.items()},
-        }
-    result["unmatched_limits"] = [pattern for pattern in p["only_images"] if not matches_any(pattern, live)]
-    if result["unmatched_limits"]:
-        # An operator's typo must not pass for "nothing due" (the playbook fails a dry run on it).
-        module.warn(
-            f"{where}: backurne_limit_images pattern(s) {', '.join(map(repr, result['unmatched_limits']))} "
-            "match no image"
-        )
-    result["failed_images"] = [{"image": plan["image"], "error": plan["error"]} for plan in plans if not plan["ok"]]
-    if result["failed_images"] and p["fail_on_error"]:
-        module.fail_json(msg="; ".join(item["error"] for item in result["failed_images"]), **result)
-    module.exit_json(**result)
+    module.run(SnapshotJob.for_module(module))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
@@ -24,11 +24,13 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args impo
     POOL_PAIR_ARGS,
     SHARD_ARGS,
     SSH_ARGS,
+    parse_duration_or_zero,
     parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
 
 # Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME
 # (backup_pool: backurne.rbd.pool_pair.backup_pool, the first half of the pair).
@@ -40,7 +42,12 @@ OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
     "policy": POLICY_ARGS,
     "batch": BATCH_ARGS,
     "shard": SHARD_ARGS,
+    "proxmox": PVE_AUTH_ARGS,
 }
+
+
+
+__all__ = ["OPTION_GROUPS", "BackurneModule", "ModuleFailure", "SharedOptions", "create_module"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,14 @@ class BackurneModule:
         """Fail naming this module first (the messages tests and operators grep for)."""
         self.ansible.fail_json(msg=f"{self.name}: {msg}", **result)
         raise AssertionError("fail_json returned")  # only when a test stubs fail_json
+
+    def duration_or_zero(self, key: str) -> timedelta:
+        """A duration option where 0 is legitimate (due_tolerance, extra_retention_time); a bad
+        value fails as a bad shared option does (``NAME: bad input: ...``)."""
+        try:
+            return parse_duration_or_zero(self.params[key])
+        except ValueError as exc:  # PolicyError is a ValueError
+            self.fail(f"bad input: {exc}")
 
     def run(self, job: Callable[[], Mapping[str, Any]]) -> NoReturn:
         """Run the module's job and exit with its result.
@@ -144,7 +159,11 @@ def create_module(
     """Build the module: own options + the named option groups; fail at once on a bad shared option.
 
     ``module_kwargs`` go to AnsibleModule as they are (mutually_exclusive, required_together, ...).
+    The ``proxmox`` group brings its own required_together (a token id needs its secret).
     """
+    if "proxmox" in groups:
+        together = [*module_kwargs.pop("required_together", []), *PVE_AUTH_TOGETHER]
+        module_kwargs["required_together"] = together
     ansible_module = AnsibleModule(
         argument_spec=_merged_spec(argument_spec, groups), supports_check_mode=supports_check_mode, **module_kwargs
     )

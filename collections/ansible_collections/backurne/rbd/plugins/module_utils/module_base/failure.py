@@ -3,9 +3,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-# The failure a job of the core reports on purpose. Kept apart from the factory (which imports
-# Ansible) so that the core's jobs can raise it and still be used and tested without Ansible.
+# The failure a job of the core reports on purpose, and the listing every batch starts with.
+# Kept apart from the factory (which imports Ansible) so the core's jobs raise it without an
+# Ansible import; the factory turns it into fail_json.
 from typing import Any
+
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
 
 
 class ModuleFailure(Exception):
@@ -15,3 +18,19 @@ class ModuleFailure(Exception):
         super().__init__(msg)
         self.msg = msg
         self.result = result
+
+
+def pool_key(pool: str, namespace: str | None) -> str:
+    """pool[/namespace], as messages and per-pool listings name a pool."""
+    return pool + (f"/{namespace}" if namespace else "")
+
+
+def list_pool(runner: RbdRunner, pool: str, namespace: str | None, owner: str) -> dict[str, list[str]]:
+    """Every image of the pool with its snapshots (Ceph order), or the failure naming the pool.
+
+    ``owner`` says whose pool it is in the message ("live cluster prod1", "backup").
+    """
+    try:
+        return runner.list_images(pool, namespace)
+    except RbdError as exc:
+        raise ModuleFailure(f"{owner} pool {pool_key(pool, namespace)}: cannot list images: {exc}") from exc

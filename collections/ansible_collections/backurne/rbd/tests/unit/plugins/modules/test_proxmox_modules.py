@@ -13,6 +13,7 @@ import yaml
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.run_config import ConfigError, validate_live_cluster
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import discover_job, snapshot_job
 from ansible_collections.backurne.rbd.plugins.modules import (
     info,
     proxmox_backup_images,
@@ -163,8 +164,8 @@ def fake_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeApi]:
     monkeypatch.setenv("BACKURNE_STATE_DIR", str(tmp_path / "state"))
     FakeApi.calls = []
     FakeApi.stuck = set()
-    monkeypatch.setattr(proxmox_snapshot, "ProxmoxerApi", FakeApi)
-    monkeypatch.setattr(proxmox_snapshot, "PROXMOXER_IMPORT_ERROR", None)
+    monkeypatch.setattr(snapshot_job, "ProxmoxerApi", FakeApi)
+    monkeypatch.setattr(snapshot_job, "PROXMOXER_IMPORT_ERROR", None)
     return FakeApi
 
 
@@ -489,7 +490,7 @@ class DiscoverApi:
 
 
 def test_proxmox_discover_coverage_names_pending_and_limits(run_module, monkeypatch) -> None:
-    monkeypatch.setattr(proxmox_discover, "ProxmoxerApi", DiscoverApi)
+    monkeypatch.setattr(discover_job, "ProxmoxerApi", DiscoverApi)
     monkeypatch.setattr(proxmox_discover, "PROXMOXER_IMPORT_ERROR", None)
     args = {"api_host": "pve.example", "api_user": "root@pam", "api_password": "pw", "live_cluster": "pve-a"}
     result = run_module(proxmox_discover.main, {**args, "use_smbios": False})

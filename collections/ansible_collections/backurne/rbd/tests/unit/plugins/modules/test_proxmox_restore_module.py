@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.proxmox import guest_restore
 from ansible_collections.backurne.rbd.plugins.modules import proxmox_restore
 
 UUID = "7b10d7af-b932-4c66-b2c3-3996152ec465"
@@ -64,8 +65,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(RbdRunner, "run", run)
     monkeypatch.setattr(RbdRunner, "list_images", lambda self, pool, ns=None: {n: [] for n in state["pool"]})
-    monkeypatch.setattr(proxmox_restore, "ProxmoxerApi", FakeApi)
-    monkeypatch.setattr(proxmox_restore, "plan_restore", plan)
+    monkeypatch.setattr(guest_restore, "ProxmoxerApi", FakeApi)
+    monkeypatch.setattr(guest_restore, "plan_restore", plan)
     monkeypatch.setattr(proxmox_restore, "PROXMOXER_IMPORT_ERROR", None)
     for disk in ("scsi0", "efidisk0"):
         state["meta"][f"{UUID};{disk};web1"] = {
