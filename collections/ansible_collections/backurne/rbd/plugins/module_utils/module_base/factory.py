@@ -10,7 +10,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
@@ -19,14 +19,22 @@ from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdEr
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     BATCH_ARGS,
     CEPH_ARGS,
+    LOCK_ARGS,
     POLICY_ARGS,
     POOL_PAIR_ARGS,
     SHARD_ARGS,
     SSH_ARGS,
+    STREAM_ARGS,
     parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
+    PolicyError,
+    Profile,
+    parse_duration,
+    parse_profiles,
+)
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
 
 # Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME.
 OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
@@ -36,6 +44,8 @@ OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
     "policy": POLICY_ARGS,
     "batch": BATCH_ARGS,
     "shard": SHARD_ARGS,
+    "stream": STREAM_ARGS,
+    "lock": LOCK_ARGS,
 }
 
 
@@ -58,6 +68,12 @@ class SharedOptions:
     workers: int | None = None
     shard_index: int = 0
     shard_count: int = 1
+    # group "stream": the zstd settings, and the limits in seconds (stall_timeout None: watch off)
+    compression: Compression | None = None
+    timeout: int | None = None
+    stall_timeout: int | None = None
+    # group "lock": age after which another run's lock on a backup image is stale
+    lock_ttl: timedelta | None = None
 
 
 class BackurneModule:
@@ -136,7 +152,34 @@ def _shared_options(name: str, params: Mapping[str, Any], groups: Sequence[str])
                 f"got shard_index={index} shard_count={count}"
             )
         values.update(shard_index=index, shard_count=count)
+    if "stream" in groups:
+        stream = _stream_options(name, params)
+        if isinstance(stream, str):
+            return stream
+        values.update(stream)
+    if "lock" in groups:
+        try:
+            values["lock_ttl"] = parse_duration(params["lock_ttl"])
+        except PolicyError as exc:
+            return f"{name}: lock_ttl: {exc}"
     return SharedOptions(**values)
+
+
+def _stream_options(name: str, params: Mapping[str, Any]) -> dict[str, Any] | str:
+    """The stream group's values (Compression, timeout, stall_timeout or None), or the message."""
+    timeout, stall = params["timeout"], params["stall_timeout"]
+    if timeout < 1 or stall < 0:
+        return (
+            f"{name}: timeout must be at least 1 second and stall_timeout at least 0 (0 = off), "
+            f"got timeout={timeout} stall_timeout={stall}"
+        )
+    try:
+        compression = Compression(
+            enabled=params["compression"], level=params["compression_level"], threads=params["compression_threads"]
+        )
+    except ValueError as exc:
+        return f"{name}: {exc}"
+    return {"compression": compression, "timeout": timeout, "stall_timeout": stall or None}
 
 
 def create_module(

@@ -50,7 +50,6 @@ the image it created and renames the kept one back.
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -76,10 +75,9 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum impor
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     DEFAULT_STALL_TIMEOUT,
     Compression,
-    _Pipeline,
-    _progress_guard,
-    _verdict,
+    StageCommand,
     import_diff_words,
+    run_stream,
 )
 
 SELECT_LATEST = "latest"
@@ -402,52 +400,19 @@ def _stream(
     if compression.enabled:
         remote_stages.append(compression.decompressor_argv())
     remote_stages.append(import_words(live, target))
-    pipeline = _Pipeline()
-    on_logical = _progress_guard(progress)
-    try:
-        try:
-            # Downstream first, so a stage that cannot start fails before any data moves.
-            pusher = pipeline.start_stage(
-                "ssh" if live.is_remote else "import",
-                live.remote_shell_argv(remote_stages),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-            )
-            compressor = None
-            if compression.enabled:
-                compressor = pipeline.start_stage(
-                    "compress", compression.compressor_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-                )
-            source = pipeline.start_stage(
-                "export", export_words(backup, clone), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-            )
-        except OSError as exc:
-            pipeline.abandon_start()
-            result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
-            return
-        pipeline.stages = [stage for stage in (source, compressor, pusher) if stage is not None]
-        if compressor is not None:
-            logical = pipeline.relay(source.proc.stdout, compressor.proc.stdin, on_logical)
-            wire = pipeline.relay(compressor.proc.stdout, pusher.proc.stdin, None)
-        else:
-            logical = wire = pipeline.relay(source.proc.stdout, pusher.proc.stdin, on_logical)
-        pipeline.wait(timeout, stall_timeout)
-        result.bytes_logical = logical.count
-        result.bytes_wire = wire.count
-        verdict = _verdict(
-            pipeline,
-            live.is_remote,
-            timeout,
-            remote_side="import",
-            stall_timeout=stall_timeout,
-            import_target="the live cluster",
-        )
-        if verdict is None:
-            result.ok = True
-        else:
-            result.failed_stage, result.error = verdict
-    finally:
-        pipeline.close()
+    run_stream(
+        StageCommand("export", export_words(backup, clone)),
+        StageCommand("compress", compression.compressor_argv()) if compression.enabled else None,
+        StageCommand("ssh" if live.is_remote else "import", live.remote_shell_argv(remote_stages)),
+        result,
+        remote=live.is_remote,
+        timeout=timeout,
+        stall_timeout=stall_timeout,
+        progress=progress,
+        logical_upstream=True,
+        remote_side="import",
+        import_target="the live cluster",
+    )
 
 
 def _verify(

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock, LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
@@ -726,6 +726,95 @@ def import_words(backup: RbdRunner, dest: ImageSpec) -> list[str]:
     return import_diff_words(backup.access, dest)
 
 
+class StreamResult(Protocol):
+    """What a stream fills in: a transfer's or a restore's result."""
+
+    ok: bool
+    bytes_wire: int
+    bytes_logical: int
+    failed_stage: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """One stage of a stream: its name (the failed_stage when it is the culprit) and its argv."""
+
+    name: str
+    argv: list[str]
+
+
+def run_stream(
+    source: StageCommand,
+    middle: StageCommand | None,
+    sink: StageCommand,
+    result: StreamResult,
+    *,
+    remote: bool,
+    timeout: float | None,
+    stall_timeout: float | None,
+    progress: Callable[[int], None] | None,
+    logical_upstream: bool,
+    remote_side: str = "export",
+    import_target: str = "the backup cluster",
+) -> None:
+    """Run source | [middle] | sink (the sink is the import), and fill `result` with the verdict.
+
+    The one wiring of the data path, for a backup (ssh export | decompress | import) and a
+    restore (export | compress | ssh import). `logical_upstream`: the logical (uncompressed)
+    bytes are the source's output (a restore compresses after it), else the sink's input (a
+    backup decompresses before it); `progress` gets them. The wire bytes are the other end's.
+    `remote`: a stage named "ssh" is the ssh client, whose status may be `remote_side`'s.
+    """
+    pipeline = _Pipeline()
+    on_logical = _progress_guard(progress)
+    try:
+        try:
+            # Downstream first, so that a stage that cannot start fails before any data moves.
+            sink_stage = pipeline.start_stage(sink.name, sink.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            middle_stage = None
+            if middle is not None:
+                middle_stage = pipeline.start_stage(
+                    middle.name, middle.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                )
+            source_stage = pipeline.start_stage(
+                source.name, source.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+            )
+        except OSError as exc:
+            pipeline.abandon_start()
+            result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
+            return
+        # Stream order, source first: the verdict blames the most upstream own failure.
+        pipeline.stages = [stage for stage in (source_stage, middle_stage, sink_stage) if stage is not None]
+        if middle_stage is not None:
+            upstream = pipeline.relay(
+                source_stage.proc.stdout, middle_stage.proc.stdin, on_logical if logical_upstream else None
+            )
+            downstream = pipeline.relay(
+                middle_stage.proc.stdout, sink_stage.proc.stdin, None if logical_upstream else on_logical
+            )
+        else:
+            upstream = downstream = pipeline.relay(source_stage.proc.stdout, sink_stage.proc.stdin, on_logical)
+        pipeline.wait(timeout, stall_timeout)
+        logical, wire = (upstream, downstream) if logical_upstream else (downstream, upstream)
+        result.bytes_wire = wire.count
+        result.bytes_logical = logical.count
+        verdict = _verdict(
+            pipeline,
+            remote,
+            timeout,
+            remote_side=remote_side,
+            stall_timeout=stall_timeout,
+            import_target=import_target,
+        )
+        if verdict is None:
+            result.ok = True
+        else:
+            result.failed_stage, result.error = verdict
+    finally:
+        pipeline.close()
+
+
 def _stream(
     live: RbdRunner,
     backup: RbdRunner,
@@ -742,43 +831,14 @@ def _stream(
     remote_stages = [export_words(live, src, snapshot, base)]
     if compression.enabled:
         remote_stages.append(compression.compressor_argv())
-    pipeline = _Pipeline()
-    on_logical = _progress_guard(progress)
-    try:
-        try:
-            # Downstream first, so that a stage that cannot start fails before any data moves.
-            importer = pipeline.start_stage(
-                "import", import_words(backup, dest), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-            )
-            decompressor = None
-            if compression.enabled:
-                decompressor = pipeline.start_stage(
-                    "decompress", compression.decompressor_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-                )
-            source = pipeline.start_stage(
-                "ssh" if live.is_remote else "export",
-                live.remote_shell_argv(remote_stages),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-            )
-        except OSError as exc:
-            pipeline.abandon_start()
-            result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
-            return
-        # Stream order, source first: the verdict blames the most upstream own failure.
-        pipeline.stages = [stage for stage in (source, decompressor, importer) if stage is not None]
-        if decompressor is not None:
-            wire = pipeline.relay(source.proc.stdout, decompressor.proc.stdin, None)
-            logical = pipeline.relay(decompressor.proc.stdout, importer.proc.stdin, on_logical)
-        else:
-            wire = logical = pipeline.relay(source.proc.stdout, importer.proc.stdin, on_logical)
-        pipeline.wait(timeout, stall_timeout)
-        result.bytes_wire = wire.count
-        result.bytes_logical = logical.count
-        verdict = _verdict(pipeline, live.is_remote, timeout, stall_timeout=stall_timeout)
-        if verdict is None:
-            result.ok = True
-        else:
-            result.failed_stage, result.error = verdict
-    finally:
-        pipeline.close()
+    run_stream(
+        StageCommand("ssh" if live.is_remote else "export", live.remote_shell_argv(remote_stages)),
+        StageCommand("decompress", compression.decompressor_argv()) if compression.enabled else None,
+        StageCommand("import", import_words(backup, dest)),
+        result,
+        remote=live.is_remote,
+        timeout=timeout,
+        stall_timeout=stall_timeout,
+        progress=progress,
+        logical_upstream=False,
+    )
