@@ -262,20 +262,7 @@ def main() -> None:
 
     def job() -> dict[str, Any]:
         requests = restore_requests(p)
-        settings = RestoreSettings(
-            pool=p["pool"],
-            namespace=p["namespace"],
-            target_pool=p["target_pool"],
-            target_namespace=p["target_namespace"],
-            snap_prefix=p["snap_prefix"],
-            compression=shared.compression,
-            timeout=shared.timeout,
-            stall_timeout=shared.stall_timeout,
-            verify=p["verify"],
-            hasher=p["hasher"],
-            workers=p["workers"],
-            check_mode=module.check_mode,
-        )
+        settings = RestoreSettings.from_params(p, stream=shared.stream, check_mode=module.check_mode)
         live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
         try:
             return RestoreBatch(RbdRunner(ceph_access(p)), live, settings).run(requests, diff=module.diff_mode)

@@ -200,15 +200,9 @@ def main() -> None:
     p, shared = module.params, module.shared
 
     def job() -> dict[str, Any]:
-        settings = TransferSettings(
-            pool=p["pool"],
-            namespace=p["namespace"],
-            source_pool=p["source_pool"],
-            source_namespace=p["source_namespace"],
-            snap_prefix=p["snap_prefix"],
-            compression=shared.compression,
-            timeout=shared.timeout,
-            stall_timeout=shared.stall_timeout,
+        settings = TransferSettings.from_params(
+            p,
+            stream=shared.stream,
             lock_ttl=shared.lock_ttl,
             workers=shared.workers,
             shard_index=shared.shard_index,

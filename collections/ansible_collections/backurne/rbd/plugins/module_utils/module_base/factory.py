@@ -34,7 +34,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention impo
     parse_duration,
     parse_profiles,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
 # Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME.
 OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
@@ -68,10 +68,8 @@ class SharedOptions:
     workers: int | None = None
     shard_index: int = 0
     shard_count: int = 1
-    # group "stream": the zstd settings, and the limits in seconds (stall_timeout None: watch off)
-    compression: Compression | None = None
-    timeout: int | None = None
-    stall_timeout: int | None = None
+    # group "stream": zstd and the limits in seconds (stall_timeout 0 becomes None: watch off)
+    stream: StreamOptions | None = None
     # group "lock": age after which another run's lock on a backup image is stale
     lock_ttl: timedelta | None = None
 
@@ -156,7 +154,7 @@ def _shared_options(name: str, params: Mapping[str, Any], groups: Sequence[str])
         stream = _stream_options(name, params)
         if isinstance(stream, str):
             return stream
-        values.update(stream)
+        values["stream"] = stream
     if "lock" in groups:
         try:
             values["lock_ttl"] = parse_duration(params["lock_ttl"])
@@ -165,8 +163,8 @@ def _shared_options(name: str, params: Mapping[str, Any], groups: Sequence[str])
     return SharedOptions(**values)
 
 
-def _stream_options(name: str, params: Mapping[str, Any]) -> dict[str, Any] | str:
-    """The stream group's values (Compression, timeout, stall_timeout or None), or the message."""
+def _stream_options(name: str, params: Mapping[str, Any]) -> StreamOptions | str:
+    """The stream group's options, or the message naming what is wrong."""
     timeout, stall = params["timeout"], params["stall_timeout"]
     if timeout < 1 or stall < 0:
         return (
@@ -179,7 +177,7 @@ def _stream_options(name: str, params: Mapping[str, Any]) -> dict[str, Any] | st
         )
     except ValueError as exc:
         return f"{name}: {exc}"
-    return {"compression": compression, "timeout": timeout, "stall_timeout": stall or None}
+    return StreamOptions(compression, timeout, stall or None)
 
 
 def create_module(

@@ -34,7 +34,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress impor
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     PLACEHOLDER_BYTES,
-    Compression,
+    StreamOptions,
     TransferResult,
     transfer_snapshot,
 )
@@ -49,15 +49,19 @@ class TransferSettings:
     source_pool: str
     source_namespace: str | None
     snap_prefix: str
-    compression: Compression
-    timeout: int
-    stall_timeout: int | None  # None: the stall watch is off
+    stream: StreamOptions
     lock_ttl: timedelta
     workers: int
     shard_index: int = 0
     shard_count: int = 1
     check_mode: bool = False
     state_dir: Path | None = None  # where the history is recorded (None: nothing recorded)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **derived: Any) -> TransferSettings:
+        """The module's own options as they are; ``derived``: the validated ones (stream, lock_ttl, ...)."""
+        own = ("pool", "namespace", "source_pool", "source_namespace", "snap_prefix")
+        return cls(**{key: params[key] for key in own}, **derived)
 
 
 def empty_result(plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,7 +272,7 @@ class TransferBatch:
             return
         if base is not None:
             # HEAD guard: the diff must land on the base's content, nothing else.
-            reset = reset_written_head(self.backup, dest_spec, base, timeout=self.settings.timeout)
+            reset = reset_written_head(self.backup, dest_spec, base, timeout=self.settings.stream.timeout)
             if reset:
                 result["note"] = "; ".join(filter(None, [result.get("note"), reset]))
         result.update(kind="full" if base is None else "incremental", base=base)
@@ -324,11 +328,11 @@ class TransferBatch:
             s.pool,
             s.namespace,
             dest_spec.image,
-            s.compression,
-            timeout=s.timeout,
+            s.stream.compression,
+            timeout=s.stream.timeout,
             progress=tracker.update if tracker is not None else None,
             fresh_destination=fresh and step["from_snap"] is None,
-            stall_timeout=s.stall_timeout,
+            stall_timeout=s.stream.stall_timeout,
             snap_prefix=s.snap_prefix,
             present=present,
         )

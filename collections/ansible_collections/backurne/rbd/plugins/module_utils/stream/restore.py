@@ -71,9 +71,10 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import 
     validate_prefix,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import Snap
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER, snapshot_checksum
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     DEFAULT_STALL_TIMEOUT,
+    PUSH,
     Compression,
     StageCommand,
     import_diff_words,
@@ -369,12 +370,8 @@ def _remove_created(live: RbdRunner, spec: ImageSpec) -> None:
 
 
 def _hash(runner: RbdRunner, spec: ImageSpec, hasher: Sequence[str], timeout: float | None) -> str:
-    export = runner.access.rbd_argv("export", "--no-progress", *spec.options(), "--path=-")
-    out = runner.run_pipeline([export, list(hasher)], timeout=timeout, action="checksum of", subject=str(spec))
-    words = out.split()
-    if not words:
-        raise RbdError([], 0, "", runner.label, action="checksum of", subject=str(spec), cause="hasher printed nothing")
-    return words[0]
+    """The checksum module's hash of SPEC (a snapshot, or an image's HEAD when spec.snap is None)."""
+    return snapshot_checksum(runner, spec.pool, spec.namespace, spec.image, spec.snap, hasher, timeout)
 
 
 def import_words(live: RbdRunner, target: ImageSpec) -> list[str]:
@@ -400,19 +397,12 @@ def _stream(
     if compression.enabled:
         remote_stages.append(compression.decompressor_argv())
     remote_stages.append(import_words(live, target))
-    run_stream(
+    stages = (
         StageCommand("export", export_words(backup, clone)),
         StageCommand("compress", compression.compressor_argv()) if compression.enabled else None,
         StageCommand("ssh" if live.is_remote else "import", live.remote_shell_argv(remote_stages)),
-        result,
-        remote=live.is_remote,
-        timeout=timeout,
-        stall_timeout=stall_timeout,
-        progress=progress,
-        logical_upstream=True,
-        remote_side="import",
-        import_target="the live cluster",
     )
+    run_stream(stages, PUSH, result, live.is_remote, (timeout, stall_timeout), progress)
 
 
 def _verify(

@@ -20,7 +20,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import
     plan_restore,
     restore_snapshot,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import StreamOptions
 
 
 class RestoreBatchFailed(Exception):
@@ -41,13 +41,17 @@ class RestoreSettings:
     target_pool: str
     target_namespace: str | None
     snap_prefix: str
-    compression: Compression
-    timeout: int
-    stall_timeout: int | None  # None: the stall watch is off
     verify: bool
     hasher: Sequence[str]
     workers: int
+    stream: StreamOptions
     check_mode: bool = False
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **derived: Any) -> RestoreSettings:
+        """The module's own options as they are; ``derived``: the validated ones (stream, check_mode)."""
+        own = ("pool", "namespace", "target_pool", "target_namespace", "snap_prefix", "verify", "hasher", "workers")
+        return cls(**{key: params[key] for key in own}, **derived)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -164,13 +168,13 @@ class RestoreBatch:
         s = self.settings
         done = restore_snapshot(
             *self._restore_args(request),
-            s.compression,
-            timeout=s.timeout,
+            s.stream.compression,
+            s.stream.timeout,
             snap_prefix=s.snap_prefix,
             verify=s.verify,
             hasher=s.hasher,
             now=self.now,
-            stall_timeout=s.stall_timeout,
+            stall_timeout=s.stream.stall_timeout,
         )
         result = {**planned, **done.to_dict(), "status": "restored" if done.ok else "failed"}
         if not done.ok:

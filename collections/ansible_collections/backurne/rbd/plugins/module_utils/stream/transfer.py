@@ -94,6 +94,15 @@ class Compression:
         return ["zstd", "-q", "-d", "-c"]
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream runs: zstd, and its limits in seconds (timeout None: none; stall_timeout None: no watch)."""
+
+    compression: Compression = field(default_factory=Compression)
+    timeout: float | None = None
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
+
+
 @dataclass
 class TransferResult:
     image: str
@@ -744,28 +753,39 @@ class StageCommand:
     argv: list[str]
 
 
+@dataclass(frozen=True)
+class StreamDirection:
+    """Which way a stream goes: where its logical (uncompressed) bytes are counted, which side
+    the ssh client runs (its exit status is that side's), and what the import writes to."""
+
+    logical_upstream: bool  # True: the source's output (compressed after it); else the sink's input
+    remote_side: str
+    import_target: str
+
+
+# A backup pulls: ssh live "export | zstd" | zstd -d | import.
+PULL = StreamDirection(logical_upstream=False, remote_side="export", import_target="the backup cluster")
+# A restore pushes: export | zstd | ssh live "zstd -d | import".
+PUSH = StreamDirection(logical_upstream=True, remote_side="import", import_target="the live cluster")
+
+
 def run_stream(
-    source: StageCommand,
-    middle: StageCommand | None,
-    sink: StageCommand,
+    stages: tuple[StageCommand, StageCommand | None, StageCommand],
+    direction: StreamDirection,
     result: StreamResult,
-    *,
     remote: bool,
-    timeout: float | None,
-    stall_timeout: float | None,
+    limits: tuple[float | None, float | None],
     progress: Callable[[int], None] | None,
-    logical_upstream: bool,
-    remote_side: str = "export",
-    import_target: str = "the backup cluster",
 ) -> None:
     """Run source | [middle] | sink (the sink is the import), and fill `result` with the verdict.
 
-    The one wiring of the data path, for a backup (ssh export | decompress | import) and a
-    restore (export | compress | ssh import). `logical_upstream`: the logical (uncompressed)
-    bytes are the source's output (a restore compresses after it), else the sink's input (a
-    backup decompresses before it); `progress` gets them. The wire bytes are the other end's.
-    `remote`: a stage named "ssh" is the ssh client, whose status may be `remote_side`'s.
+    The one wiring of the data path, for a backup (PULL) and a restore (PUSH). `progress` gets
+    the cumulative logical bytes; the wire bytes are counted at the other end. `remote`: a stage
+    named "ssh" is the ssh client. `limits`: (timeout, stall_timeout) in seconds, None for none.
     """
+    source, middle, sink = stages
+    timeout, stall_timeout = limits
+    logical_upstream = direction.logical_upstream
     pipeline = _Pipeline()
     on_logical = _progress_guard(progress)
     try:
@@ -803,9 +823,9 @@ def run_stream(
             pipeline,
             remote,
             timeout,
-            remote_side=remote_side,
+            remote_side=direction.remote_side,
             stall_timeout=stall_timeout,
-            import_target=import_target,
+            import_target=direction.import_target,
         )
         if verdict is None:
             result.ok = True
@@ -831,14 +851,9 @@ def _stream(
     remote_stages = [export_words(live, src, snapshot, base)]
     if compression.enabled:
         remote_stages.append(compression.compressor_argv())
-    run_stream(
+    stages = (
         StageCommand("ssh" if live.is_remote else "export", live.remote_shell_argv(remote_stages)),
         StageCommand("decompress", compression.decompressor_argv()) if compression.enabled else None,
         StageCommand("import", import_words(backup, dest)),
-        result,
-        remote=live.is_remote,
-        timeout=timeout,
-        stall_timeout=stall_timeout,
-        progress=progress,
-        logical_upstream=False,
     )
+    run_stream(stages, PULL, result, live.is_remote, (timeout, stall_timeout), progress)
