@@ -28,6 +28,8 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh
+  - backurne.rbd.stream
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -94,31 +96,6 @@ options:
     description: Prefix of backurne's snapshots; only those can be restored.
     type: str
     default: backup
-  compression:
-    description: Compress the stream with zstd on the backup node.
-    type: bool
-    default: true
-  compression_level:
-    description: zstd level.
-    type: int
-    default: 1
-  compression_threads:
-    description: zstd threads (0 = one per core).
-    type: int
-    default: 0
-  timeout:
-    description:
-      - Seconds the stream (and each checksum) of one restore may take before it fails (playbook
-        variable C(backurne_transfer_timeout)).
-    type: int
-    default: 21600
-  stall_timeout:
-    description:
-      - Seconds the stream may go without moving a byte before the restore is stopped and fails
-        with C(no data moved for N s (stalled)) (e.g. a full live cluster blocking
-        C(rbd import-diff)); C(0) turns the watch off. Playbook variable C(backurne_stall_timeout).
-    type: int
-    default: 300
   verify:
     description: Hash the backup snapshot and the restored image and fail the restore when they differ.
     type: bool
@@ -242,225 +219,57 @@ restores:
       notes: []
 """
 
-from datetime import UTC, datetime
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
-    CEPH_ARGS,
-    SSH_ARGS,
-    ceph_access,
-    live_ssh_target,
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access, live_ssh_target
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore_job import (
+    RestoreBatch,
+    RestoreBatchFailed,
+    RestoreSettings,
+    restore_requests,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
-    RestoreError,
-    RestorePlan,
-    plan_restore,
-    restore_snapshot,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
 
-
-def _result(request: dict[str, Any], plan: RestorePlan | None) -> dict[str, Any]:
-    return {
-        "image": request["image"],
-        "status": "planned",
-        "ok": True,
-        "source": plan.source if plan else None,
-        "snapshot": plan.snapshot if plan else None,
-        "target": plan.target if plan else None,
-        "action": plan.action if plan else None,
-        "created": False,
-        "kept_as": plan.kept_as if plan else None,
-        "size_bytes": plan.size_bytes if plan else 0,
-        "bytes_logical": 0,
-        "bytes_wire": 0,
-        "duration": 0.0,
-        "checksum_source": None,
-        "checksum_target": None,
-        "failed_stage": None,
-        "error": None,
-        "notes": [],
-        "plan": plan.to_dict() if plan else None,
-    }
-
-
-def _diff(results: list[dict[str, Any]]) -> dict[str, Any]:
-    before: dict[str, Any] = {}
-    after: dict[str, Any] = {}
-    for item in results:
-        plan = item["plan"]
-        if not plan or not item["ok"]:
-            continue
-        target = plan["target"]
-        if plan["target_exists"]:
-            before[target] = {"exists": True, "size_bytes": plan["target_size_bytes"]}
-            kept = "/".join(part for part in (plan["target_pool"], plan["target_namespace"], item["kept_as"]) if part)
-            before[kept] = {"exists": False}
-            after[kept] = {"exists": True, "size_bytes": plan["target_size_bytes"], "content": f"previous {target}"}
-        else:
-            before[target] = {"exists": False}
-        after[target] = {"exists": True, "size_bytes": plan["size_bytes"], "content": plan["source"]}
-    return {"before": before, "after": after}
+REQUEST_SPEC: dict[str, dict[str, Any]] = {
+    "image": {"type": "str", "required": True},
+    "snapshot": {"type": "str", "default": "latest"},
+    "target_image": {"type": "str"},
+    "force": {"type": "bool", "default": False},
+}
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
-            **SSH_ARGS,
+    module = create_module(
+        "restore",
+        {
             "pool": {"type": "str", "default": "rbd"},
             "namespace": {"type": "str"},
-            "image": {"type": "str"},
-            "snapshot": {"type": "str", "default": "latest"},
-            "target_image": {"type": "str"},
-            "force": {"type": "bool", "default": False},
-            "restores": {
-                "type": "list",
-                "elements": "dict",
-                "options": {
-                    "image": {"type": "str", "required": True},
-                    "snapshot": {"type": "str", "default": "latest"},
-                    "target_image": {"type": "str"},
-                    "force": {"type": "bool", "default": False},
-                },
-            },
+            **{key: {**value, "required": False} for key, value in REQUEST_SPEC.items()},
+            "restores": {"type": "list", "elements": "dict", "options": REQUEST_SPEC},
             "target_pool": {"type": "str", "default": "rbd"},
             "target_namespace": {"type": "str"},
             "snap_prefix": {"type": "str", "default": "backup"},
-            "compression": {"type": "bool", "default": True},
-            "compression_level": {"type": "int", "default": 1},
-            "compression_threads": {"type": "int", "default": 0},
-            "timeout": {"type": "int", "default": 21600},
-            "stall_timeout": {"type": "int", "default": 300},
             "verify": {"type": "bool", "default": True},
             "hasher": {"type": "list", "elements": "str", "default": ["xxhsum"]},
             "workers": {"type": "int", "default": 1},
         },
+        groups=("ceph", "ssh", "stream"),  # no fail_on_error: a failed restore always fails the task
         mutually_exclusive=[("image", "restores")],
         required_one_of=[("image", "restores")],
-        supports_check_mode=True,
     )
-    p = module.params
-    if p["workers"] < 1:
-        module.fail_json(msg=f"restore: workers must be at least 1, got {p['workers']}")
-    if p["timeout"] < 1:
-        module.fail_json(msg=f"restore: timeout must be at least 1 second, got {p['timeout']}")
-    if p["stall_timeout"] < 0:
-        module.fail_json(msg=f"restore: stall_timeout must be at least 0 (0 = off), got {p['stall_timeout']}")
-    if not p["hasher"]:
-        module.fail_json(msg="restore: hasher must not be empty")
-    try:
-        compression = Compression(
-            enabled=p["compression"], level=p["compression_level"], threads=p["compression_threads"]
-        )
+    p, shared = module.params, module.shared
+
+    def job() -> dict[str, Any]:
+        requests = restore_requests(p)
+        settings = RestoreSettings.from_params(p, stream=shared.stream, check_mode=module.check_mode)
         live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
-    except ValueError as exc:
-        module.fail_json(msg=f"restore: {exc}")
-    backup = RbdRunner(ceph_access(p))
-    if p["restores"] is not None:
-        requests = [dict(item) for item in p["restores"]]
-    else:
-        requests = [
-            {"image": p["image"], "snapshot": p["snapshot"], "target_image": p["target_image"], "force": p["force"]}
-        ]
-    if not requests:
-        module.exit_json(changed=False, restores=[])
-    now = datetime.now(UTC)
-
-    def plan_one(request: dict[str, Any]) -> RestorePlan:
-        return plan_restore(
-            backup,
-            live,
-            p["pool"],
-            p["namespace"],
-            request["image"],
-            request["snapshot"],
-            p["target_pool"],
-            p["target_namespace"],
-            request["target_image"],
-            request["force"],
-            p["snap_prefix"],
-            now,
-        )
-
-    # The whole batch is validated before anything is touched: a bad request changes nothing.
-    results: list[dict[str, Any]] = []
-    for request in requests:
-        what = f"restore of {request['image']!r}@{request['snapshot']!r}"
         try:
-            plan = plan_one(request)
-        except (RestoreError, RbdError, ValueError) as exc:
-            result = _result(request, None)
-            result.update(status="failed", ok=False, failed_stage="validate", error=f"{what}: {exc}")
-            results.append(result)
-            continue
-        results.append(_result(request, plan))
-    targets = [r["target"] for r in results if r["target"]]
-    duplicates = sorted({t for t in targets if targets.count(t) > 1})
-    for result in results:
-        if result["target"] in duplicates:
-            result.update(
-                status="failed",
-                ok=False,
-                failed_stage="validate",
-                error=f"restore of {result['image']!r}: target {result['target']} is the target of several restores",
-            )
-    failed = [r for r in results if not r["ok"]]
-    if failed:
-        module.fail_json(msg="; ".join(r["error"] for r in failed), changed=False, restores=results)
+            return RestoreBatch(RbdRunner(ceph_access(p)), live, settings).run(requests, diff=module.diff_mode)
+        except RestoreBatchFailed as failed:
+            raise ModuleFailure(failed.msg, **failed.output) from None
 
-    if not module.check_mode:
-
-        def run_one(index: int) -> dict[str, Any]:
-            request, planned = requests[index], results[index]
-            done = restore_snapshot(
-                backup,
-                live,
-                p["pool"],
-                p["namespace"],
-                request["image"],
-                request["snapshot"],
-                p["target_pool"],
-                p["target_namespace"],
-                request["target_image"],
-                request["force"],
-                compression,
-                timeout=p["timeout"],
-                snap_prefix=p["snap_prefix"],
-                verify=p["verify"],
-                hasher=p["hasher"],
-                now=now,
-                stall_timeout=p["stall_timeout"] or None,
-            )
-            result = {**planned, **done.to_dict(), "status": "restored" if done.ok else "failed"}
-            if not done.ok:
-                result["error"] = (
-                    f"restore of {request['image']!r}@{request['snapshot']!r} onto {planned['target']}: {done.error}"
-                )
-            return result
-
-        def on_error(index: int, exc: BaseException) -> dict[str, Any]:
-            return {**results[index], "status": "failed", "ok": False, "failed_stage": "stream", "error": str(exc)}
-
-        results = run_batch(list(range(len(requests))), run_one, p["workers"], on_error=on_error)
-
-    # A check run predicts a change for every planned restore. A failed one undid what it did,
-    # unless its notes say otherwise (the image it created or the renamed one still there).
-    if module.check_mode:
-        changed = any(r["ok"] for r in results)
-    else:
-        changed = any(r["ok"] or r["created"] or r["kept_as"] for r in results)
-    output: dict[str, Any] = {"changed": changed, "restores": results}
-    if module._diff:
-        output["diff"] = _diff(results)
-    failed = [r for r in results if not r["ok"]]
-    if failed:
-        module.fail_json(msg="; ".join(r["error"] for r in failed), **output)
-    module.exit_json(**output)
+    module.run(job)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh
   - backurne.rbd.pool_pair
+  - backurne.rbd.batch
+  - backurne.rbd.shard
+  - backurne.rbd.stream
+  - backurne.rbd.lock
+  - backurne.rbd.attributes
 attributes:
   check_mode:
     support: full
@@ -49,46 +54,6 @@ options:
     type: list
     elements: dict
     required: true
-  compression:
-    description: Compress the stream with zstd on the live node (on a WAN it pays; on one machine it costs).
-    type: bool
-    default: true
-  compression_level:
-    description: zstd level.
-    type: int
-    default: 1
-  compression_threads:
-    description: zstd threads on the live node (0 = one per core).
-    type: int
-    default: 0
-  workers:
-    description: Images transferred at once from this live cluster.
-    type: int
-    default: 4
-  lock_ttl:
-    description: Age (a duration such as C(6h), or seconds) after which another run's lock on a backup image counts as stale.
-    type: str
-    default: 6h
-  timeout:
-    description:
-      - Seconds one snapshot's transfer may take before it is stopped and the image fails
-        (playbook variable C(backurne_transfer_timeout)).
-    type: int
-    default: 21600
-  stall_timeout:
-    description:
-      - Seconds the stream may go without moving a byte before the transfer is stopped and the
-        image fails with C(no data moved for N s (stalled)), naming the stage it stopped at
-        (e.g. C(import) when a full backup cluster blocks C(rbd import-diff)). C(0) turns the
-        watch off (O(timeout) still applies). Playbook variable C(backurne_stall_timeout).
-      - A healthy stream can be silent while C(rbd export-diff) scans a long unchanged stretch
-        of a large image without the fast-diff feature; raise it for such images.
-    type: int
-    default: 300
-  fail_on_error:
-    description: Fail the task when an image failed (the others are still handled).
-    type: bool
-    default: true
   backup_snapshots:
     description:
       - The backup pool's listing taken earlier in the run (RV(backurne.rbd.info#module:snapshots)),
@@ -96,17 +61,6 @@ options:
         and one it does not list is created at once, instead of one C(rbd info) per image to find
         out; the snapshots are still read again under the lock.
     type: dict
-  shard_index:
-    description:
-      - This backup node's share when O(shard_count) nodes split the batch. An image belongs to
-        shard C(sha256(backup_image)[:8] mod shard_count) (see C(docs/performance.md)); the
-        others are left out of RV(images) (another node does them).
-    type: int
-    default: 0
-  shard_count:
-    description: Number of backup nodes splitting this batch (1 = this node does every image).
-    type: int
-    default: 1
   progress:
     description:
       - While transferring, keep a status file C(progress-PID.json) in O(state_dir) (per worker
@@ -222,298 +176,51 @@ backup_snapshots:
   type: dict
 """
 
-import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import LockBusy, release, try_acquire
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
-    CEPH_ARGS,
-    POOL_PAIR_ARGS,
-    SSH_ARGS,
-    ceph_access,
-    live_ssh_target,
-    parse_now,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import priority_order
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, parse_duration
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import in_shard
-from ansible_collections.backurne.rbd.plugins.module_utils.report.history import (
-    record_freeze_results,
-    record_transfer_results,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.head_guard import reset_written_head
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import (
-    ESTIMATE_DELAY,
-    ProgressBoard,
-    estimate_transfer_bytes,
-    state_dir,
-)
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
-    PLACEHOLDER_BYTES,
-    Compression,
-    transfer_snapshot,
-)
-
-
-def empty_result(plan: dict[str, Any]) -> dict[str, Any]:
-    transfers = plan.get("transfers") or []
-    return {
-        "image": plan["image"],
-        "backup_image": plan.get("backup_image"),
-        "status": "up-to-date",
-        "ok": True,
-        "kind": "none" if not transfers else ("full" if transfers[0]["from_snap"] is None else "incremental"),
-        "base": transfers[0]["from_snap"] if transfers else None,
-        "snapshots": [],
-        "snapshot": None,
-        "bytes_logical": 0,
-        "bytes_wire": 0,
-        "duration": 0.0,
-        "error": None,
-    }
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access, live_ssh_target
+from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.backup_job import TransferBatch, TransferSettings
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import ProgressBoard, state_dir
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            **CEPH_ARGS,
-            **SSH_ARGS,
-            **POOL_PAIR_ARGS,
+    module = create_module(
+        "transfer",
+        {
             "snap_prefix": {"type": "str", "default": "backup"},
             "plans": {"type": "list", "elements": "dict", "required": True},
-            "compression": {"type": "bool", "default": True},
-            "compression_level": {"type": "int", "default": 1},
-            "compression_threads": {"type": "int", "default": 0},
-            "workers": {"type": "int", "default": 4},
-            "lock_ttl": {"type": "str", "default": "6h"},
-            "timeout": {"type": "int", "default": 21600},
-            "stall_timeout": {"type": "int", "default": 300},
-            "fail_on_error": {"type": "bool", "default": True},
             "progress": {"type": "bool", "default": True},
             "state_dir": {"type": "path"},
             "backup_snapshots": {"type": "dict"},
-            "shard_index": {"type": "int", "default": 0},
-            "shard_count": {"type": "int", "default": 1},
         },
-        supports_check_mode=True,
+        groups=("ceph", "ssh", "pool_pair", "batch", "shard", "stream", "lock"),
     )
-    p = module.params
-    try:
-        lock_ttl = parse_duration(p["lock_ttl"])
-    except PolicyError as exc:
-        module.fail_json(msg=f"transfer: lock_ttl: {exc}")
-    if p["workers"] < 1:
-        module.fail_json(msg=f"transfer: workers must be at least 1, got {p['workers']}")
-    if p["timeout"] < 1 or p["stall_timeout"] < 0:
-        module.fail_json(
-            msg=f"transfer: timeout must be at least 1 second and stall_timeout at least 0 (0 = off), "
-            f"got timeout={p['timeout']} stall_timeout={p['stall_timeout']}"
+    p, shared = module.params, module.shared
+
+    def job() -> dict[str, Any]:
+        settings = TransferSettings.from_params(
+            p,
+            stream=shared.stream,
+            lock_ttl=shared.lock_ttl,
+            workers=shared.workers,
+            shard_index=shared.shard_index,
+            shard_count=shared.shard_count,
+            check_mode=module.check_mode,
+            state_dir=state_dir(p["state_dir"]),
         )
-    if p["shard_count"] < 1 or not 0 <= p["shard_index"] < p["shard_count"]:
-        module.fail_json(
-            msg=f"transfer: shard_index must be in 0..shard_count-1 and shard_count >= 1, "
-            f"got shard_index={p['shard_index']} shard_count={p['shard_count']}"
-        )
-    for index, plan in enumerate(p["plans"]):
-        if not isinstance(plan.get("image"), str) or not isinstance(plan.get("backup_image", ""), str):
-            module.fail_json(msg=f"transfer: plans[{index}] has no image name")
-    # This node's share of the batch.
-    plans = [
-        plan
-        for plan in p["plans"]
-        if in_shard(str(plan.get("backup_image") or plan["image"]), p["shard_index"], p["shard_count"])
-    ]
-    listed: dict[str, list[str]] | None = p["backup_snapshots"]
+        live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
+        board = ProgressBoard(state_dir(p["state_dir"])) if p["progress"] and not module.check_mode else None
+        batch = TransferBatch(live, RbdRunner(ceph_access(p)), settings, p["backup_snapshots"], board)
+        output = batch.run(p["plans"], diff=module.diff_mode)
+        for warning in batch.warnings:
+            module.ansible.warn(warning)
+        if output["failed_images"] and p["fail_on_error"]:
+            raise ModuleFailure("; ".join(item["error"] for item in output["failed_images"]), **output)
+        return output
 
-    backup = RbdRunner(ceph_access(p))
-    live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
-    compression = Compression(enabled=p["compression"], level=p["compression_level"], threads=p["compression_threads"])
-    dst_pool, dst_ns = p["pool"], p["namespace"]
-    prefix = p["snap_prefix"] + ";"
-    before: dict[str, list[str]] = {}
-    after: dict[str, list[str]] = {}
-    board = ProgressBoard(state_dir(p["state_dir"])) if p["progress"] and not module.check_mode else None
-
-    def transfer_image(plan: dict[str, Any]) -> dict[str, Any]:
-        result = empty_result(plan)
-        transfers = [t for t in plan.get("transfers") or [] if str(t.get("to_snap", "")).startswith(prefix)]
-        if not plan.get("ok", True) or not transfers:
-            return result
-        dest = plan["backup_image"]
-        if module.check_mode:
-            result.update(status="planned", snapshots=[t["to_snap"] for t in transfers])
-            result["snapshot"] = result["snapshots"][-1]
-            return result
-        where = f"image {plan['image']!r} -> backup image {dest!r}"
-        # A plan may name its own source (Proxmox disks live in several pools and namespaces).
-        src_pool = plan.get("source_pool") or p["source_pool"]
-        src_ns = plan.get("source_namespace") if "source_pool" in plan else p["source_namespace"]
-        started = time.monotonic()
-        dest_spec = ImageSpec(dst_pool, dst_ns, dest)
-        created = False
-
-        def create_placeholder() -> bool:
-            # The lock lives in the image header: a placeholder (resized by import-diff) comes first.
-            try:
-                backup.create(dest_spec, PLACEHOLDER_BYTES)
-            except RbdError as exc:
-                if not exc.is_exists:  # another run or backup node created it just now: fine
-                    raise
-                return False
-            return True
-
-        if listed is not None:
-            # The run's listing says whether it exists: no `rbd info` per image to find out.
-            if dest not in listed:
-                created = create_placeholder()
-        elif not backup.exists(dest_spec):
-            created = create_placeholder()
-        try:
-            lock = try_acquire(backup, dst_pool, dst_ns, dest, ttl=lock_ttl, now=parse_now(None))
-        except RbdError as exc:
-            if not (exc.is_not_found and listed is not None and dest in listed):
-                raise
-            # Removed since the listing (e.g. expired by a concurrent run): start it again.
-            created = create_placeholder()
-            lock = try_acquire(backup, dst_pool, dst_ns, dest, ttl=lock_ttl, now=parse_now(None))
-        if isinstance(lock, LockBusy):
-            result.update(status="locked", error=None, note=f"{where}: skipped, locked by {lock.holder}")
-            return result
-        notes: list[str] = []
-        if lock.broke_stale:
-            notes.append(f"{where}: broke a stale lock ({lock.broke_stale})")
-        try:
-            listed_now = backup.snapshot_names(dest_spec)  # Ceph's creation order, kept as is
-            present = set(listed_now)
-            before[dest] = list(listed_now)
-            after[dest] = list(listed_now)
-            # Still the empty placeholder this call created (nobody wrote into it between its
-            # creation and the lock: same size, no snapshot): a full needs no emptying first.
-            fresh = created and not present and lock.size == PLACEHOLDER_BYTES
-            todo = [t for t in transfers if t["to_snap"] not in present]
-            if not todo:
-                return result  # another run delivered them while we waited
-            if todo[0]["from_snap"] is not None and todo[0]["from_snap"] not in present:
-                result.update(
-                    status="failed",
-                    ok=False,
-                    error=f"{where}: base snapshot {todo[0]['from_snap']!r} is missing on the backup cluster",
-                )
-                return result
-            if todo[0]["from_snap"] is not None:
-                # HEAD guard: the diff must land on the base's content, nothing else.
-                reset = reset_written_head(backup, dest_spec, todo[0]["from_snap"], timeout=p["timeout"])
-                if reset:
-                    result["note"] = "; ".join(filter(None, [result.get("note"), reset]))
-            result.update(
-                kind="full" if todo[0]["from_snap"] is None else "incremental",
-                base=todo[0]["from_snap"],
-            )
-            for step in todo:
-                tracker = None
-                if board is not None:
-                    tracker = board.start(plan["image"], plan["image"], step["to_snap"], dest, result["kind"])
-                    src_spec = ImageSpec(src_pool, src_ns, plan["image"])
-                    tracker.estimate_in_background(
-                        lambda s=src_spec, t=step: estimate_transfer_bytes(live, s, t["to_snap"], t["from_snap"]),
-                        delay=ESTIMATE_DELAY,
-                    )
-                sent = transfer_snapshot(
-                    live,
-                    backup,
-                    src_pool,
-                    src_ns,
-                    plan["image"],
-                    step["to_snap"],
-                    step["from_snap"],
-                    dst_pool,
-                    dst_ns,
-                    dest,
-                    compression,
-                    timeout=p["timeout"],
-                    progress=tracker.update if tracker is not None else None,
-                    fresh_destination=fresh and step["from_snap"] is None,
-                    stall_timeout=p["stall_timeout"] or None,
-                    snap_prefix=p["snap_prefix"],
-                    present=present,
-                )
-                # The pipeline's remarks (HEAD emptied, a failed step's snapshot removed…).
-                notes.extend(f"{where}: snapshot {step['to_snap']!r}: {note}" for note in sent.notes)
-                if board is not None:
-                    board.finish(plan["image"])
-                result["bytes_logical"] += sent.bytes_logical
-                result["bytes_wire"] += sent.bytes_wire
-                if not sent.ok:
-                    if fresh and step["from_snap"] is None:
-                        after.pop(dest, None)  # the failed full removed its placeholder
-                    result.update(
-                        status="failed",
-                        ok=False,
-                        error=f"{where}: snapshot {step['to_snap']!r}: {sent.failed_stage} failed: {sent.error}",
-                    )
-                    break
-                present.add(step["to_snap"])
-                result["snapshots"].append(step["to_snap"])
-                result["snapshot"] = step["to_snap"]
-                after[dest] = [*after[dest], step["to_snap"]]  # the newest: appended
-            else:
-                result["status"] = "transferred"
-        finally:
-            result["duration"] = round(time.monotonic() - started, 3)
-            if notes:
-                result["note"] = "; ".join(notes)
-            release(backup, lock)
-        return result
-
-    def on_error(plan: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-        result = empty_result(plan)
-        result.update(status="failed", ok=False, error=f"image {plan.get('image')!r}: {exc}")
-        return result
-
-    # An exception (an rbd call failing outside a transfer) fails only its own image.
-    # Images with a high-priority profile (the snapshot module marks them) start first; the
-    # results stay in input order.
-    ordered = priority_order(plans)
-    try:
-        batch = run_batch(ordered, transfer_image, p["workers"], on_error=on_error)
-    finally:
-        if board is not None:
-            board.close()
-    done = dict(zip(map(id, ordered), batch, strict=True))
-    results = [done[id(plan)] for plan in plans]
-    if not module.check_mode:
-        # The check (same node) reports an image whose last attempt failed, between runs. A plan
-        # that failed on the live side (snapshot) is a failed attempt too.
-        plan_failures = [
-            {**plan, "status": "failed"} for plan in plans if not plan.get("ok", True) and plan.get("error")
-        ]
-        problem = record_transfer_results(state_dir(p["state_dir"]), [*results, *plan_failures], parse_now(None))
-        if problem:
-            module.warn(problem)
-        # Proxmox guests: the outcome of their fsfreeze (the plans' `freeze`), for the check.
-        problem = record_freeze_results(state_dir(p["state_dir"]), plans, parse_now(None))
-        if problem:
-            module.warn(problem)
-
-    moved = [r for r in results if r["snapshots"]]
-    output: dict[str, Any] = {
-        "changed": bool(moved),
-        "images": results,
-        "failed_images": [{"image": r["image"], "error": r["error"]} for r in results if not r["ok"]],
-        "backup_snapshots": after,
-    }
-    if module._diff:
-        output["diff"] = {
-            "before": {r["backup_image"]: before.get(r["backup_image"], []) for r in moved},
-            "after": {r["backup_image"]: [*before.get(r["backup_image"], []), *r["snapshots"]] for r in moved},
-        }
-    if output["failed_images"] and p["fail_on_error"]:
-        module.fail_json(msg="; ".join(item["error"] for item in output["failed_images"]), **output)
-    module.exit_json(**output)
+    module.run(job)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,20 @@ SHARD_ARGS: dict[str, dict[str, Any]] = {
     "shard_count": {"type": "int", "default": 1},
 }
 
+# The data stream between the clusters (doc fragment backurne.rbd.stream): transfer and restore.
+STREAM_ARGS: dict[str, dict[str, Any]] = {
+    "compression": {"type": "bool", "default": True},
+    "compression_level": {"type": "int", "default": 1},
+    "compression_threads": {"type": "int", "default": 0},
+    "timeout": {"type": "int", "default": 21600},
+    "stall_timeout": {"type": "int", "default": 300},
+}
+
+# The per-image advisory lock on a backup image (doc fragment backurne.rbd.lock).
+LOCK_ARGS: dict[str, dict[str, Any]] = {
+    "lock_ttl": {"type": "str", "default": "6h"},
+}
+
 SSH_ARGS: dict[str, dict[str, Any]] = {
     "live_host": {"type": "str", "required": True},
     "live_ceph": {"type": "dict", "default": {}, "options": CEPH_ARGS},

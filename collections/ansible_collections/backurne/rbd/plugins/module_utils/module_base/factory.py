@@ -20,17 +20,25 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args impo
     BACKUP_POOL_ARGS,
     BATCH_ARGS,
     CEPH_ARGS,
+    LOCK_ARGS,
     POLICY_ARGS,
     POOL_PAIR_ARGS,
     SHARD_ARGS,
     SSH_ARGS,
+    STREAM_ARGS,
     parse_duration_or_zero,
     parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import (
+    PolicyError,
+    Profile,
+    parse_duration,
+    parse_profiles,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
 # Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME
 # (backup_pool: backurne.rbd.pool_pair.backup_pool, the first half of the pair).
@@ -43,8 +51,9 @@ OPTION_GROUPS: dict[str, Mapping[str, dict[str, Any]]] = {
     "batch": BATCH_ARGS,
     "shard": SHARD_ARGS,
     "proxmox": PVE_AUTH_ARGS,
+    "stream": STREAM_ARGS,
+    "lock": LOCK_ARGS,
 }
-
 
 
 __all__ = ["OPTION_GROUPS", "BackurneModule", "ModuleFailure", "SharedOptions", "create_module"]
@@ -60,6 +69,10 @@ class SharedOptions:
     workers: int | None = None
     shard_index: int = 0
     shard_count: int = 1
+    # group "stream": zstd and the limits in seconds (stall_timeout 0 becomes None: watch off)
+    stream: StreamOptions | None = None
+    # group "lock": age after which another run's lock on a backup image is stale
+    lock_ttl: timedelta | None = None
 
 
 class BackurneModule:
@@ -146,7 +159,34 @@ def _shared_options(name: str, params: Mapping[str, Any], groups: Sequence[str])
                 f"got shard_index={index} shard_count={count}"
             )
         values.update(shard_index=index, shard_count=count)
+    if "stream" in groups:
+        stream = _stream_options(name, params)
+        if isinstance(stream, str):
+            return stream
+        values["stream"] = stream
+    if "lock" in groups:
+        try:
+            values["lock_ttl"] = parse_duration(params["lock_ttl"])
+        except PolicyError as exc:
+            return f"{name}: lock_ttl: {exc}"
     return SharedOptions(**values)
+
+
+def _stream_options(name: str, params: Mapping[str, Any]) -> StreamOptions | str:
+    """The stream group's options, or the message naming what is wrong."""
+    timeout, stall = params["timeout"], params["stall_timeout"]
+    if timeout < 1 or stall < 0:
+        return (
+            f"{name}: timeout must be at least 1 second and stall_timeout at least 0 (0 = off), "
+            f"got timeout={timeout} stall_timeout={stall}"
+        )
+    try:
+        compression = Compression(
+            enabled=params["compression"], level=params["compression_level"], threads=params["compression_threads"]
+        )
+    except ValueError as exc:
+        return f"{name}: {exc}"
+    return StreamOptions(compression, timeout, stall or None)
 
 
 def create_module(

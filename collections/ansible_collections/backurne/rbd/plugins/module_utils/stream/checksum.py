@@ -35,11 +35,11 @@ def snapshot_checksum(
     pool: str,
     namespace: str | None,
     image: str,
-    snap: str,
+    snap: str | None,
     hasher: Sequence[str] = DEFAULT_HASHER,
     timeout: float | None = None,
 ) -> str:
-    """Hash of the full content of image@snap, computed on the runner's node.
+    """Hash of the full content of image@snap (snap None: the image's HEAD), computed on the runner's node.
 
     `timeout` None means no limit (the time grows with the image: ~1.5 s/GiB here).
     """

@@ -50,7 +50,6 @@ the image it created and renames the kept one back.
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -72,14 +71,14 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import 
     validate_prefix,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import Snap
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER, snapshot_checksum
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     DEFAULT_STALL_TIMEOUT,
+    PUSH,
     Compression,
-    _Pipeline,
-    _progress_guard,
-    _verdict,
+    StageCommand,
     import_diff_words,
+    run_stream,
 )
 
 SELECT_LATEST = "latest"
@@ -371,12 +370,8 @@ def _remove_created(live: RbdRunner, spec: ImageSpec) -> None:
 
 
 def _hash(runner: RbdRunner, spec: ImageSpec, hasher: Sequence[str], timeout: float | None) -> str:
-    export = runner.access.rbd_argv("export", "--no-progress", *spec.options(), "--path=-")
-    out = runner.run_pipeline([export, list(hasher)], timeout=timeout, action="checksum of", subject=str(spec))
-    words = out.split()
-    if not words:
-        raise RbdError([], 0, "", runner.label, action="checksum of", subject=str(spec), cause="hasher printed nothing")
-    return words[0]
+    """The checksum module's hash of SPEC (a snapshot, or an image's HEAD when spec.snap is None)."""
+    return snapshot_checksum(runner, spec.pool, spec.namespace, spec.image, spec.snap, hasher, timeout)
 
 
 def import_words(live: RbdRunner, target: ImageSpec) -> list[str]:
@@ -402,52 +397,12 @@ def _stream(
     if compression.enabled:
         remote_stages.append(compression.decompressor_argv())
     remote_stages.append(import_words(live, target))
-    pipeline = _Pipeline()
-    on_logical = _progress_guard(progress)
-    try:
-        try:
-            # Downstream first, so a stage that cannot start fails before any data moves.
-            pusher = pipeline.start_stage(
-                "ssh" if live.is_remote else "import",
-                live.remote_shell_argv(remote_stages),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-            )
-            compressor = None
-            if compression.enabled:
-                compressor = pipeline.start_stage(
-                    "compress", compression.compressor_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-                )
-            source = pipeline.start_stage(
-                "export", export_words(backup, clone), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-            )
-        except OSError as exc:
-            pipeline.abandon_start()
-            result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
-            return
-        pipeline.stages = [stage for stage in (source, compressor, pusher) if stage is not None]
-        if compressor is not None:
-            logical = pipeline.relay(source.proc.stdout, compressor.proc.stdin, on_logical)
-            wire = pipeline.relay(compressor.proc.stdout, pusher.proc.stdin, None)
-        else:
-            logical = wire = pipeline.relay(source.proc.stdout, pusher.proc.stdin, on_logical)
-        pipeline.wait(timeout, stall_timeout)
-        result.bytes_logical = logical.count
-        result.bytes_wire = wire.count
-        verdict = _verdict(
-            pipeline,
-            live.is_remote,
-            timeout,
-            remote_side="import",
-            stall_timeout=stall_timeout,
-            import_target="the live cluster",
-        )
-        if verdict is None:
-            result.ok = True
-        else:
-            result.failed_stage, result.error = verdict
-    finally:
-        pipeline.close()
+    stages = (
+        StageCommand("export", export_words(backup, clone)),
+        StageCommand("compress", compression.compressor_argv()) if compression.enabled else None,
+        StageCommand("ssh" if live.is_remote else "import", live.remote_shell_argv(remote_stages)),
+    )
+    run_stream(stages, PUSH, result, live.is_remote, (timeout, stall_timeout), progress)
 
 
 def _verify(

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock, LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
@@ -92,6 +92,15 @@ class Compression:
 
     def decompressor_argv(self) -> list[str]:
         return ["zstd", "-q", "-d", "-c"]
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream runs: zstd, and its limits in seconds (timeout None: none; stall_timeout None: no watch)."""
+
+    compression: Compression = field(default_factory=Compression)
+    timeout: float | None = None
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
 
 
 @dataclass
@@ -726,6 +735,106 @@ def import_words(backup: RbdRunner, dest: ImageSpec) -> list[str]:
     return import_diff_words(backup.access, dest)
 
 
+class StreamResult(Protocol):
+    """What a stream fills in: a transfer's or a restore's result."""
+
+    ok: bool
+    bytes_wire: int
+    bytes_logical: int
+    failed_stage: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """One stage of a stream: its name (the failed_stage when it is the culprit) and its argv."""
+
+    name: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
+class StreamDirection:
+    """Which way a stream goes: where its logical (uncompressed) bytes are counted, which side
+    the ssh client runs (its exit status is that side's), and what the import writes to."""
+
+    logical_upstream: bool  # True: the source's output (compressed after it); else the sink's input
+    remote_side: str
+    import_target: str
+
+
+# A backup pulls: ssh live "export | zstd" | zstd -d | import.
+PULL = StreamDirection(logical_upstream=False, remote_side="export", import_target="the backup cluster")
+# A restore pushes: export | zstd | ssh live "zstd -d | import".
+PUSH = StreamDirection(logical_upstream=True, remote_side="import", import_target="the live cluster")
+
+
+def run_stream(
+    stages: tuple[StageCommand, StageCommand | None, StageCommand],
+    direction: StreamDirection,
+    result: StreamResult,
+    remote: bool,
+    limits: tuple[float | None, float | None],
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Run source | [middle] | sink (the sink is the import), and fill `result` with the verdict.
+
+    The one wiring of the data path, for a backup (PULL) and a restore (PUSH). `progress` gets
+    the cumulative logical bytes; the wire bytes are counted at the other end. `remote`: a stage
+    named "ssh" is the ssh client. `limits`: (timeout, stall_timeout) in seconds, None for none.
+    """
+    source, middle, sink = stages
+    timeout, stall_timeout = limits
+    logical_upstream = direction.logical_upstream
+    pipeline = _Pipeline()
+    on_logical = _progress_guard(progress)
+    try:
+        try:
+            # Downstream first, so that a stage that cannot start fails before any data moves.
+            sink_stage = pipeline.start_stage(sink.name, sink.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            middle_stage = None
+            if middle is not None:
+                middle_stage = pipeline.start_stage(
+                    middle.name, middle.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                )
+            source_stage = pipeline.start_stage(
+                source.name, source.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+            )
+        except OSError as exc:
+            pipeline.abandon_start()
+            result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
+            return
+        # Stream order, source first: the verdict blames the most upstream own failure.
+        pipeline.stages = [stage for stage in (source_stage, middle_stage, sink_stage) if stage is not None]
+        if middle_stage is not None:
+            upstream = pipeline.relay(
+                source_stage.proc.stdout, middle_stage.proc.stdin, on_logical if logical_upstream else None
+            )
+            downstream = pipeline.relay(
+                middle_stage.proc.stdout, sink_stage.proc.stdin, None if logical_upstream else on_logical
+            )
+        else:
+            upstream = downstream = pipeline.relay(source_stage.proc.stdout, sink_stage.proc.stdin, on_logical)
+        pipeline.wait(timeout, stall_timeout)
+        logical, wire = (upstream, downstream) if logical_upstream else (downstream, upstream)
+        result.bytes_wire = wire.count
+        result.bytes_logical = logical.count
+        verdict = _verdict(
+            pipeline,
+            remote,
+            timeout,
+            remote_side=direction.remote_side,
+            stall_timeout=stall_timeout,
+            import_target=direction.import_target,
+        )
+        if verdict is None:
+            result.ok = True
+        else:
+            result.failed_stage, result.error = verdict
+    finally:
+        pipeline.close()
+
+
 def _stream(
     live: RbdRunner,
     backup: RbdRunner,
@@ -742,43 +851,9 @@ def _stream(
     remote_stages = [export_words(live, src, snapshot, base)]
     if compression.enabled:
         remote_stages.append(compression.compressor_argv())
-    pipeline = _Pipeline()
-    on_logical = _progress_guard(progress)
-    try:
-        try:
-            # Downstream first, so that a stage that cannot start fails before any data moves.
-            importer = pipeline.start_stage(
-                "import", import_words(backup, dest), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-            )
-            decompressor = None
-            if compression.enabled:
-                decompressor = pipeline.start_stage(
-                    "decompress", compression.decompressor_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-                )
-            source = pipeline.start_stage(
-                "ssh" if live.is_remote else "export",
-                live.remote_shell_argv(remote_stages),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-            )
-        except OSError as exc:
-            pipeline.abandon_start()
-            result.failed_stage, result.error = "prepare", f"prepare: cannot start a stage: {exc}"
-            return
-        # Stream order, source first: the verdict blames the most upstream own failure.
-        pipeline.stages = [stage for stage in (source, decompressor, importer) if stage is not None]
-        if decompressor is not None:
-            wire = pipeline.relay(source.proc.stdout, decompressor.proc.stdin, None)
-            logical = pipeline.relay(decompressor.proc.stdout, importer.proc.stdin, on_logical)
-        else:
-            wire = logical = pipeline.relay(source.proc.stdout, importer.proc.stdin, on_logical)
-        pipeline.wait(timeout, stall_timeout)
-        result.bytes_wire = wire.count
-        result.bytes_logical = logical.count
-        verdict = _verdict(pipeline, live.is_remote, timeout, stall_timeout=stall_timeout)
-        if verdict is None:
-            result.ok = True
-        else:
-            result.failed_stage, result.error = verdict
-    finally:
-        pipeline.close()
+    stages = (
+        StageCommand("ssh" if live.is_remote else "export", live.remote_shell_argv(remote_stages)),
+        StageCommand("decompress", compression.decompressor_argv()) if compression.enabled else None,
+        StageCommand("import", import_words(backup, dest)),
+    )
+    run_stream(stages, PULL, result, live.is_remote, (timeout, stall_timeout), progress)

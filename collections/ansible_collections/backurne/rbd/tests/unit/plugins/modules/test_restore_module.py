@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import restore_job
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreError,
     RestorePlan,
@@ -77,8 +78,8 @@ class FakeCore:
 def core(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeCore]:
     def install(**kwargs: Any) -> FakeCore:
         fake = FakeCore(**kwargs)
-        monkeypatch.setattr(module, "plan_restore", fake.plan)
-        monkeypatch.setattr(module, "restore_snapshot", fake.restore)
+        monkeypatch.setattr(restore_job, "plan_restore", fake.plan)
+        monkeypatch.setattr(restore_job, "restore_snapshot", fake.restore)
         return fake
 
     return install

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock
+from ansible_collections.backurne.rbd.plugins.module_utils.stream import backup_job
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import TransferResult
 from ansible_collections.backurne.rbd.plugins.modules import transfer as module
 
@@ -60,9 +61,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Recorder]:
         FakeRunner.snapshots = snapshots
         recorder = Recorder(outcomes)
         monkeypatch.setattr(module, "RbdRunner", FakeRunner)
-        monkeypatch.setattr(module, "transfer_snapshot", recorder)
-        monkeypatch.setattr(module, "try_acquire", lambda runner, pool, ns, image, **kw: lock(image, stale))
-        monkeypatch.setattr(module, "release", lambda runner, held: None)
+        monkeypatch.setattr(backup_job, "transfer_snapshot", recorder)
+        monkeypatch.setattr(backup_job, "try_acquire", lambda runner, pool, ns, image, **kw: lock(image, stale))
+        monkeypatch.setattr(backup_job, "release", lambda runner, held: None)
         return recorder
 
     return install
