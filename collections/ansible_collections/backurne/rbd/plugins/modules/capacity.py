@@ -24,6 +24,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.attributes
   - backurne.rbd.attributes.read_only
 options:
   pool:
