@@ -52,16 +52,12 @@ def _parse(text: str, name: str, value: str, zone: Any) -> datetime:
             return None
         return _zone_from_name(name, value, zone_name)  # "CET" resolves, "PST" (no such zone file) fails
 
-    parsed = []
-    for default in _DEFAULTS:
-        try:
-            parsed.append(date_parser.parse(text, default=default, tzinfos=known_zone))
-        except (ValueError, OverflowError) as exc:
-            raise _fail(name, value, f"is not an ISO 8601 time nor a date and time with a zone ({exc})") from None
-    if parsed[0].date() != parsed[1].date():
-        raise _fail(name, value, "has no full date (year, month and day)")
-    if date_parser.parse(text, default=_DEFAULTS[0], dayfirst=True, tzinfos=known_zone) != parsed[0]:
-        raise _fail(name, value, "could be read day first or month first: write the date as YYYY-MM-DD")
+    try:
+        # ISO 8601 as the modules read it: unambiguous, taken as is (dateutil's day-first reading
+        # would turn 2026-01-02 into February).
+        parsed = [datetime.fromisoformat(text)]
+    except ValueError:
+        parsed = _parse_free_form(text, name, value, known_zone)
     moment = parsed[0]
     if zone is not None:
         if moment.tzinfo is not None:
@@ -72,6 +68,21 @@ def _parse(text: str, name: str, value: str, zone: Any) -> datetime:
         if date_tz.datetime_ambiguous(moment):
             raise _fail(name, value, "happens twice in that zone (clocks go back): give an offset")
     return moment
+
+
+def _parse_free_form(text: str, name: str, value: str, known_zone: Any) -> list[datetime]:
+    """dateutil's reading of a time that is not ISO 8601 ("2026-11-20 12:00 CET", "20 Nov 2026 12:00")."""
+    parsed = []
+    for default in _DEFAULTS:
+        try:
+            parsed.append(date_parser.parse(text, default=default, tzinfos=known_zone))
+        except (ValueError, OverflowError) as exc:
+            raise _fail(name, value, f"is not an ISO 8601 time nor a date and time with a zone ({exc})") from None
+    if parsed[0].date() != parsed[1].date():
+        raise _fail(name, value, "has no full date (year, month and day)")
+    if date_parser.parse(text, default=_DEFAULTS[0], dayfirst=True, tzinfos=known_zone) != parsed[0]:
+        raise _fail(name, value, "could be read day first or month first: write the date as YYYY-MM-DD")
+    return parsed
 
 
 def utc_time(value: Any, name: str = "time") -> str:

@@ -27,6 +27,9 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args impo
         ("2026-11-29T08:00:00.123456", "2026-11-29T08:00:00.123456"),
         ("2026-11-20 23:30 America/New_York", "2026-11-21T04:30:00"),
         (" 2026-11-20 12:00 ", "2026-11-20T12:00:00"),
+        ("2026-01-02T00:01:00", "2026-01-02T00:01:00"),  # ISO: never read day first
+        ("2026-01-02 00:01 Europe/Paris", "2026-01-01T23:01:00"),
+        ("20 Nov 2026 12:00", "2026-11-20T12:00:00"),
     ],
 )
 def test_typed_times_become_naive_utc(typed: str, utc: str) -> None:
