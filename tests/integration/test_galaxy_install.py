@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO
 from playbook_helpers import backup_image, checksum, make_inventory, snaps, spec
@@ -40,7 +44,17 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> sub
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_built_tarball_installed_alone_backs_up_the_lab(lab, ns, tmp_path: Path) -> None:
+@pytest.fixture
+def short_home() -> Iterator[Path]:
+    """A HOME of its own, short: ssh's ControlPath socket (~/.ansible/cp/...) must fit in 108 bytes."""
+    home = Path(tempfile.mkdtemp(prefix="bkg-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_built_tarball_installed_alone_backs_up_the_lab(lab, ns, tmp_path: Path, short_home: Path) -> None:
     # 1. The tarball, built the way `make build` builds it.
     built = subprocess.run(["make", "-s", "build"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert built.returncode == 0, built.stdout + built.stderr
@@ -50,9 +64,8 @@ def test_built_tarball_installed_alone_backs_up_the_lab(lab, ns, tmp_path: Path)
     #    names only that path (interpreter and host key checking as a user would set them).
     work = tmp_path / "site"
     collections = work / "collections"
-    home = work / "home"
-    for directory in (collections, home):
-        directory.mkdir(parents=True)
+    home = short_home
+    collections.mkdir(parents=True)
     config = work / "ansible.cfg"
     config.write_text(
         f"[defaults]\ncollections_path = {collections}\ninterpreter_python = /usr/bin/python3\n"
