@@ -13,9 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
-from ansible_collections.backurne.rbd.plugins.module_utils.stream import restore
 from backurne_api.backend import (
     CephFailure,
     Conflict,
@@ -28,6 +25,9 @@ from backurne_api.backend import (
 from backurne_api.jobs import JobFailed
 from backurne_browse import catalog, mapping
 from backurne_cli.config import Config, ConfigError
+from backurne_core.ceph.rbd import RbdError, RbdRunner
+from backurne_core.policy.naming import parse_backup_image_name
+from backurne_core.stream import restore
 
 
 def _ceph_failure(exc: RbdError, image: str | None = None, snapshot: str | None = None) -> CephFailure:

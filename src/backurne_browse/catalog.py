@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
+from backurne_core.ceph.rbd import (
     ImageSpec,
     RbdError,
     RbdRunner,
     in_creation_order,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name, validate_prefix
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import Snap
+from backurne_core.policy.naming import parse_backup_image_name, validate_prefix
+from backurne_core.policy.retention import Snap
 
 
 class CatalogError(LookupError):

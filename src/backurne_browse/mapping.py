@@ -47,8 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner, stderr_cause
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
+from backurne_core.ceph.rbd import ImageSpec, RbdError, RbdRunner, stderr_cause
+from backurne_core.policy.naming import parse_backup_image_name
 
 CLONE_PREFIX = "backurne-map."
 RECORD_VERSION = 1

@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError, validate_prefix
 from backurne_browse.mapping import Mapper
+from backurne_core.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from backurne_core.policy.naming import NamingError, validate_prefix
 
 DEFAULT_PATH = "/etc/backurne/backurne.yml"
 ENV_VAR = "BACKURNE_CONFIG"

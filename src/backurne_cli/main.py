@@ -16,9 +16,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import NamingError
-from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes as human_size
 from backurne_browse.catalog import (
     CatalogError,
     DiskEntry,
@@ -34,6 +31,9 @@ from backurne_browse.mapping import (
 )
 from backurne_cli import __version__
 from backurne_cli.config import Config, ConfigError, load_config
+from backurne_core.ceph.rbd import RbdError
+from backurne_core.policy.naming import NamingError
+from backurne_core.report.units import human_bytes as human_size
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -272,12 +272,12 @@ def cmd_extract(args: argparse.Namespace, config: Config, out: Output) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
-    from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
+    from backurne_core.stream.restore import (
         RestoreError,
         plan_restore,
         restore_snapshot,
     )
-    from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
+    from backurne_core.stream.transfer import Compression
 
     cluster = config.live_cluster(args.cluster)
     backup = config.backup_runner(args.timeout)
@@ -347,7 +347,7 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config, out: Output) -> int:
-    from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import format_status, read_status
+    from backurne_core.stream.progress import format_status, read_status
 
     rows = read_status(config.state_dir)
     out.emit(rows, lambda: format_status(rows))
@@ -355,7 +355,7 @@ def cmd_status(args: argparse.Namespace, config: Config, out: Output) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, config: Config, out: Output) -> int:
-    from ansible_collections.backurne.rbd.plugins.module_utils.ceph.usage import collect_stats, format_stats
+    from backurne_core.ceph.usage import collect_stats, format_stats
 
     try:
         usage = collect_stats(config.backup_runner(args.timeout), config.backup.pool, config.backup.namespace)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
 from backurne_browse import mapping as m
+from backurne_core.ceph.rbd import CephAccess, RbdRunner
+from backurne_core.policy.naming import parse_backup_image_name
 
 SNAP = "backup;daily;30;2026-11-29T10:00:00.000000"
 

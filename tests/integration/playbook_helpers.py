@@ -31,7 +31,7 @@ ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 POOL = "rbd"
 MiB = 1024 * 1024
 
-# Names of the tasks of playbooks/tasks/backup_cluster.yml whose results the tests read.
+# Names of the tasks of the collection's playbooks/tasks/backup_cluster.yml whose results the tests read.
 T_BACKUP_BEFORE = "List the backup pool"
 T_SNAPSHOT = "Snapshot the images whose profiles are due"
 T_TRANSFER = "Transfer the new snapshots from the live node"

@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, ImageSpec, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import transfer_snapshot
 from backurne_browse.mapping import (
     CLONE_PREFIX,
     Mapper,
     MappingError,
     mounted_paths,
 )
+from backurne_core.ceph.rbd import CephAccess, ImageSpec, RbdRunner, SshTarget
+from backurne_core.stream.transfer import transfer_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 POOL = "rbd"
