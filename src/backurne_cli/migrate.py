@@ -231,11 +231,14 @@ class _Builder:
             "3.x keeps its history in history.sqlite under backurne_state_dir (default /var/lib/backurne), "
             "another schema: 2.x's database is not imported, the check's memory starts afresh",
         )
+        # 3.x locks images in Ceph: the two share no lock. backup.yml refuses to start while a 2.x
+        # process holds one of these files (module legacy_lock).
+        self.group_vars["backurne_legacy_lockdir"] = self.get("lockdir")
         self.note(
             "lockdir",
-            "not carried",
-            "3.x locks each backup image in Ceph, not in files: the two share no lock, so stop 2.x's "
-            "schedule before the cut-over (docs/migration.md)",
+            "renamed",
+            "backurne_legacy_lockdir: 3.x locks images in Ceph, not in files, and refuses to run while "
+            "2.x holds a lock there (stop 2.x's schedule before the cut-over, docs/migration.md)",
         )
         for key, reason in (
             ("pretty_colors", "Ansible's output: ANSIBLE_NOCOLOR / [defaults] nocolor"),

@@ -77,9 +77,11 @@ def test_plain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert group_vars["backurne_compression"] is True
     assert group_vars["backurne_hasher"] == ["/usr/bin/xxhsum"]
     seen = outcomes(result)
-    for setting in ("check_db", "lockdir", "pretty_colors", "log_level", "report_time"):
+    assert group_vars["backurne_legacy_lockdir"] == "/var/lock/backurne"
+    for setting in ("check_db", "pretty_colors", "log_level", "report_time"):
         assert seen[setting] == "not carried", setting
-    for setting in ("extra_retention_time", "download_compression", "backup_worker", "live_worker", "hash_binary"):
+    renamed = ("extra_retention_time", "download_compression", "backup_worker", "live_worker", "hash_binary", "lockdir")
+    for setting in renamed:
         assert seen[setting] == "renamed", setting
     assert not (tmp_path / "group_vars" / "all" / "vault.yml").exists()  # no secret in a plain config
 
@@ -196,4 +198,4 @@ def test_existing_files_are_not_replaced_without_force(tmp_path: Path, capsys: p
 def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cli(FIXTURES / "plain.conf", tmp_path / "inv", "--dry-run", capsys=capsys)
     assert result["written"] == [] and not (tmp_path / "inv").exists()
-    assert outcomes(result)["lockdir"] == "not carried"
+    assert outcomes(result)["lockdir"] == "renamed"

@@ -111,9 +111,7 @@ def private_data_dir(root: Path, inventory: dict[str, Any], lab: Any) -> Path:
 
 def run_job(pdd: Path, playbook: str, ident: str, extravars: dict[str, Any]) -> Job:
     (pdd / "env" / "extravars").write_text(yaml.safe_dump(extravars))
-    runner = ansible_runner.run(
-        private_data_dir=str(pdd), playbook=playbook, ident=ident, quiet=True, timeout=300
-    )
+    runner = ansible_runner.run(private_data_dir=str(pdd), playbook=playbook, ident=ident, quiet=True, timeout=300)
     return Job(runner, pdd / "artifacts" / ident)
 
 
@@ -161,7 +159,9 @@ def test_backup_restore_and_a_failed_run_as_awx_runs_them(lab, ns, tmp_path: Pat
     pdd = private_data_dir(tmp_path, inv, lab)
 
     # -- the backup ----------------------------------------------------------------------------
-    backup = run_job(pdd, "playbooks/backup.yml", "backup", {"backurne_now": iso(day(0)), "backurne_prometheus_file": str(prom)})
+    backup = run_job(
+        pdd, "playbooks/backup.yml", "backup", {"backurne_now": iso(day(0)), "backurne_prometheus_file": str(prom)}
+    )
     assert (backup.rc, backup.status) == (0, "successful"), backup.describe()
     (transfer,) = backup.ok_results(T_TRANSFER)
     sent = {item["image"]: item for item in transfer["images"]}
@@ -213,7 +213,12 @@ def test_backup_restore_and_a_failed_run_as_awx_runs_them(lab, ns, tmp_path: Pat
     broken = yaml.safe_load((pdd / "inventory" / "hosts.yml").read_text())
     broken["all"]["children"]["backup_nodes"]["hosts"]["lab-backup"]["backurne_backup"]["ssh"]["port"] = 1
     (pdd / "inventory" / "hosts.yml").write_text(yaml.safe_dump(broken, sort_keys=False))
-    failed = run_job(pdd, "playbooks/backup.yml", "backup-failed", {"backurne_now": iso(day(1)), "backurne_prometheus_file": str(prom)})
+    failed = run_job(
+        pdd,
+        "playbooks/backup.yml",
+        "backup-failed",
+        {"backurne_now": iso(day(1)), "backurne_prometheus_file": str(prom)},
+    )
     assert failed.rc != 0 and failed.status == "failed", failed.describe()
     summary = failed.artifact_data()["backurne_summary"]
     assert (summary["failed"], summary["ok"]) == (2, False)
