@@ -75,7 +75,7 @@ EXAMPLES = r"""
 RETURN = r"""
 images:
   description: The records (known fields only), each with C(last_success).
-  returned: always
+  returned: always, also when the textfile could not be written
   type: list
   elements: dict
   contains:
@@ -92,7 +92,7 @@ summary:
     - Counts of the run (C(images), C(transferred), C(failed), C(skipped), C(bytes_logical),
       C(bytes_wire), C(started), C(finished), C(duration)), C(failed_images) (their
       C(POOL/IMAGE) names) and C(ok) (no image failed).
-  returned: always
+  returned: always, also when the textfile could not be written
   type: dict
   sample: {images: 2, transferred: 1, failed: 1, skipped: 0, failed_images: [rbd/web1], ok: false}
 prometheus_file:
@@ -147,11 +147,16 @@ def main() -> None:
             if path:
                 check_textfile_path(path)  # bad input fails before anything is read or written
             images, summary = report(p["records"], state_dir(p["state_dir"]), p["started"] or finished, finished)
-            if path and not module.check_mode:
-                write_textfile(path, textfile(images, summary), mode)
         except MetricsError as exc:
             raise ModuleFailure(f"report_metrics: {exc}") from exc
-        return {"changed": bool(path), "images": images, "summary": summary, "prometheus_file": path}
+        result = {"images": images, "summary": summary, "prometheus_file": path}
+        if path and not module.check_mode:
+            try:
+                write_textfile(path, textfile(images, summary), mode)
+            except MetricsError as exc:
+                # The report itself is good: it goes with the failure, for the artifacts.
+                raise ModuleFailure(f"report_metrics: {exc}", changed=False, **result) from exc
+        return {"changed": bool(path), **result}
 
     module.run(job)
 

@@ -201,3 +201,18 @@ def test_module_bad_mode_fails_naming_it(run_module: Callable[..., dict[str, Any
     assert result["failed"] is True
     assert "mode 'rw-r--r--'" in result["msg"]
     assert not path.exists()
+
+
+def test_module_unwritable_textfile_fails_with_the_report(
+    run_module: Callable[..., dict[str, Any]], state_dir: str, tmp_path: Path
+) -> None:
+    directory = tmp_path / "readonly"
+    directory.mkdir()
+    (directory / "backurne.prom").mkdir()  # a directory where the file should be: rename fails
+    result = run_module(
+        report_metrics.main,
+        {"records": RECORDS, "prometheus_file": str(directory / "backurne.prom"), "state_dir": state_dir},
+    )
+    assert result["failed"] is True and "cannot write it" in result["msg"]
+    assert result["summary"]["failed_images"] == ["rbd/db", "rbd/new"]  # still there, for the artifacts
+    assert sorted(os.listdir(directory)) == ["backurne.prom"]  # no temporary file left
