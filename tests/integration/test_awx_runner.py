@@ -220,17 +220,21 @@ def test_backup_restore_and_a_failed_run_as_awx_runs_them(lab, ns, tmp_path: Pat
         {"backurne_now": iso(day(1)), "backurne_prometheus_file": str(prom)},
     )
     assert failed.rc != 0 and failed.status == "failed", failed.describe()
+    # Every live image of the namespace failed: the two, and the restored one (new to backups).
+    live = [*IMAGES, "awx1-back"]
     summary = failed.artifact_data()["backurne_summary"]
-    assert (summary["failed"], summary["ok"]) == (2, False)
-    assert sorted(summary["failed_images"]) == [f"rbd/{ns}/{image}" for image in IMAGES]
+    assert (summary["failed"], summary["ok"]) == (len(live), False)
+    assert sorted(summary["failed_images"]) == sorted(f"rbd/{ns}/{image}" for image in live)
     text = read_as_nobody(prom).stdout
-    assert samples(text, "backurne_image_failed") == dict.fromkeys(IMAGES, 1)
-    # Each failed image keeps a last_success sample: its last successful transfer (history).
+    assert samples(text, "backurne_image_failed") == dict.fromkeys(live, 1)
+    # Each failed image keeps a last_success sample: its last successful transfer (history), or
+    # 0 for the one never backed up.
     with History(str(lab.lab_dir / "state")) as history:
-        states = history.transfer_states([backup_image(name, image) for image in IMAGES])
+        states = history.transfer_states([backup_image(name, image) for image in live])
+    assert states[backup_image(name, "awx1-back")].last_success is None
     remembered = {
         image: round(states[backup_image(name, image)].last_success.replace(tzinfo=UTC).timestamp(), 3)  # type: ignore[union-attr]
         for image in IMAGES
     }
-    assert samples(text, "backurne_image_last_success_timestamp_seconds") == remembered
+    assert samples(text, "backurne_image_last_success_timestamp_seconds") == {**remembered, "awx1-back": 0.0}
     assert all(0 < remembered[image] <= first_success[image] for image in IMAGES)
