@@ -1,0 +1,119 @@
+# Copyright (c) 2026 backurne developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+# The times people type (backurne_now, a restore's "before"), read on the CONTROLLER with
+# python-dateutil and handed to the modules as naive UTC ISO 8601, the form of the times in
+# snapshot names. The modules keep their strict datetime.fromisoformat: the nodes need no
+# dateutil, and a zone name is resolved once, with the controller's zone database. The
+# filter's documentation lives beside this file.
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+try:
+    from dateutil import parser as date_parser
+    from dateutil import tz as date_tz
+
+    HAS_DATEUTIL = True
+except ImportError:  # reported when the filter is used, naming the package
+    HAS_DATEUTIL = False
+
+from ansible.errors import AnsibleFilterError
+
+# A trailing IANA zone name ("Europe/Paris", "America/Argentina/Buenos_Aires"): dateutil's parser
+# does not read these itself, so it is split off and resolved with dateutil.tz.
+_ZONE_NAME = re.compile(r"\s+(?P<zone>[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)+)$")
+# Two defaults that differ in every date field: a field taken from the default shows up as a
+# difference, so "12:00" (no date) or "2026-11" (no day) is refused instead of silently completed.
+_DEFAULTS = (datetime(2001, 1, 1), datetime(2002, 2, 2))
+
+
+def _fail(name: str, value: str, why: str) -> AnsibleFilterError:
+    return AnsibleFilterError(
+        f"{name} {value!r} {why} (e.g. 2026-11-20T12:00:00 for UTC, 2026-11-20 12:00 Europe/Paris, "
+        "2026-11-20T12:00:00+01:00)"
+    )
+
+
+def _zone_from_name(name: str, value: str, zone_name: str) -> Any:
+    zone = date_tz.gettz(zone_name)
+    if zone is None:
+        raise _fail(name, value, f"names an unknown time zone {zone_name!r}")
+    return zone
+
+
+def _parse(text: str, name: str, value: str, zone: Any) -> datetime:
+    def known_zone(zone_name: str | None, offset: int | None) -> Any:
+        if offset is not None:
+            return date_tz.tzoffset(zone_name, offset)
+        if zone_name is None:
+            return None
+        return _zone_from_name(name, value, zone_name)  # "CET" resolves, "PST" (no such zone file) fails
+
+    try:
+        # ISO 8601 as the modules read it: unambiguous, taken as is (dateutil's day-first reading
+        # would turn 2026-01-02 into February).
+        parsed = [datetime.fromisoformat(text)]
+    except ValueError:
+        parsed = _parse_free_form(text, name, value, known_zone)
+    moment = parsed[0]
+    if zone is not None:
+        if moment.tzinfo is not None:
+            raise _fail(name, value, "has both an offset and a zone name")
+        moment = moment.replace(tzinfo=zone)
+        if not date_tz.datetime_exists(moment):
+            raise _fail(name, value, "does not exist in that zone (clocks skip it)")
+        if date_tz.datetime_ambiguous(moment):
+            raise _fail(name, value, "happens twice in that zone (clocks go back): give an offset")
+    return moment
+
+
+def _parse_free_form(text: str, name: str, value: str, known_zone: Any) -> list[datetime]:
+    """dateutil's reading of a time that is not ISO 8601 ("2026-11-20 12:00 CET", "20 Nov 2026 12:00")."""
+    parsed = []
+    for default in _DEFAULTS:
+        try:
+            parsed.append(date_parser.parse(text, default=default, tzinfos=known_zone))
+        except (ValueError, OverflowError) as exc:
+            raise _fail(name, value, f"is not an ISO 8601 time nor a date and time with a zone ({exc})") from None
+    if parsed[0].date() != parsed[1].date():
+        raise _fail(name, value, "has no full date (year, month and day)")
+    if date_parser.parse(text, default=_DEFAULTS[0], dayfirst=True, tzinfos=known_zone) != parsed[0]:
+        raise _fail(name, value, "could be read day first or month first: write the date as YYYY-MM-DD")
+    return parsed
+
+
+def utc_time(value: Any, name: str = "time") -> str:
+    """A typed time as naive UTC ISO 8601 ("2026-11-20 12:00 Europe/Paris" -> "2026-11-20T11:00:00").
+
+    No zone and no offset means UTC (as in snapshot names). An empty value stays empty (the
+    modules read that as "now"). Anything else raises AnsibleFilterError naming ``name``.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        if not isinstance(value, str):
+            raise _fail(name, str(value), f"is a {type(value).__name__}, not a time")
+        if not HAS_DATEUTIL:
+            raise AnsibleFilterError(
+                f"{name}: backurne.rbd.utc_time needs python-dateutil on the controller (pip install python-dateutil)"
+            )
+        text = value.strip()
+        zone = None
+        match = _ZONE_NAME.search(text)
+        if match:
+            zone = _zone_from_name(name, value, match.group("zone"))
+            text = text[: match.start()]
+        moment = _parse(text, name, value, zone)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat()
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"utc_time": utc_time}
