@@ -31,6 +31,7 @@ from backurne_browse.mapping import (
 )
 from backurne_cli import __version__
 from backurne_cli.config import Config, ConfigError, load_config
+from backurne_cli.migrate import MigrationError, format_notes, migrate, write_inventory
 from backurne_core.ceph.rbd import RbdError
 from backurne_core.policy.naming import NamingError
 from backurne_core.report.units import human_bytes as human_size
@@ -365,6 +366,22 @@ def cmd_stats(args: argparse.Namespace, config: Config, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_migrate_config(args: argparse.Namespace, config: Config | None, out: Output) -> int:
+    try:
+        with open(args.source, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.source}: {exc.strerror}") from None
+    migration = migrate(text, args.source)
+    written = [] if args.dry_run else write_inventory(migration, args.out, args.source, args.force)
+    notes = [vars(note) for note in migration.notes]
+    out.emit(
+        {"written": written, "settings": notes, "not_carried": [n for n in notes if n["outcome"] == "not carried"]},
+        lambda: "\n".join([*(f"wrote {path}" for path in written), format_notes(migration.notes)]),
+    )
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace, config: Config | None, out: Output) -> int:
     out.emit({"version": __version__}, lambda: f"backurne {__version__}")
     return EXIT_OK
@@ -460,6 +477,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", parents=[common], help="space used by the backups (rbd du)")
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser(
+        "migrate-config",
+        parents=[common],
+        help="turn a backurne 2.x configuration into an inventory (parsed, never executed)",
+    )
+    p.add_argument("source", metavar="V2_CONFIG", help="2.x's configuration file, e.g. /etc/backurne/backurne.conf")
+    p.add_argument("--out", required=True, metavar="DIR", help="inventory directory to write (hosts.yml, group_vars)")
+    p.add_argument("--force", action="store_true", help="replace files already there")
+    p.add_argument("--dry-run", action="store_true", help="print what would be carried, write nothing")
+    p.set_defaults(func=cmd_migrate_config)
+
     p = sub.add_parser("version", parents=[common], help="print the version")
     p.set_defaults(func=cmd_version)
     return parser
@@ -476,11 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.timeout = getattr(args, "timeout", 120.0)
     out = Output(args.json, sys.stdout)
     try:
-        if args.func is cmd_version:
-            return cmd_version(args, None, out)
+        if args.func in (cmd_version, cmd_migrate_config):  # no backurne configuration needed
+            return args.func(args, None, out)
         config = load_config(getattr(args, "config", None))
         return args.func(args, config, out)
-    except (CliError, ConfigError, CatalogError, MappingError, RbdError, NamingError) as exc:
+    except (CliError, ConfigError, CatalogError, MappingError, RbdError, NamingError, MigrationError) as exc:
         fail(str(exc))
     except ValueError as exc:
         fail(str(exc))

@@ -77,6 +77,27 @@ options:
         key: syslog_facility
 """
 
+EXAMPLES = r"""
+# ansible.cfg: the table at the end of every backup.yml run, the JSON report and the Prometheus
+# textfile on the controller (cron/systemd runs; under AWX the controller is a throw-away
+# container: use the backup node's textfile, variable backurne_prometheus_file, and the
+# set_stats artifacts instead, see docs/awx.md).
+#
+# [defaults]
+# callbacks_enabled = backurne.rbd.report
+#
+# [callback_backurne_report]
+# json_path = /var/log/backurne/last-run.json
+# prometheus_path = /var/lib/prometheus/node-exporter/backurne-controller.prom
+# syslog = true
+# syslog_facility = local0
+
+# The same for one run, with environment variables:
+#   ANSIBLE_CALLBACKS_ENABLED=backurne.rbd.report \
+#   BACKURNE_REPORT_JSON=/tmp/backurne.json \
+#   ansible-playbook -i inventory playbooks/backup.yml
+"""
+
 import json
 import os
 import syslog
@@ -94,6 +115,21 @@ from ansible_collections.backurne.rbd.plugins.module_utils.report.records import
     secret_values,
     syslog_line,
 )
+
+
+def _result_of(result: Any) -> dict[str, Any]:
+    """The task's result dict, on every supported ansible-core: ``TaskResult.result`` is public
+    from 2.19 on; before (2.16-2.18) it is only ``_result`` (issue #14: AttributeError on 2.16)."""
+    value = getattr(result, "result", None)
+    if value is None:
+        value = getattr(result, "_result", None)
+    return value if isinstance(value, dict) else {}
+
+
+def _task_of(result: Any) -> Any:
+    """The task of a result: ``task`` from 2.19 on, ``_task`` before."""
+    task = getattr(result, "task", None)
+    return task if task is not None else getattr(result, "_task", None)
 
 
 class CallbackModule(CallbackBase):
@@ -114,9 +150,9 @@ class CallbackModule(CallbackBase):
     def _note_secrets(self, result: Any) -> None:
         # Values of secret-looking arguments, as the task had them and as the module saw them
         # (no_log ones are already censored there): masked wherever they would appear.
-        task = getattr(result, "task", None)
+        task = _task_of(result)
         self._secrets |= secret_values(getattr(task, "args", None) or {})
-        self._secrets |= secret_values((result.result.get("invocation") or {}).get("module_args") or {})
+        self._secrets |= secret_values((_result_of(result).get("invocation") or {}).get("module_args") or {})
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
         self._note_secrets(result)
@@ -124,7 +160,7 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_ok(self, result: Any) -> None:
         self._note_secrets(result)
         # The playbook accumulates the records in one fact: the latest value holds them all.
-        facts = result.result.get("ansible_facts") or {}
+        facts = _result_of(result).get("ansible_facts") or {}
         records = facts.get("backurne_records")
         if isinstance(records, list):
             self._records = [dict(record) for record in records if isinstance(record, dict)]
@@ -167,6 +203,8 @@ class CallbackModule(CallbackBase):
         try:
             os.makedirs(directory, exist_ok=True)
             handle, tmp = tempfile.mkstemp(dir=directory, prefix=".backurne-report-")
+            # mkstemp makes it 0600; node_exporter runs as its own user and must read it.
+            os.fchmod(handle, 0o644)
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 stream.write(text)
             os.replace(tmp, path)

@@ -281,8 +281,16 @@ def _label(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def prometheus_lines(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[str]:
-    """Metrics in the Prometheus text exposition format (for node_exporter's textfile collector)."""
+def prometheus_lines(
+    records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], with_history: bool = False
+) -> list[str]:
+    """Metrics in the Prometheus text exposition format (for node_exporter's textfile collector).
+
+    ``with_history``: each record carries ``last_success`` (epoch seconds, 0 for never), read
+    from the backup node's history (module report_metrics): every image gets the sample, a
+    failed one its last success. Without it (the controller's callback, which has no history)
+    only the images that succeeded in this run get one, at the run's end.
+    """
     per_image = [
         ("backurne_image_last_success_timestamp_seconds", "gauge", "End of the run that last backed up the image."),
         ("backurne_image_transfer_duration_seconds", "gauge", "Time spent transferring the image in this run."),
@@ -295,7 +303,9 @@ def prometheus_lines(records: Sequence[Mapping[str, Any]], summary: Mapping[str,
         for rec in records:
             labels = f'cluster="{_label(rec["cluster"])}",image="{_label(rec["image"])}"'
             if name == "backurne_image_last_success_timestamp_seconds":
-                if rec["status"] in ("transferred", "up-to-date"):
+                if with_history:
+                    lines.append(f"{name}{{{labels}}} {float(rec.get('last_success') or 0):.3f}")
+                elif rec["status"] in ("transferred", "up-to-date"):
                     lines.append(f"{name}{{{labels}}} {summary['finished']:.3f}")
             elif name == "backurne_image_transfer_duration_seconds":
                 lines.append(f"{name}{{{labels}}} {float(rec['duration']):.3f}")

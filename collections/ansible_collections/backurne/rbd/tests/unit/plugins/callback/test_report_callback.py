@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,30 @@ def test_no_secret_reaches_table_json_prometheus_or_syslog(
     report = json.loads(outputs["json"])
     assert "api_password" not in report["images"][1]
     assert report["images"][1]["error"] == "pve: login ******** refused (token ********)"
+
+
+class OldTaskResult:
+    """A TaskResult as ansible-core 2.16-2.18 hands it over: the data only in ``_result``/``_task``
+    (issue #14: ``'TaskResult' object has no attribute 'result'`` on 2.16)."""
+
+    def __init__(self, return_data: dict[str, Any]) -> None:
+        self._result = return_data
+        self._task = Task()
+
+
+def test_reads_results_of_older_ansible_core(callback: CallbackModule, tmp_path: Path) -> None:
+    configure(callback, show_table=False, json_path=str(tmp_path / "r.json"))
+    records = [*RECORDS, {**RECORDS[0], "image": "leak", "error": "login s3cr3t-pw refused"}]
+    callback.v2_runner_on_ok(OldTaskResult({"ansible_facts": {"backurne_records": records}}))
+    callback.v2_runner_on_failed(OldTaskResult({"invocation": {"module_args": {"password": "s3cr3t-pw"}}}))
+    callback.v2_playbook_on_stats(None)
+    text = (tmp_path / "r.json").read_text()
+    assert [image["image"] for image in json.loads(text)["images"]] == [record["image"] for record in records]
+    assert "s3cr3t-pw" not in text and "login ******** refused" in text
+
+
+def test_prometheus_file_is_readable_by_other_users(callback: CallbackModule, tmp_path: Path) -> None:
+    configure(callback, show_table=False, prometheus_path=str(tmp_path / "m.prom"))
+    callback.v2_runner_on_ok(task_result({"ansible_facts": {"backurne_records": RECORDS}}))
+    callback.v2_playbook_on_stats(None)
+    assert stat.S_IMODE((tmp_path / "m.prom").stat().st_mode) == 0o644
