@@ -93,6 +93,7 @@ class FakeBackend:
     fail_restore: bool = False
     existing_targets: set[str] = field(default_factory=set)
     on_restore: Callable[[RestoreRequest], None] | None = None
+    holds: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.restore_gate.set()
@@ -179,6 +180,31 @@ class FakeBackend:
             raise JobFailed("restore failed: import: (28) No space left on device", {"ok": False})
         progress({"bytes": 8 << 20})
         return {"ok": True, "target": f"rbd/{request.dest_image or 'vm-100-disk-0-restore'}"}
+
+    def list_holds(self, image: str) -> list[dict[str, Any]]:
+        if image not in self.images:
+            raise NotFound(f"backup image {image!r} not found", image=image)
+        return [hold for (i, _s), hold in self.holds.items() if i == image]
+
+    def set_hold(self, image: str, snapshot: str, reason: str, until: str | None, by: str) -> dict[str, Any]:
+        if snapshot not in self.images.get(image, []):
+            raise NotFound(f"no snapshot {snapshot!r} of {image!r}", image=image, snapshot=snapshot)
+        hold = {"snapshot": snapshot, "reason": reason, "until": until, "by": by, "at": None, "active": True}
+        self.holds[(image, snapshot)] = hold
+        return {"image": image, **hold}
+
+    def release_hold(self, image: str, snapshot: str) -> dict[str, Any]:
+        hold = self.holds.pop((image, snapshot), None)
+        if hold is None:
+            raise NotFound(f"snapshot {snapshot!r} of {image!r} has no hold", image=image, snapshot=snapshot)
+        return {"image": image, **hold, "released": True}
+
+    def overview(self) -> dict[str, Any]:
+        images = [{**d, "freshness": "fresh", "age": "1h", "last_run": None} for d in self.list_images()]
+        return {"now": "2026-11-29T11:00:00", "images": images}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "OK", "checked": 1, "findings": [], "errors": [], "now": "2026-11-29T11:00:00"}
 
 
 def token_store(tmp_path: Path) -> TokenStore:
