@@ -7,7 +7,6 @@ Screenshots are kept under tests/output/web-console/ (the path is printed).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
