@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import read_holds, remove_hold, write_hold
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import pin, read_holds, remove_hold
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import HoldError, new_hold
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import HoldError
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
 from ansible_collections.backurne.rbd.plugins.module_utils.report import health as health_rules
 from ansible_collections.backurne.rbd.plugins.module_utils.report.history import History
@@ -261,13 +261,11 @@ class CoreBackend:
             raise NotFound(f"no backurne snapshot {snapshot!r} of {image!r}", image=image, snapshot=snapshot)
         now = _now()
         try:
-            hold = new_hold(snapshot, reason, until, by, now)
+            hold = pin(self._backup(), self._spec(image), snapshot, reason, until, by, now)
         except HoldError as exc:
             raise InvalidInput(
                 f"hold of {image!r} snapshot {snapshot!r}: {exc}", image=image, snapshot=snapshot
             ) from None
-        try:
-            write_hold(self._backup(), self._spec(image), hold)
         except RbdError as exc:
             raise _ceph_failure(exc, image, snapshot) from None
         return {"image": image, **hold.to_dict(now)}

@@ -9,9 +9,12 @@ the lab test (test_rest_api_lab.py) repeats the path checks on a real ext4 snaps
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,3 +216,43 @@ def token_store(tmp_path: Path) -> TokenStore:
 
 def auth(token: str = GOOD_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def start_api(config: Path, url: str, log: Path, env: dict[str, str], token: str) -> subprocess.Popen[bytes]:
+    """`backurne-api --config CONFIG` as an operator runs it, once it answers /health."""
+    import httpx  # only the lab tests need a real server
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backurne_api.main", "--config", str(config)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"backurne-api did not start:\n{log.read_text()}")
+        time.sleep(0.2)
+
+
+def unmap_and_purge(lab: Any, config: Path, state_dir: Path, env: dict[str, str], ns: str, clusters: list[str]) -> None:
+    """Whatever a failed test left mapped, then the test's namespace on both clusters."""
+    if state_dir.exists():
+        subprocess.run(
+            [sys.executable, "-m", "backurne_cli.main", "--config", str(config), "unmap", "--all"],
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(lab.purge_namespace, cluster, ns) for cluster in clusters]:
+            future.result()

@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from rest_api_helpers import REPO, write_tokens
+from rest_api_helpers import REPO, start_api, unmap_and_purge, write_tokens
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
@@ -128,26 +125,8 @@ def console(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cons
         lab.rbd("backup", "snap", "create", f"{spec}@{SNAP_OLD}")
         lab.overwrite("backup", spec, 0.01, seed=7)
         lab.rbd("backup", "snap", "create", f"{spec}@{SNAP}")
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "backurne_api.main", "--config", str(config)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                headers = {"Authorization": f"Bearer {OPERATE_TOKEN}"}
-                if httpx.get(f"{url}/health", headers=headers, timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"backurne-api did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+        proc = start_api(config, url, log, env, OPERATE_TOKEN)
         downloads = tmp / "downloads"
         downloads.mkdir()
         browser = _browser(downloads)
@@ -157,17 +136,7 @@ def console(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cons
             browser.quit()
         if proc is not None:
             _stop(proc)
-        if state_dir.exists():
-            subprocess.run(
-                [sys.executable, "-m", "backurne_cli.main", "--config", str(tmp / "backurne.yml"), "unmap", "--all"],
-                env=env,
-                capture_output=True,
-                timeout=300,
-                check=False,
-            )
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(lab.purge_namespace, cluster, ns) for cluster in created]:
-                future.result()
+        unmap_and_purge(lab, tmp / "backurne.yml", state_dir, env, ns, created)
 
 
 def _login(console: Console, token: str) -> None:

@@ -18,6 +18,9 @@ description:
     (creation + count x interval), never the newest one while the source image exists, never the
     newest one shared with live, never below O(keep_min). When the source image is gone the last
     snapshot is kept O(extra_retention_time) past its expiry, then the backup image is removed.
+  - O(side=backup) never deletes a held snapshot (image-meta C(backurne.hold.SNAPSHOT) on the
+    backup image, set by C(backurne hold), the REST API, the web console or C(playbooks/hold.yml)),
+    nor removes an image holding one; a hold past its C(until) counts as released.
   - Only snapshots whose name starts with C(PREFIX;) are ever deleted; images whose name is not a
     backup image name of O(live_cluster) are never touched.
 author:
@@ -168,6 +171,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import holds_of
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import (
     BACKUP_NODE,
@@ -179,6 +183,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args impo
     parse_now,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import HOLD_KEY_PREFIX, apply_holds
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     backup_image_name_for_plain,
@@ -239,11 +244,15 @@ def main() -> None:
     runner = RbdRunner(ceph_access(p, owner=owner))
     where = f"{p['side']} pool {p['pool']}" + (f"/{p['namespace']}" if p["namespace"] else "")
     listing: dict[str, list[str]]
+    metas: dict[str, dict[str, str]] | None = None  # the holds' image-meta, when listed here
     if p["snapshots"] is not None:
         listing = {str(image): [str(name) for name in snaps or []] for image, snaps in p["snapshots"].items()}
     else:
         try:
-            listing = runner.list_images(p["pool"], p["namespace"])
+            if p["side"] == "backup":  # holds come with the listing, from the headers it reads
+                listing, metas = runner.list_images_with_meta(p["pool"], p["namespace"], HOLD_KEY_PREFIX)
+            else:
+                listing = runner.list_images(p["pool"], p["namespace"])
         except RbdError as exc:
             module.fail_json(msg=f"retention on {where}: cannot list images: {exc}")
 
@@ -295,6 +304,9 @@ def main() -> None:
                 extra_retention_time=extra,
                 keep_min=p["keep_min"],
             )
+            if expiry.delete or expiry.remove_image:  # a hold only matters where something would go
+                holds = holds_of(runner, ImageSpec(p["pool"], p["namespace"], image), metas)
+                expiry = apply_holds(expiry, holds, now)
             delete, remove, kept = expiry.delete, expiry.remove_image, expiry.kept_reasons
         # Defence in depth: whatever the policy says, only real snapshots of ours are deleted.
         delete = [name for name in delete if name in real and name.startswith(prefix + ";")]

@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import BackupExpiry
+
 HOLD_KEY_PREFIX = "backurne.hold."
 MAX_REASON = 500
 MAX_BY = 200
 UNREADABLE = "unreadable hold (kept: fix or release it)"
+UNKNOWN = "holds could not be read (kept until they can)"
 
 
 class HoldError(ValueError):
@@ -153,6 +156,20 @@ def new_hold(snapshot: str, reason: object, until: object, by: object, now: date
     if any(ord(c) < 32 for c in by):
         raise HoldError(f"by {by!r} contains control characters")
     return Hold(snapshot, reason, parse_until(until, now), by.strip(), now.replace(microsecond=0))
+
+
+def apply_holds(expiry: BackupExpiry, holds: Mapping[str, Hold] | None, now: datetime) -> BackupExpiry:
+    """Backup-side expiry with the holds applied: a held snapshot is never deleted, and an image
+    with a held snapshot is never removed (its fade-out waits for the release). ``holds`` None
+    (they could not be read): nothing is deleted this time."""
+    if holds is None:
+        unknown = dict.fromkeys(expiry.delete, UNKNOWN)
+        return BackupExpiry(delete=[], remove_image=False, kept_reasons={**expiry.kept_reasons, **unknown})
+    if not holds:
+        return expiry
+    delete, kept = keep_held(expiry.delete, holds, now)
+    remove = expiry.remove_image and not kept  # a kept snapshot keeps its image
+    return BackupExpiry(delete=delete, remove_image=remove, kept_reasons={**expiry.kept_reasons, **kept})
 
 
 def keep_held(delete: Iterable[str], holds: Mapping[str, Hold], now: datetime) -> tuple[list[str], dict[str, str]]:
