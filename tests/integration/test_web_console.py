@@ -286,6 +286,12 @@ def test_read_only_token_may_look_but_not_act(lab: Any, console: Console) -> Non
     assert api.status_code == 403 and api.json()["error"] == "forbidden"
     assert hold_key(SNAP) not in _meta(lab, console)
     assert httpx.get(f"{console.url}/images", headers={"Authorization": f"Bearer {READ_TOKEN}"}).status_code == 200
+    # health: the check's rules over the live cluster; the restored image has no backup of its own
+    console.open("/ui/health")
+    assert console.browser.find_element(By.ID, "health-status").text == "CRITICAL"
+    findings = console.browser.find_element(By.ID, "findings").text
+    assert "web-restored" in findings and "no-backup" in findings
+    console.shot("09-health")
 
 
 def test_logout_ends_the_session(console: Console) -> None:
