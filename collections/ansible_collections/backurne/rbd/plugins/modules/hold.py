@@ -116,7 +116,7 @@ current:
       description: Why it is kept.
       type: str
     until:
-      description: When the hold ends (null: until released).
+      description: When the hold ends; null until it is released by hand.
       type: str
     by:
       description: Who set it.
