@@ -16,7 +16,12 @@ from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import pin, read_holds, remove_hold
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import HoldError
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import (
+    HOLD_KEY_PREFIX,
+    HoldError,
+    held_now,
+    holds_from_metadata,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
 from ansible_collections.backurne.rbd.plugins.module_utils.report import health as health_rules
 from ansible_collections.backurne.rbd.plugins.module_utils.report.history import History
@@ -324,8 +329,11 @@ class CoreBackend:
 
     def health(self) -> dict[str, Any]:
         now = _now()
-        disks = catalog.list_disks(self._backup(), self.pool, self.namespace, self.prefix)
-        backup = {d.image: [s.name for s in d.snapshots] + list(d.foreign_snapshots) for d in disks}
+        try:
+            backup, metas = self._backup().list_images_with_meta(self.pool, self.namespace, HOLD_KEY_PREFIX)
+        except RbdError as exc:
+            raise _ceph_failure(exc) from None
+        held = {image: held_now(holds_from_metadata(meta), now) for image, meta in metas.items()}
         states = self._transfer_states(list(backup))
         findings: list[dict[str, Any]] = []
         errors: list[str] = []
@@ -338,7 +346,7 @@ class CoreBackend:
                 continue
             checked += len(listing)
             found = health_rules.check_images(
-                listing, {}, backup, name, self.config.profiles, self.prefix, now, transfers=states
+                listing, {}, backup, name, self.config.profiles, self.prefix, now, transfers=states, held=held
             )
             findings += [f.to_dict() for f in found]
         status = health_rules.UNKNOWN if errors else health_rules.status_of(health_rules.Finding(**f) for f in findings)

@@ -32,7 +32,8 @@ description:
   - Critical C(no-shared-snapshot) when live and backup share no snapshot (the next backup would
     be a full one), critical C(too-old) when the newest backup snapshot of a profile is older than
     its interval times O(grace_factor), warning C(not-expired) when a backup snapshot is still
-    present O(expiry_grace) past its expiry.
+    present O(expiry_grace) past its expiry (not for a held snapshot, see C(playbooks/hold.yml);
+    retention keeps it on purpose).
   - Read-only. Findings never fail the task (this is monitoring); an unreachable cluster gives
     RV(status) 3 (UNKNOWN). Only invalid options fail.
 author:
@@ -194,6 +195,11 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args impo
     parse_duration_or_zero,
     parse_now,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import (
+    HOLD_KEY_PREFIX,
+    held_now,
+    holds_from_metadata,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NO_COMMENT,
     NamingError,
@@ -327,8 +333,10 @@ def main() -> None:
             live_listings[(pool, namespace)] = live.list_images(pool, namespace or None)
         except (RbdError, ValueError) as exc:
             unknown(f"cannot list the live images: {exc}")
+    held: dict[str, set[str]] = {}  # held snapshots are kept on purpose: never "not expired in time"
     try:
-        backup_listing = backup.list_images(p["pool"], p["namespace"])
+        backup_listing, metas = backup.list_images_with_meta(p["pool"], p["namespace"], HOLD_KEY_PREFIX)
+        held = {image: held_now(holds_from_metadata(meta), now) for image, meta in metas.items()}
     except (RbdError, ValueError) as exc:
         unknown(f"cannot list the backup images: {exc}")
 
@@ -439,6 +447,7 @@ def main() -> None:
                 first_seen=first_seen,
                 transfers=transfers,
                 freezes=freezes,
+                held=held,
             )
         findings.sort(key=lambda finding: finding.image)  # stable: each image's own order stays
         findings += check_faded(

@@ -702,7 +702,7 @@ class RbdRunner:
                 meta = self.image_meta(ImageSpec(pool, namespace, image))
             except RbdError as exc:
                 if exc.is_not_found:
-                    continue  # removed since the listing
+                    continue  # removed since the listing: nothing left to hold (its snap rm would find nothing)
                 raise
             metas[image] = {key: value for key, value in meta.items() if key.startswith(meta_prefix)}
         return listing, metas

@@ -69,3 +69,16 @@ def test_holds_that_cannot_be_read_keep_everything() -> None:
     expiry = BackupExpiry(delete=[S1], remove_image=True, kept_reasons={})
     kept = apply_holds(expiry, None, NOW)
     assert (kept.delete, kept.remove_image, kept.kept_reasons) == ([], False, {S1: UNKNOWN})
+
+
+def test_the_check_does_not_call_a_held_snapshot_late() -> None:
+    from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import parse_profiles
+    from ansible_collections.backurne.rbd.plugins.module_utils.report.health import check_images
+
+    profiles = parse_profiles({"daily": {"count": 1}})
+    old = "backup;daily;1;2026-11-01T00:00:00.000000"
+    new = "backup;daily;1;2026-12-03T00:00:00.000000"
+    args = ({"img": [new]}, {}, {"c;img;None": [old, new]}, "c", profiles, "backup", NOW)
+    late = [f.code for f in check_images(*args)]
+    assert late == ["not-expired"]
+    assert check_images(*args, held={"c;img;None": {old}}) == []
