@@ -2,7 +2,8 @@
 # `make demo`: start the lab, seed a few images with real data on the live cluster, run the backup
 # playbook twice (a full backup, then an incremental one after changing data), verify checksums on
 # both sides, show what the backup cluster holds, and browse the newest backup's files read-only
-# through the backurne CLI (clone + rbd-fuse + read-only loop mount, unmapped at the end). Safe to run again: it re-seeds nothing that
+# through the backurne CLI (clone + rbd-fuse + read-only loop mount, unmapped at the end), and start the web console
+# (backurne-api, left running; it prints the URL and a demo token). Safe to run again: it re-seeds nothing that
 # exists, and the second run of the day still shows an incremental (forced) backup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,3 +68,47 @@ if [ -n "$mountpoint" ]; then
   ls "$mountpoint" | head -n 10
 fi
 backurne unmap 'live;demo-web;None' latest
+
+echo
+echo "### 5. the web console (backurne-api on loopback, a demo token of scope operate)"
+console_dir=$BACKURNE_LAB_DIR/demo-console
+mkdir -p "$console_dir"
+chmod 700 "$console_dir"
+# A previous demo's service: stopped by its own pid file, and only if it is that service.
+if [ -f "$console_dir/api.pid" ]; then
+  old=$(cat "$console_dir/api.pid")
+  if tr '\0' ' ' < "/proc/$old/cmdline" 2>/dev/null | grep -qF -- "$console_dir/backurne.yml"; then
+    kill "$old" 2>/dev/null || true
+    sleep 1
+  fi
+fi
+# The demo's own token, made once and kept in the lab directory (only root reads it).
+if [ ! -s "$console_dir/token" ]; then
+  (umask 077; /usr/bin/python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$console_dir/token")
+fi
+printf '%s\n' "$(cat "$console_dir/token")" | backurne-api --hash-token --scope operate --label demo > "$console_dir/tokens"
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+scripts/lab-cli-config.sh | /usr/bin/python3 -c '
+import json, sys
+document = json.loads(sys.stdin.read().split("\n", 1)[1])
+document["api"] = {"tokens_file": sys.argv[1], "anonymous": False, "listen": "127.0.0.1:" + sys.argv[2]}
+document["profiles"] = {"daily": {"count": 30}}
+print(json.dumps(document, indent=2))' "$console_dir/tokens" "$port" > "$console_dir/backurne.yml"
+nohup backurne-api --config "$console_dir/backurne.yml" > "$console_dir/api.log" 2>&1 < /dev/null &
+echo $! > "$console_dir/api.pid"
+# Wait until it answers (the token goes in a header read from the file, never on a command line).
+/usr/bin/python3 - "$port" "$console_dir/token" <<'PY' || echo "backurne-api did not answer yet: see $console_dir/api.log"
+import sys, time, urllib.request
+port, token = sys.argv[1], open(sys.argv[2]).read().strip()
+for _ in range(100):
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {token}"})
+        urllib.request.urlopen(request, timeout=2)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+echo "web console: http://127.0.0.1:$port/  (log in with the demo token below; docs/web-console.md)"
+echo "demo token:  $(cat "$console_dir/token")"
+echo "stop it:     kill \$(cat $console_dir/api.pid)    (log: $console_dir/api.log)"

@@ -18,10 +18,8 @@ bad token, 403 a path leading out of a snapshot, 404 unknown image/snapshot/job 
 from __future__ import annotations
 
 import logging
-import threading
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request, Security
@@ -32,10 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backurne_api import __version__, files
-from backurne_api.auth import TokensFileError, TokenStore, bearer_token
-from backurne_api.backend import Backend, BackendError, Mapped, RestoreRequest
+from backurne_api.auth import DEFAULT_SCOPE, StoredToken, TokensFileError, TokenStore, bearer_token, may_operate
+from backurne_api.backend import Backend, BackendError
+from backurne_api.console import is_console_path
+from backurne_api.console.pages import install_console
+from backurne_api.console.session import ConsoleGate, SessionStore
 from backurne_api.guards import AccessLog, BodyLimit
-from backurne_api.jobs import FAILED, SUCCEEDED, JobRunner, Progress
+from backurne_api.jobs import FAILED, SUCCEEDED, JobRunner
+from backurne_api.operations import MAX_ENTRIES, MAX_NAME, MAX_PATH, ApiError, Operations, check_name
 
 log = logging.getLogger("backurne_api")
 
@@ -43,22 +45,32 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-MAX_NAME = 1024
-MAX_PATH = 4096
-MAX_ENTRIES = 100_000
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # as backurne_cli.config's default
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # as backurne_cli.config's default
 
 
 # -- authentication ---------------------------------------------------------------------------
 
 
 class AuthMiddleware:
-    """Bearer-token check in front of every route (pure ASGI: downloads stream untouched)."""
+    """Bearer-token check in front of every route (pure ASGI: downloads stream untouched).
 
-    def __init__(self, app: Callable[..., Awaitable[None]], tokens: TokenStore | None, anonymous: bool) -> None:
+    Console paths (/ and /ui/...) go through the console's gate instead (a session cookie, or
+    the login page). A request that changes something (any method but GET/HEAD/OPTIONS) needs a
+    token of scope ``operate``: a ``read`` token gets 403, whatever the route.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        tokens: TokenStore | None,
+        anonymous: bool,
+        console: ConsoleGate | None = None,
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.anonymous = anonymous
+        self.console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,14 +78,17 @@ class AuthMiddleware:
             return
         if scope["type"] != "http":  # no websockets here
             return
+        if self.console is not None and is_console_path(scope.get("path", "")):
+            await self.console(scope, receive, send, self.app)
+            return
         header = None
         for name, value in scope.get("headers", []):
             if name == b"authorization":
                 header = value.decode("latin-1")
                 break
-        principal = self._principal(header)
-        if principal is None:
-            client = scope.get("client") or ("?", 0)
+        stored = self._principal(header)
+        client = scope.get("client") or ("?", 0)
+        if stored is None:
             # Never the header itself: it holds the (wrong, or someone's mistyped) token.
             log.warning(
                 "refused %s %s from %s: %s",
@@ -96,18 +111,31 @@ class AuthMiddleware:
             )
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"], state["scope"] = stored.label, stored.scope
+        if scope.get("method") not in SAFE_METHODS and not may_operate(stored.scope):
+            log.warning(
+                "refused %s %s from %s: %s has scope %s",
+                scope.get("method"),
+                scope.get("path"),
+                client[0],
+                stored.label,
+                stored.scope,
+            )
+            message = f"the token of {stored.label!r} has scope {stored.scope!r}: this needs scope 'operate'"
+            await _error(403, "forbidden", message)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
-    def _principal(self, header: str | None) -> str | None:
+    def _principal(self, header: str | None) -> StoredToken | None:
         if header is None:
-            return "anonymous" if self.anonymous else None
+            return StoredToken(b"", "anonymous", DEFAULT_SCOPE) if self.anonymous else None
         # A token that is sent is checked even when anonymous access is on: a client with a
         # wrong token is misconfigured and should hear it, not be served as anonymous.
         token = bearer_token(header)
         if token is None or self.tokens is None:
             return None
-        return self.tokens.check(token)
+        return self.tokens.identify(token)
 
 
 # -- response and request models (they make the OpenAPI document) ------------------------------
@@ -203,6 +231,26 @@ class RestoreIn(BaseModel):
     force: bool = Field(default=False, description="replace an existing destination (the current one is kept)")
 
 
+class HoldIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500, description="why the snapshot is kept")
+    until: str | None = Field(
+        default=None, max_length=64, description="ISO date or time (UTC) the hold ends; null: until released"
+    )
+
+
+class HoldOut(BaseModel):
+    snapshot: str
+    reason: str
+    until: str | None
+    by: str
+    at: str | None
+    active: bool | None = None
+    image: str | None = None
+    released: bool | None = None
+
+
 class JobOut(BaseModel):
     id: str
     kind: str
@@ -252,53 +300,9 @@ def _error(status: int, code: str, message: str, image: str | None = None, snaps
     )
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, image: str | None = None, snapshot: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.image, self.snapshot = status, code, message, image, snapshot
-
-
-def _check_name(kind: str, value: str, image: str | None = None) -> None:
-    """Names reach rbd as --image=/--snap= options; refuse what it could never address."""
-    if not value or len(value) > MAX_NAME:
-        raise ApiError(422, "invalid_input", f"{kind} name must be 1 to {MAX_NAME} characters", image=image)
-    if "\0" in value or "/" in value or "@" in value:
-        raise ApiError(422, "invalid_input", f"{kind} name {value!r} contains '/', '@' or NUL", image=image or value)
-
-
-def _content_disposition(name: str) -> str:
+def content_disposition(name: str) -> str:
     ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name) or "download"
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
-
-
-class _Busy:
-    """One map/unmap per snapshot at a time, one restore per destination at a time."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: set[tuple[str, ...]] = set()
-
-    def try_take(self, key: tuple[str, ...]) -> bool:
-        with self._lock:
-            if key in self._held:
-                return False
-            self._held.add(key)
-            return True
-
-    def release(self, key: tuple[str, ...]) -> None:
-        with self._lock:
-            self._held.discard(key)
-
-    @contextmanager
-    def hold(self, key: tuple[str, ...], what: str, image: str, snapshot: str) -> Iterator[None]:
-        if not self.try_take(key):
-            raise ApiError(
-                409, "conflict", f"{what} of image {image!r} snapshot {snapshot!r} is in progress", image, snapshot
-            )
-        try:
-            yield
-        finally:
-            self.release(key)
 
 
 # -- the application ------------------------------------------------------------------------------
@@ -330,7 +334,7 @@ def create_app(
 
         backend = CoreBackend(config)
     runner = jobs or JobRunner()
-    busy = _Busy()
+    ops = Operations(backend, runner)
 
     app = FastAPI(
         title="backurne",
@@ -345,6 +349,9 @@ def create_app(
     )
     app.state.backend = backend
     app.state.jobs = runner
+    app.state.operations = ops
+    app.state.tokens = tokens
+    app.state.settings = api_settings
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -391,31 +398,6 @@ def create_app(
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, "internal", "internal error (see the service log)")
 
-    def _mapped(image: str, snapshot: str) -> Mapped:
-        _check_name("image", image)
-        _check_name("snapshot", snapshot, image)
-        return backend.mapped(image, snapshot)
-
-    def _filesystem(image: str, snapshot: str, path: str) -> tuple[files.SnapshotFiles | None, str, Mapped]:
-        """(files of the filesystem the path starts with, rest of the path, the mapping)."""
-        mapping = _mapped(image, snapshot)
-        parts = files.split_relative(path)
-        if not parts:
-            return None, "", mapping
-        by_name = {fs.name: fs for fs in mapping.filesystems if fs.mountpoint}
-        fs = by_name.get(parts[0])
-        if fs is None or fs.mountpoint is None:
-            known = ", ".join(sorted(by_name)) or "none"
-            raise ApiError(
-                404,
-                "not_found",
-                f"image {image!r} snapshot {snapshot!r} has no filesystem {parts[0]!r} (mounted: {known})",
-                image,
-                snapshot,
-            )
-        label = f"image {image!r} snapshot {snapshot!r} filesystem {fs.name!r}"
-        return files.SnapshotFiles(fs.mountpoint, label), "/".join(parts[1:]), mapping
-
     # -- routes --------------------------------------------------------------------------------
 
     @app.get("/health", response_model=HealthOut, responses=ERRORS, tags=["service"])
@@ -443,17 +425,13 @@ def create_app(
     )
     def image_snapshots(image: str) -> dict[str, Any]:
         """One backup image and its backurne snapshots, oldest first."""
-        _check_name("image", image)
+        check_name("image", image)
         return backend.image_snapshots(image)
 
     @app.post("/images/{image}/snapshots/{snapshot}/map", response_model=MappedOut, **_starts("file access", 201))
     def map_snapshot(image: str, snapshot: str) -> dict[str, Any]:
         """Expose a snapshot's files: clone, map and mount read-only. `snapshot` may be `latest`."""
-        _check_name("image", image)
-        _check_name("snapshot", snapshot, image)
-        exact = backend.resolve_snapshot(image, snapshot)
-        with busy.hold(("map", image, exact), "a map or unmap", image, exact):
-            return backend.map(image, exact).public()
+        return ops.map(image, snapshot).public()
 
     @app.delete(
         "/images/{image}/snapshots/{snapshot}/map",
@@ -463,10 +441,7 @@ def create_app(
     )
     def unmap_snapshot(image: str, snapshot: str) -> dict[str, Any]:
         """Unmount, unmap and remove the clone of a mapped snapshot."""
-        _check_name("image", image)
-        _check_name("snapshot", snapshot, image)
-        with busy.hold(("map", image, snapshot), "a map or unmap", image, snapshot):
-            backend.unmap(image, snapshot)
+        ops.unmap(image, snapshot)
         return {"image": image, "snapshot": snapshot, "unmapped": True}
 
     @app.get("/mapped", response_model=list[MappedOut], responses=ERRORS, tags=["file access"])
@@ -482,7 +457,7 @@ def create_app(
     )
     def get_mapped(image: str, snapshot: str) -> dict[str, Any]:
         """One mapped snapshot and its filesystems."""
-        return _mapped(image, snapshot).public()
+        return ops.mapped(image, snapshot).public()
 
     @app.get(
         "/mapped/{image}/{snapshot}/files",
@@ -501,24 +476,7 @@ def create_app(
         limit: int = Query(10_000, ge=1, le=MAX_ENTRIES, description="at most this many entries"),
     ) -> dict[str, Any]:
         """A directory of a mapped snapshot. Symlinks are listed, never followed out of it."""
-        snapshot_files, rest, mapping = _filesystem(image, snapshot, path)
-        if snapshot_files is None:
-            entries = [
-                files.Entry(name=fs.name, type="directory", size=0, mode="0555", mtime=0.0)
-                for fs in mapping.filesystems
-                if fs.mountpoint
-            ]
-            shown = "/"
-        else:
-            sub, entries = snapshot_files.list_dir(rest)
-            shown = "/" + files.split_relative(path)[0] + (sub if sub != "/" else "")
-        return {
-            "image": image,
-            "snapshot": snapshot,
-            "path": shown,
-            "entries": [entry.__dict__ for entry in entries[:limit]],
-            "truncated": len(entries) > limit,
-        }
+        return ops.listing(image, snapshot, path, limit)
 
     @app.get(
         "/mapped/{image}/{snapshot}/download",
@@ -535,52 +493,44 @@ def create_app(
         path: str = Query(..., min_length=1, max_length=MAX_PATH, description="FILESYSTEM/path/to/file"),
     ) -> StreamingResponse:
         """The content of a regular file of a mapped snapshot."""
-        snapshot_files, rest, _mapping = _filesystem(image, snapshot, path)
-        if snapshot_files is None or not rest:
-            raise ApiError(422, "invalid_input", f"path {path!r} names a filesystem, not a file", image, snapshot)
-        fd, size, name = snapshot_files.open_file(rest)
+        fd, size, name = ops.open_file(image, snapshot, path)
         return StreamingResponse(
             files.iter_fd(fd),
             media_type="application/octet-stream",
-            headers={"Content-Length": str(size), "Content-Disposition": _content_disposition(name)},
+            headers={"Content-Length": str(size), "Content-Disposition": content_disposition(name)},
         )
 
     @app.post("/restores", response_model=JobOut, **_starts("restore", 202))
     def start_restore(request: Request, body: RestoreIn) -> dict[str, Any]:
         """Restore a backup snapshot onto a live cluster, as a job: poll GET /jobs/{id}."""
-        _check_name("image", body.image)
-        _check_name("snapshot", body.snapshot, body.image)
-        if body.dest_image is not None:
-            _check_name("destination image", body.dest_image, body.image)
-        exact = backend.resolve_snapshot(body.image, body.snapshot)
-        restore = RestoreRequest(body.image, exact, body.cluster, body.dest_image, body.force)
-        plan = backend.check_restore(restore)
-        dest_key = ("restore", body.cluster, str(plan.get("dest_image") or body.dest_image or body.image))
-        if not busy.try_take(dest_key):
-            raise ApiError(
-                409,
-                "conflict",
-                f"a restore to {dest_key[2]!r} on {body.cluster!r} is already running",
-                body.image,
-                exact,
-            )
-
-        def work(progress: Progress) -> dict[str, Any]:
-            try:
-                return backend.restore(restore, progress)
-            finally:
-                busy.release(dest_key)
-
-        params = {
-            "image": body.image,
-            "snapshot": exact,
-            "cluster": body.cluster,
-            "dest_image": plan.get("dest_image", body.dest_image),
-            "force": body.force,
-        }
         principal = request.scope.get("state", {}).get("principal")
-        job = runner.submit("restore", params, work, submitted_by=principal)
-        return runner.get(job.id) or job.public()
+        return ops.start_restore(body.image, body.snapshot, body.cluster, body.dest_image, body.force, principal)
+
+    @app.get("/images/{image}/holds", response_model=list[HoldOut], responses=_responses(404, 502), tags=["holds"])
+    def list_holds(image: str) -> list[dict[str, Any]]:
+        """The holds of a backup image: snapshots backup-side retention keeps (past `until`: released)."""
+        return ops.holds(image)
+
+    @app.put(
+        "/images/{image}/snapshots/{snapshot}/hold",
+        response_model=HoldOut,
+        responses=_responses(404, 409, 502),
+        tags=["holds"],
+    )
+    def put_hold(request: Request, image: str, snapshot: str, body: HoldIn) -> dict[str, Any]:
+        """Pin a snapshot (`latest` allowed): retention on the backup side keeps it while held."""
+        principal = request.scope.get("state", {}).get("principal") or "anonymous"
+        return ops.hold(image, snapshot, body.reason, body.until, principal)
+
+    @app.delete(
+        "/images/{image}/snapshots/{snapshot}/hold",
+        response_model=HoldOut,
+        responses=_responses(404, 409, 502),
+        tags=["holds"],
+    )
+    def delete_hold(image: str, snapshot: str) -> dict[str, Any]:
+        """Release a snapshot's hold: the next retention run treats it like any other."""
+        return ops.release(image, snapshot)
 
     @app.get("/jobs", response_model=list[JobOut], responses=ERRORS, tags=["restore"])
     def list_jobs() -> list[dict[str, Any]]:
@@ -598,6 +548,11 @@ def create_app(
     # Innermost first: the body limit applies to authenticated requests (others get 401 unread),
     # the access log (outermost) records every request, refused ones included.
     app.add_middleware(BodyLimit, limit=int(getattr(api_settings, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)))
-    app.add_middleware(AuthMiddleware, tokens=tokens, anonymous=bool(api_settings.anonymous))
+    sessions = SessionStore(tokens, bool(api_settings.anonymous))
+    app.state.sessions = sessions
+    install_console(app, ops, sessions, config)
+    app.add_middleware(
+        AuthMiddleware, tokens=tokens, anonymous=bool(api_settings.anonymous), console=ConsoleGate(sessions)
+    )
     app.add_middleware(AccessLog)
     return app

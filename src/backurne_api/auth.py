@@ -9,7 +9,14 @@ The tokens file holds one line per client, only the SHA-256 of each token, never
     sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 awx-restore
     sha256:...                                                                  alice
 
-(the text after the hash is a label, used in the access log instead of the token). A stolen
+(the text after the hash is a label, used in the access log instead of the token). An optional
+``scope=read`` or ``scope=operate`` right after the hash says what the token may do::
+
+    sha256:...  scope=read  helpdesk
+
+``read`` lists, browses what is already mapped and downloads; ``operate`` may also map, unmap,
+restore and pin or release snapshots (holds). A line without a scope keeps the rights every
+token had before scopes existed: ``operate``. A stolen
 tokens file therefore lets nobody in. Tokens are random (``backurne-api --generate-token``
 makes 256-bit ones), so a plain SHA-256 is enough: there is no low-entropy secret to stretch.
 
@@ -31,7 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HASH_PREFIX = "sha256:"
-_LINE = re.compile(r"^sha256:(?P<hex>[0-9a-fA-F]{64})(?:\s+(?P<label>\S.*))?$")
+_LINE = re.compile(r"^sha256:(?P<hex>[0-9a-fA-F]{64})(?:\s+scope=(?P<scope>\S*))?(?:\s+(?P<label>\S.*))?$")
+READ, OPERATE = "read", "operate"
+SCOPES = (READ, OPERATE)
+DEFAULT_SCOPE = OPERATE  # what a line without scope= could always do
 # What a bearer token may look like (RFC 6750 b64token), bounded: a longer header is refused
 # before hashing anything.
 _TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -60,6 +70,16 @@ def valid_token_syntax(token: str) -> bool:
 class StoredToken:
     digest: bytes
     label: str
+    scope: str = DEFAULT_SCOPE
+
+    @property
+    def may_operate(self) -> bool:
+        return self.scope == OPERATE
+
+
+def may_operate(scope: str | None) -> bool:
+    """Whether a principal of ``scope`` may change something (map, restore, hold)."""
+    return scope == OPERATE
 
 
 def parse_tokens_file(text: str, path: str) -> list[StoredToken]:
@@ -72,10 +92,14 @@ def parse_tokens_file(text: str, path: str) -> list[StoredToken]:
         if match is None:
             # Do not echo the line: it might be a token pasted by mistake.
             raise TokensFileError(
-                f"{path} line {number}: expected 'sha256:<64 hex digits> [label]' "
+                f"{path} line {number}: expected 'sha256:<64 hex digits> [scope=read|operate] [label]' "
                 "(store hashes made by 'backurne-api --hash-token', never tokens)"
             )
-        tokens.append(StoredToken(bytes.fromhex(match["hex"]), (match["label"] or f"line {number}").strip()))
+        scope = match["scope"] if match["scope"] is not None else DEFAULT_SCOPE
+        if scope not in SCOPES:
+            raise TokensFileError(f"{path} line {number}: unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+        label = (match["label"] or f"line {number}").strip()
+        tokens.append(StoredToken(bytes.fromhex(match["hex"]), label, scope))
     return tokens
 
 
@@ -116,15 +140,24 @@ class TokenStore:
 
     def check(self, token: str) -> str | None:
         """The label of the matching token, or None."""
-        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        stored = self.identify(token)
+        return stored.label if stored is not None else None
+
+    def identify(self, token: str) -> StoredToken | None:
+        """The line of the matching token (label and scope), or None."""
+        return self.by_digest(hashlib.sha256(token.encode("utf-8")).digest())
+
+    def by_digest(self, digest: bytes) -> StoredToken | None:
+        """The line holding this SHA-256 now (a console session re-checks its token's with it:
+        a token removed from the file, or given another scope, takes effect at once)."""
         with self._lock:
             self._refresh()
             tokens = list(self._tokens)
-        found: str | None = None
+        found: StoredToken | None = None
         for stored in tokens:
             # No break: every hash is compared, whatever matched.
             if hmac.compare_digest(stored.digest, digest) and found is None:
-                found = stored.label
+                found = stored
         return found
 
 

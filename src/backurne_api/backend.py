@@ -121,3 +121,18 @@ class Backend(Protocol):
         """Run a restore (in a job thread); its result record. JobFailed when it failed."""
 
     def live_clusters(self) -> list[str]: ...
+
+    def list_holds(self, image: str) -> list[dict[str, Any]]:
+        """The holds of one backup image (policy/holds.py), oldest snapshot first."""
+
+    def set_hold(self, image: str, snapshot: str, reason: str, until: str | None, by: str) -> dict[str, Any]:
+        """Pin a snapshot (InvalidInput names a bad reason/until); the hold set."""
+
+    def release_hold(self, image: str, snapshot: str) -> dict[str, Any]:
+        """Release the hold of a snapshot; NotFound when it has none."""
+
+    def overview(self) -> dict[str, Any]:
+        """Every backup image with its freshness against the profiles and its last run outcome."""
+
+    def health(self) -> dict[str, Any]:
+        """The check's findings (report/health.py) over every configured live cluster."""

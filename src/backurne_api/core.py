@@ -11,6 +11,7 @@ image and snapshot.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from backurne_api.backend import (
@@ -25,8 +26,17 @@ from backurne_api.backend import (
 from backurne_api.jobs import JobFailed
 from backurne_browse import catalog, mapping
 from backurne_cli.config import Config, ConfigError
-from backurne_core.ceph.rbd import RbdError, RbdRunner
+from backurne_core.ceph.holds import pin, read_holds, remove_hold
+from backurne_core.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from backurne_core.policy.holds import (
+    HOLD_KEY_PREFIX,
+    HoldError,
+    held_now,
+    holds_from_metadata,
+)
 from backurne_core.policy.naming import parse_backup_image_name
+from backurne_core.report import health as health_rules
+from backurne_core.report.history import History
 from backurne_core.stream import restore
 
 
@@ -223,3 +233,135 @@ class CoreBackend:
             state = "is being mapped" if record is not None else "is not mapped"
             raise NotFound(f"snapshot {snapshot!r} of {image!r} {state}", image=image, snapshot=snapshot)
         return self._public(record)
+
+    # -- holds ----------------------------------------------------------------------------------------
+
+    def _spec(self, image: str) -> ImageSpec:
+        return ImageSpec(self.pool, self.namespace, image)
+
+    def list_holds(self, image: str) -> list[dict[str, Any]]:
+        snapshots, foreign = self._snapshots(image)  # NotFound for an unknown image
+        try:
+            holds = read_holds(self._backup(), self._spec(image))
+        except RbdError as exc:
+            raise _ceph_failure(exc, image) from None
+        order = [s.name for s in snapshots] + foreign
+        now = _now()
+        listed = [holds[name].to_dict(now) for name in order if name in holds]
+        # A hold whose snapshot is gone (released by nobody) is still shown, last.
+        listed += [hold.to_dict(now) for name, hold in holds.items() if name not in order]
+        return listed
+
+    def set_hold(self, image: str, snapshot: str, reason: str, until: str | None, by: str) -> dict[str, Any]:
+        snapshots, _foreign = self._snapshots(image)
+        if snapshot not in {s.name for s in snapshots}:
+            raise NotFound(f"no backurne snapshot {snapshot!r} of {image!r}", image=image, snapshot=snapshot)
+        now = _now()
+        try:
+            hold = pin(self._backup(), self._spec(image), snapshot, reason, until, by, now)
+        except HoldError as exc:
+            raise InvalidInput(
+                f"hold of {image!r} snapshot {snapshot!r}: {exc}", image=image, snapshot=snapshot
+            ) from None
+        except RbdError as exc:
+            raise _ceph_failure(exc, image, snapshot) from None
+        return {"image": image, **hold.to_dict(now)}
+
+    def release_hold(self, image: str, snapshot: str) -> dict[str, Any]:
+        self._snapshots(image)
+        try:
+            released = remove_hold(self._backup(), self._spec(image), snapshot)
+        except RbdError as exc:
+            raise _ceph_failure(exc, image, snapshot) from None
+        if released is None:
+            raise NotFound(f"snapshot {snapshot!r} of {image!r} has no hold", image=image, snapshot=snapshot)
+        return {"image": image, **released.to_dict(), "released": True}
+
+    # -- overview and health ------------------------------------------------------------------------
+
+    def _transfer_states(self, images: list[str]) -> dict[str, Any]:
+        try:
+            with History(self.config.state_dir) as history:
+                return history.transfer_states(images)
+        except Exception:  # pylint: disable=broad-exception-caught
+            return {}  # no history (yet, or not readable): the overview shows no last run
+
+    def overview(self) -> dict[str, Any]:
+        disks = self.list_images()
+        now = _now()
+        profiles = self.config.profiles
+        states = self._transfer_states([d["image"] for d in disks])
+        shortest = min(p.interval for p in profiles.values())
+        for disk in disks:
+            created = disk["newest_created"]
+            age = now - datetime.fromisoformat(created) if created else None
+            if age is None:
+                disk["freshness"] = "missing"
+            else:
+                disk["freshness"] = "fresh" if age <= shortest * 1.25 else "late"
+            disk["age"] = health_rules.format_age(age) if age is not None else None
+            state = states.get(disk["image"])
+            disk["last_run"] = _last_run(state)
+        return {"now": now.isoformat(timespec="seconds"), "images": disks}
+
+    def live_snapshots(self, image: str) -> list[str] | None:
+        """Our snapshots of the live image a plain backup image comes from; None when unknown
+        (a Proxmox guest's disk, a live cluster not configured, the live node unreachable)."""
+        parsed = parse_backup_image_name(image)
+        live = self.config.live_clusters.get(parsed.ident) if parsed else None
+        if parsed is None or live is None:
+            return None
+        try:
+            entries = catalog.list_snapshots(
+                live.runner(timeout=self.timeout), live.pool, live.namespace, parsed.disk, self.prefix
+            )[0]
+        except (catalog.CatalogError, RbdError, ValueError):
+            return None
+        return [entry.name for entry in entries]
+
+    def health(self) -> dict[str, Any]:
+        now = _now()
+        try:
+            backup, metas = self._backup().list_images_with_meta(self.pool, self.namespace, HOLD_KEY_PREFIX)
+        except RbdError as exc:
+            raise _ceph_failure(exc) from None
+        held = {image: held_now(holds_from_metadata(meta), now) for image, meta in metas.items()}
+        states = self._transfer_states(list(backup))
+        findings: list[dict[str, Any]] = []
+        errors: list[str] = []
+        checked = 0
+        for name, live in sorted(self.config.live_clusters.items()):
+            try:
+                listing = live.runner(timeout=self.timeout).list_images(live.pool, live.namespace)
+            except RbdError as exc:
+                errors.append(f"live cluster {name}: {exc}")
+                continue
+            checked += len(listing)
+            found = health_rules.check_images(
+                listing, {}, backup, name, self.config.profiles, self.prefix, now, transfers=states, held=held
+            )
+            findings += [f.to_dict() for f in found]
+        status = health_rules.UNKNOWN if errors else health_rules.status_of(health_rules.Finding(**f) for f in findings)
+        return {
+            "status": health_rules.STATUS_NAMES[status],
+            "checked": checked,
+            "findings": findings,
+            "errors": errors,
+            "now": now.isoformat(timespec="seconds"),
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _last_run(state: Any) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "ok": not state.failing,
+        "last_success": state.last_success.isoformat(timespec="seconds") if state.last_success else None,
+        "last_failure": state.last_failure.isoformat(timespec="seconds") if state.last_failure else None,
+        "failures": state.failures,
+        "last_error": state.last_error if state.failing else None,
+    }

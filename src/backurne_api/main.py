@@ -19,7 +19,7 @@ import logging
 import sys
 
 from backurne_api import __version__
-from backurne_api.auth import TokensFileError, generate_token, hash_token, valid_token_syntax
+from backurne_api.auth import SCOPES, TokensFileError, generate_token, hash_token, valid_token_syntax
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -51,12 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     tokens.add_argument("--hash-token", action="store_true", help="read a token on stdin, print its tokens-file line")
     parser.add_argument("--label", default="", help="label of the --hash-token line (shown in logs)")
+    parser.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default=None,
+        help="scope= of the printed line: read (list, browse, download) or operate (also map, restore, "
+        "hold); default: none written, which means operate",
+    )
     parser.add_argument("--version", action="version", version=f"backurne-api {__version__}")
     return parser
 
 
-def _line(token: str, label: str) -> str:
-    return f"{hash_token(token)} {label}".rstrip()
+def _line(token: str, label: str, scope: str | None = None) -> str:
+    scope_field = f" scope={scope}" if scope else ""
+    return f"{hash_token(token)}{scope_field} {label}".rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.generate_token is not None:
         token = generate_token()
         print(f"token (give it to the client; it is not stored anywhere): {token}")
-        print(f"tokens file line: {_line(token, args.generate_token)}")
+        print(f"tokens file line: {_line(token, args.generate_token, args.scope)}")
         return 0
     if args.hash_token:
         token = sys.stdin.readline().strip()
         if not valid_token_syntax(token):
             print("backurne-api: --hash-token: expected one token (letters, digits, -._~+/) on stdin", file=sys.stderr)
             return 2
-        print(_line(token, args.label))
+        print(_line(token, args.label, args.scope))
         return 0
 
     # Imported here: token management must work without the configuration or the web stack.

@@ -24,6 +24,8 @@ Schema (every key optional unless marked)::
       anonymous: false
       listen: 127.0.0.1:8080
       max_body_bytes: 1048576      # larger request bodies are refused with 413 before being read
+    profiles:                      # optional, as backurne_profiles: the web console's fresh/late
+      daily: {count: 30}           # colours and its health page (default: daily only)
 
 Every error names the file and the key (``backup.ceph.keyring: must be a string``).
 """
@@ -41,12 +43,14 @@ import yaml
 from backurne_browse.mapping import Mapper
 from backurne_core.ceph.rbd import CephAccess, RbdRunner, SshTarget
 from backurne_core.policy.naming import NamingError, validate_prefix
+from backurne_core.policy.retention import PolicyError, Profile, parse_profiles
 
 DEFAULT_PATH = "/etc/backurne/backurne.yml"
 ENV_VAR = "BACKURNE_CONFIG"
 DEFAULT_STATE_DIR = "/var/lib/backurne"
 
-_TOP_KEYS = {"backup", "snap_prefix", "state_dir", "live_clusters", "api"}
+_TOP_KEYS = {"backup", "snap_prefix", "state_dir", "live_clusters", "api", "profiles"}
+DEFAULT_PROFILES: Mapping[str, Mapping[str, Any]] = {"daily": {"count": 30}}
 _CEPH_KEYS = {"cluster", "ceph_client", "keyring", "ceph_conf"}
 _SSH_KEYS = {"user", "port", "identity_file", "known_hosts_file"}
 _BACKUP_KEYS = {"ceph", "pool", "namespace"}
@@ -133,6 +137,8 @@ class Config:
     live_clusters: Mapping[str, LiveCluster] = field(default_factory=dict)
     api: ApiSettings = field(default_factory=ApiSettings)
     source: str | None = None
+    # The backup profiles (as the playbooks' backurne_profiles): how old a backup may get.
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: parse_profiles(DEFAULT_PROFILES))
 
     def backup_runner(self, timeout: float = 120) -> RbdRunner:
         """rbd on the backup cluster, from this host."""
@@ -269,7 +275,12 @@ def parse_config(data: Any, source: str = "configuration") -> Config:
         listen=reader.string("api.listen", api_spec.get("listen"), "127.0.0.1:8080") or "127.0.0.1:8080",
         max_body_bytes=max_body,
     )
-    return Config(backup, prefix, state_dir, live, api, source)
+    profiles_spec = top.get("profiles")
+    try:
+        profiles = parse_profiles(DEFAULT_PROFILES if profiles_spec is None else profiles_spec)
+    except PolicyError as exc:
+        raise reader.fail("profiles", str(exc)) from None
+    return Config(backup, prefix, state_dir, live, api, source, profiles)
 
 
 def config_path(path: str | None = None) -> str:

@@ -10,10 +10,12 @@ command line.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
 from backurne_browse.catalog import (
@@ -21,6 +23,7 @@ from backurne_browse.catalog import (
     DiskEntry,
     find_disk,
     list_disks,
+    resolve_disk,
     resolve_snapshot,
 )
 from backurne_browse.mapping import (
@@ -32,7 +35,9 @@ from backurne_browse.mapping import (
 from backurne_cli import __version__
 from backurne_cli.config import Config, ConfigError, load_config
 from backurne_cli.migrate import MigrationError, format_notes, migrate, write_inventory
-from backurne_core.ceph.rbd import RbdError
+from backurne_core.ceph.holds import pin, read_holds, remove_hold
+from backurne_core.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from backurne_core.policy.holds import HoldError
 from backurne_core.policy.naming import NamingError
 from backurne_core.report.units import human_bytes as human_size
 
@@ -347,6 +352,54 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
     return EXIT_OK
 
 
+def _hold_target(config: Config, args: argparse.Namespace) -> tuple[RbdRunner, ImageSpec, str]:
+    disk, snapshot = _resolve(config, args.image, args.snapshot, args.timeout)
+    return (
+        config.backup_runner(args.timeout),
+        ImageSpec(config.backup.pool, config.backup.namespace, disk.image),
+        snapshot,
+    )
+
+
+def _hold_line(image: str, hold: dict[str, Any]) -> str:
+    until = hold["until"] or "released by hand"
+    state = "" if hold.get("active", True) else "  (expired: counts as released)"
+    return f"{image} @ {hold['snapshot']}: {hold['reason']}  until {until}  by {hold['by']} at {hold['at']}{state}"
+
+
+def cmd_hold(args: argparse.Namespace, config: Config, out: Output) -> int:
+    runner, spec, snapshot = _hold_target(config, args)
+    by = args.by or os.environ.get("SUDO_USER") or getpass.getuser()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    hold = pin(runner, spec, snapshot, args.reason, args.until, by, now).to_dict(now)
+    out.emit({"image": spec.image, **hold}, lambda: "held " + _hold_line(spec.image, hold))
+    return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace, config: Config, out: Output) -> int:
+    runner, spec, snapshot = _hold_target(config, args)
+    released = remove_hold(runner, spec, snapshot)
+    if released is None:
+        raise CliError(f"{spec.image} @ {snapshot} has no hold")
+    hold = released.to_dict()
+    out.emit({"image": spec.image, **hold, "released": True}, lambda: "released " + _hold_line(spec.image, hold))
+    return EXIT_OK
+
+
+def cmd_holds(args: argparse.Namespace, config: Config, out: Output) -> int:
+    runner = config.backup_runner(args.timeout)
+    disks = list_disks(runner, config.backup.pool, config.backup.namespace, config.snap_prefix)
+    if args.image is not None:
+        disks = [resolve_disk(disks, args.image)]
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = []
+    for disk in disks:
+        spec = ImageSpec(config.backup.pool, config.backup.namespace, disk.image)
+        rows += [{"image": disk.image, **hold.to_dict(now)} for hold in read_holds(runner, spec).values()]
+    out.emit(rows, lambda: "\n".join(_hold_line(row["image"], row) for row in rows) or "no hold")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, config: Config, out: Output) -> int:
     from backurne_core.stream.progress import format_status, read_status
 
@@ -471,6 +524,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_restore)
 
+    p = sub.add_parser("hold", parents=[common], help="pin a backup snapshot: backup-side retention keeps it")
+    p.add_argument("image", help="backup image (as for ls)")
+    p.add_argument("snapshot", help="snapshot name, 'latest' or an ISO time")
+    p.add_argument("--reason", required=True, help="why it is kept (shown everywhere the hold is)")
+    p.add_argument("--until", help="ISO date or time (UTC) the hold ends; default: until released")
+    p.add_argument("--by", help="who asks (default: $SUDO_USER, else the user running this)")
+    p.set_defaults(func=cmd_hold)
+
+    p = sub.add_parser("release", parents=[common], help="release a snapshot's hold")
+    p.add_argument("image", help="backup image (as for ls)")
+    p.add_argument("snapshot", help="snapshot name, 'latest' or an ISO time")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("holds", parents=[common], help="list the holds (of one backup image)")
+    p.add_argument("image", nargs="?", help="backup image (as for ls); default: all")
+    p.set_defaults(func=cmd_holds)
+
     p = sub.add_parser("status", parents=[common], help="transfers running on this backup node")
     p.set_defaults(func=cmd_status)
 
@@ -508,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.func(args, None, out)
         config = load_config(getattr(args, "config", None))
         return args.func(args, config, out)
-    except (CliError, ConfigError, CatalogError, MappingError, RbdError, NamingError, MigrationError) as exc:
+    except (CliError, ConfigError, CatalogError, MappingError, RbdError, NamingError, MigrationError, HoldError) as exc:
         fail(str(exc))
     except ValueError as exc:
         fail(str(exc))

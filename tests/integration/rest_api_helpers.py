@@ -9,9 +9,12 @@ the lab test (test_rest_api_lab.py) repeats the path checks on a real ext4 snaps
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +96,7 @@ class FakeBackend:
     fail_restore: bool = False
     existing_targets: set[str] = field(default_factory=set)
     on_restore: Callable[[RestoreRequest], None] | None = None
+    holds: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.restore_gate.set()
@@ -180,6 +184,31 @@ class FakeBackend:
         progress({"bytes": 8 << 20})
         return {"ok": True, "target": f"rbd/{request.dest_image or 'vm-100-disk-0-restore'}"}
 
+    def list_holds(self, image: str) -> list[dict[str, Any]]:
+        if image not in self.images:
+            raise NotFound(f"backup image {image!r} not found", image=image)
+        return [hold for (i, _s), hold in self.holds.items() if i == image]
+
+    def set_hold(self, image: str, snapshot: str, reason: str, until: str | None, by: str) -> dict[str, Any]:
+        if snapshot not in self.images.get(image, []):
+            raise NotFound(f"no snapshot {snapshot!r} of {image!r}", image=image, snapshot=snapshot)
+        hold = {"snapshot": snapshot, "reason": reason, "until": until, "by": by, "at": None, "active": True}
+        self.holds[(image, snapshot)] = hold
+        return {"image": image, **hold}
+
+    def release_hold(self, image: str, snapshot: str) -> dict[str, Any]:
+        hold = self.holds.pop((image, snapshot), None)
+        if hold is None:
+            raise NotFound(f"snapshot {snapshot!r} of {image!r} has no hold", image=image, snapshot=snapshot)
+        return {"image": image, **hold, "released": True}
+
+    def overview(self) -> dict[str, Any]:
+        images = [{**d, "freshness": "fresh", "age": "1h", "last_run": None} for d in self.list_images()]
+        return {"now": "2026-11-29T11:00:00", "images": images}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "OK", "checked": 1, "findings": [], "errors": [], "now": "2026-11-29T11:00:00"}
+
 
 def token_store(tmp_path: Path) -> TokenStore:
     return TokenStore(write_tokens(tmp_path / "tokens", (GOOD_TOKEN, "tester"), (OTHER_TOKEN, "other")))
@@ -187,3 +216,43 @@ def token_store(tmp_path: Path) -> TokenStore:
 
 def auth(token: str = GOOD_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def start_api(config: Path, url: str, log: Path, env: dict[str, str], token: str) -> subprocess.Popen[bytes]:
+    """`backurne-api --config CONFIG` as an operator runs it, once it answers /health."""
+    import httpx  # only the lab tests need a real server
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backurne_api.main", "--config", str(config)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"backurne-api did not start:\n{log.read_text()}")
+        time.sleep(0.2)
+
+
+def unmap_and_purge(lab: Any, config: Path, state_dir: Path, env: dict[str, str], ns: str, clusters: list[str]) -> None:
+    """Whatever a failed test left mapped, then the test's namespace on both clusters."""
+    if state_dir.exists():
+        subprocess.run(
+            [sys.executable, "-m", "backurne_cli.main", "--config", str(config), "unmap", "--all"],
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(lab.purge_namespace, cluster, ns) for cluster in clusters]:
+            future.result()

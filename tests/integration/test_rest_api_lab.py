@@ -17,11 +17,9 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +29,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from rest_api_helpers import GOOD_TOKEN, REPO, WRONG_TOKEN, write_tokens
+from rest_api_helpers import GOOD_TOKEN, REPO, WRONG_TOKEN, start_api, unmap_and_purge, write_tokens
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
@@ -131,42 +129,15 @@ def service(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
         lab.rbd("backup", "snap", "create", f"{POOL}/{ns}/{WEB}@manual")  # foreign snapshot
         lab.rbd("backup", "create", "--size", "1M", f"{POOL}/{ns}/not-a-backup")  # foreign image
 
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "backurne_api.main", "--config", str(config)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
         url = f"http://127.0.0.1:{port}"
+        proc = start_api(config, url, log, env, GOOD_TOKEN)
         client = httpx.Client(base_url=url, timeout=120)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.get("/health", headers=HEADERS).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"backurne-api did not start:\n{log.read_text()}")
-            time.sleep(0.2)
         yield Service(url, ns, state_dir, log, client)
         client.close()
     finally:
         if proc is not None:
             _stop(proc)
-        if state_dir.exists():  # whatever a failed test left mapped, so that the namespace can go
-            subprocess.run(
-                [sys.executable, "-m", "backurne_cli.main", "--config", str(tmp / "backurne.yml"), "unmap", "--all"],
-                env=env,
-                capture_output=True,
-                timeout=300,
-                check=False,
-            )
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(lab.purge_namespace, cluster, ns) for cluster in created]:
-                future.result()
+        unmap_and_purge(lab, tmp / "backurne.yml", state_dir, env, ns, created)
 
 
 def test_every_served_operation_needs_a_valid_token(service: Service) -> None:

@@ -78,6 +78,8 @@ def test_the_document_covers_every_endpoint() -> None:
         "/images",
         "/images/{image}/snapshots",
         "/images/{image}/snapshots/{snapshot}/map",
+        "/images/{image}/holds",
+        "/images/{image}/snapshots/{snapshot}/hold",
         "/mapped",
         "/mapped/{image}/{snapshot}",
         "/mapped/{image}/{snapshot}/files",

@@ -32,7 +32,8 @@ description:
   - Critical C(no-shared-snapshot) when live and backup share no snapshot (the next backup would
     be a full one), critical C(too-old) when the newest backup snapshot of a profile is older than
     its interval times O(grace_factor), warning C(not-expired) when a backup snapshot is still
-    present O(expiry_grace) past its expiry.
+    present O(expiry_grace) past its expiry (not for a held snapshot, see C(playbooks/hold.yml);
+    retention keeps it on purpose).
   - Read-only. Findings never fail the task (this is monitoring); an unreachable cluster gives
     RV(status) 3 (UNKNOWN). Only invalid options fail.
 author:

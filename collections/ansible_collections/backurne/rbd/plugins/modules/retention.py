@@ -18,6 +18,9 @@ description:
     (creation + count x interval), never the newest one while the source image exists, never the
     newest one shared with live, never below O(keep_min). When the source image is gone the last
     snapshot is kept O(extra_retention_time) past its expiry, then the backup image is removed.
+  - O(side=backup) never deletes a held snapshot (image-meta C(backurne.hold.SNAPSHOT) on the
+    backup image, set by C(backurne hold), the REST API, the web console or C(playbooks/hold.yml)),
+    nor removes an image holding one; a hold past its C(until) counts as released.
   - Only snapshots whose name starts with C(PREFIX;) are ever deleted; images whose name is not a
     backup image name of O(live_cluster) are never touched.
 author:

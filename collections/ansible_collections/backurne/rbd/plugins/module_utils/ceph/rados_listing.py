@@ -187,6 +187,14 @@ def list_images_rados(ioctx: Any, rados: Any) -> dict[str, list[str]]:
     for its unit tests). Raises ListingUnsupported (or a rados error) when the caller must fall
     back to the rbd CLI.
     """
+    return {name: snaps for name, (snaps, _meta) in list_images_meta_rados(ioctx, rados, None).items()}
+
+
+def list_images_meta_rados(
+    ioctx: Any, rados: Any, meta_prefix: str | None
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """As list_images_rados, with each image's image-meta whose key starts with ``meta_prefix``
+    (the holds: ``backurne.hold.``), read from the same header in the same pass (None: none)."""
     try:
         size, _mtime = ioctx.stat(DIRECTORY_OBJECT)
     except rados.ObjectNotFound:
@@ -201,18 +209,28 @@ def list_images_rados(ioctx: Any, rados: Any) -> dict[str, list[str]]:
         for key, value in _omap_values(ioctx, rados, DIRECTORY_OBJECT, NAME_KEY_PREFIX)
     }
 
-    def snapshots(item: tuple[str, str]) -> tuple[str, list[str] | None]:
+    def snapshots(item: tuple[str, str]) -> tuple[str, tuple[list[str], dict[str, str]] | None]:
         name, image_id = item
+        header = HEADER_PREFIX + image_id
         try:
-            values = _omap_values(ioctx, rados, HEADER_PREFIX + image_id, SNAP_KEY_PREFIX)
+            values = _omap_values(ioctx, rados, header, SNAP_KEY_PREFIX)
+            meta = {} if meta_prefix is None else _metadata(ioctx, rados, header, META_KEY_PREFIX + meta_prefix)
         except rados.ObjectNotFound:
             # Removed between the directory read and this one: `rbd ls -l` skips it too.
             return name, None
-        return name, user_snapshots(values)
+        return name, (user_snapshots(values), meta)
 
     with ThreadPoolExecutor(max_workers=READ_WORKERS) as readers:
         listed = list(readers.map(snapshots, sorted(ids.items())))
-    return {name: snaps for name, snaps in listed if snaps is not None}
+    return {name: found for name, found in listed if found is not None}
+
+
+def _metadata(ioctx: Any, rados: Any, header: str, prefix: str) -> dict[str, str]:
+    """image-meta pairs of a header whose omap key starts with ``prefix`` (``metadata_...``)."""
+    return {
+        key[len(META_KEY_PREFIX) :]: value.decode("utf-8", "replace")
+        for key, value in _omap_values(ioctx, rados, header, prefix)
+    }
 
 
 def header_object(ioctx: Any, rados: Any, image: str) -> str:
@@ -299,6 +317,11 @@ class RadosSession:
 
     def list_images(self, pool: str, namespace: str | None) -> dict[str, list[str]]:
         return list_images_rados(self.ioctx(pool, namespace), self.rados)
+
+    def list_images_meta(
+        self, pool: str, namespace: str | None, meta_prefix: str
+    ) -> dict[str, tuple[list[str], dict[str, str]]]:
+        return list_images_meta_rados(self.ioctx(pool, namespace), self.rados, meta_prefix)
 
     def image_header(self, pool: str, namespace: str | None, image: str) -> tuple[str, int, list[str]]:
         return image_header(self.ioctx(pool, namespace), self.rados, image)

@@ -605,6 +605,36 @@ class RbdRunner:
             for name, snaps in rows.items()
         }
 
+    def list_images_with_meta(
+        self, pool: str, namespace: str | None, meta_prefix: str
+    ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+        """list_images, plus each image's image-meta whose key starts with ``meta_prefix`` (holds).
+
+        In process, the image-meta comes from the header already read for the snapshots (no
+        extra process per image); only when that reader is unavailable, `rbd image-meta list`
+        runs for each image.
+        """
+        session = self.rados_session()
+        if session is not None:
+            try:
+                found = session.list_images_meta(pool, namespace, meta_prefix)
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # the CLI below answers, or says what is wrong
+            else:
+                self.last_listing = "rados"
+                return {n: snaps for n, (snaps, _m) in found.items()}, {n: meta for n, (_s, meta) in found.items()}
+        listing = self.list_images(pool, namespace)
+        metas: dict[str, dict[str, str]] = {}
+        for image in listing:
+            try:
+                meta = self.image_meta(ImageSpec(pool, namespace, image))
+            except RbdError as exc:
+                if exc.is_not_found:
+                    continue  # removed since the listing: nothing left to hold (its snap rm would find nothing)
+                raise
+            metas[image] = {key: value for key, value in meta.items() if key.startswith(meta_prefix)}
+        return listing, metas
+
     def header(self, spec: ImageSpec | str) -> tuple[str, int | None, list[str] | None]:
         """(header object, size, user snapshots or None) of a format-2 image.
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 # The retention module's job: which snapshots (and, on the backup side, which images) of one
 # pool expire under the policy (policy/retention.py decides per image), then their deletion by a
 # pool of workers, an image that fails failing alone, and the report with its diff.
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import holds_of
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import HOLD_KEY_PREFIX, Hold, apply_holds
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     backup_image_name_for_plain,
@@ -114,11 +116,17 @@ def _backup_source(image: str, other: OtherSide, policy: ExpiryPolicy) -> tuple[
     return True, parsed.disk
 
 
-def backup_expiry_plans(listing: Listing, other: OtherSide, policy: ExpiryPolicy) -> list[dict[str, Any]]:
+def backup_expiry_plans(
+    listing: Listing,
+    other: OtherSide,
+    policy: ExpiryPolicy,
+    holds: Callable[[str], Mapping[str, Hold] | None] | None = None,
+) -> list[dict[str, Any]]:
     """Backup side: the expired snapshots, and the images whose source is gone for good.
 
-    The one place that decides backup-side expiry from the listing: a filter of snapshots that
-    must stay regardless (held ones, say) belongs here.
+    The one place that decides backup-side expiry from the listing. ``holds(image)`` gives an
+    image's holds (None: they could not be read, so nothing of it is deleted this time); it is
+    asked only for an image the policy would change, and a held snapshot is kept, with its image.
     """
     plans = []
     for image, snaps in sorted(listing.items()):
@@ -139,6 +147,8 @@ def backup_expiry_plans(listing: Listing, other: OtherSide, policy: ExpiryPolicy
             extra_retention_time=policy.extra_retention_time,
             keep_min=policy.keep_min,
         )
+        if holds is not None and (expiry.delete or expiry.remove_image):
+            expiry = apply_holds(expiry, holds(image), policy.now)
         plan = _plan(image, snaps, policy.prefix, expiry.delete, expiry.remove_image, expiry.kept_reasons)
         if plan:
             plans.append(plan)
@@ -188,17 +198,30 @@ class ExpiryJob:
     def where(self) -> str:
         return f"{self.policy.side} pool {self.how.pool}" + (f"/{self.how.namespace}" if self.how.namespace else "")
 
+    # The holds' image-meta by image when this job listed the backup pool itself (the listing
+    # reads each header anyway); None: read an image's holds when the policy would change it.
+    listed_meta: dict[str, dict[str, str]] | None = field(default=None, init=False)
+
     def listing(self) -> Listing:
         if self.given_listing is not None:
             return self.given_listing
         try:
+            if self.policy.side == "backup":
+                listing, self.listed_meta = self.runner.list_images_with_meta(
+                    self.how.pool, self.how.namespace, HOLD_KEY_PREFIX
+                )
+                return listing
             return self.runner.list_images(self.how.pool, self.how.namespace)
         except RbdError as exc:
             raise ModuleFailure(f"retention on {self.where}: cannot list images: {exc}") from exc
 
+    def holds(self, image: str) -> Mapping[str, Hold] | None:
+        return holds_of(self.runner, ImageSpec(self.how.pool, self.how.namespace, image), self.listed_meta)
+
     def plans(self, listing: Listing) -> list[dict[str, Any]]:
-        planner = backup_expiry_plans if self.policy.side == "backup" else live_expiry_plans
-        return planner(listing, self.other, self.policy)
+        if self.policy.side == "backup":
+            return backup_expiry_plans(listing, self.other, self.policy, self.holds)
+        return live_expiry_plans(listing, self.other, self.policy)
 
     def expire(self, plan: dict[str, Any]) -> dict[str, Any]:
         """Delete one image's expired snapshots (and the image); an error fails this image only."""

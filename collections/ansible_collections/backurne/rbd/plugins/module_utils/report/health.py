@@ -117,6 +117,7 @@ def check_images(
     first_seen: Mapping[str, datetime] | None = None,
     transfers: Mapping[str, TransferState] | None = None,
     freezes: Mapping[str, FreezeState] | None = None,
+    held: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Finding]:
     """Findings for every live image of ``cluster``, in image order.
 
@@ -138,7 +139,7 @@ def check_images(
       ``grace_factor``; a profile without any snapshot counts from the image's oldest backup.
     - warning ``not-expired``: backup snapshots of ours still present ``expiry_grace`` past their
       expiry, except those retention keeps on purpose (the newest shared one and those after
-      it, the newest ``max(keep_min, 1)``).
+      it, the newest ``max(keep_min, 1)``, the snapshots ``held`` now, by backup image: holds).
 
     Listings are in Ceph's creation order: "newest" is the last one listed, its age the time
     in its name.
@@ -219,7 +220,7 @@ def check_images(
                     f"(limit {format_age(limit)})",
                 )
 
-        kept = {snap.name for snap in backup[-max(keep_min, 1) :]}
+        kept = {snap.name for snap in backup[-max(keep_min, 1) :]} | set((held or {}).get(backup_image, ()))
         if shared is not None:
             # Retention keeps the newest shared one and whatever follows it on backup.
             names = [snap.name for snap in backup]

@@ -15,6 +15,11 @@ from typing import Any
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_duration_or_zero
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import (
+    HOLD_KEY_PREFIX,
+    held_now,
+    holds_from_metadata,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NO_COMMENT,
     NamingError,
@@ -180,6 +185,8 @@ class HealthCheckJob:
     settings: HealthSettings
     expected: ExpectedImages | None  # None: the live pool is listed, backups named CLUSTER;IMAGE;None
     warn: Callable[[str], None]
+    # Backup image -> its snapshots held now (read with the backup listing): kept on purpose.
+    held: dict[str, set[str]] = field(default_factory=dict, init=False)
 
     def run(self) -> dict[str, Any]:
         try:
@@ -209,9 +216,13 @@ class HealthCheckJob:
             except (RbdError, ValueError) as exc:
                 raise _Unknown(f"cannot list the live images: {exc}") from exc
         try:
-            backup_listing = self.backup.list_images(self.settings.pool, self.settings.namespace)
+            backup_listing, metas = self.backup.list_images_with_meta(
+                self.settings.pool, self.settings.namespace, HOLD_KEY_PREFIX
+            )
         except (RbdError, ValueError) as exc:
             raise _Unknown(f"cannot list the backup images: {exc}") from exc
+        # Held snapshots are kept on purpose: never "not expired in time".
+        self.held = {image: held_now(holds_from_metadata(meta), self.settings.now) for image, meta in metas.items()}
         return live_listings, backup_listing
 
     def _selected_images(
@@ -340,6 +351,7 @@ class HealthCheckJob:
                     first_seen=history.first_seen,
                     transfers=history.transfers,
                     freezes=history.freezes,
+                    held=self.held,
                 )
             findings.sort(key=lambda finding: finding.image)  # stable: each image's own order stays
             findings += check_faded(

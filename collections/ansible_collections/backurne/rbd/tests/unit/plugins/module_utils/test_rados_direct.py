@@ -372,3 +372,21 @@ def test_image_metadata_in_process_and_missing_image(monkeypatch: pytest.MonkeyP
     objects["rbd_header.id0000"]["metadata_bad"] = b"\xff"
     with pytest.raises(ListingUnsupported):
         image_metadata(fake, fake, "a")
+
+
+def test_holds_come_with_the_listing_from_the_headers_it_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = _pool({"a;b;None": ["s1", "s2"], "c;d;None": ["s3"]})
+    objects["rbd_header.id0000"]["metadata_backurne.hold.s1"] = b'{"reason": "INC"}'
+    objects["rbd_header.id0000"]["metadata_backurne.pve.cluster"] = b"not a hold"
+    fake = FakeRados(objects)
+    monkeypatch.setattr(rados_direct, "rados_connector", lambda *a: (fake, lambda: fake))
+    runner = CliRecorder(CephAccess())
+    listing, metas = runner.list_images_with_meta("rbd", None, "backurne.hold.")
+    assert listing == {"a;b;None": ["s1", "s2"], "c;d;None": ["s3"]}
+    assert metas == {"a;b;None": {"backurne.hold.s1": '{"reason": "INC"}'}, "c;d;None": {}}
+    assert runner.argvs == []  # no rbd process, not even one per image
+    # only the headers' snapshot and hold keys were read, no other image-meta
+    assert {prefix for oid, _after, prefix in fake.reads if oid.startswith("rbd_header.")} == {
+        "snapshot_",
+        "metadata_backurne.hold.",
+    }

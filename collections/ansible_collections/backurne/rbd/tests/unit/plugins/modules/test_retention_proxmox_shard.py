@@ -23,6 +23,7 @@ def removed(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         raise AssertionError("the run's listing is given: no rbd ls")
 
     monkeypatch.setattr(RbdRunner, "list_images", no_listing)
+    monkeypatch.setattr(RbdRunner, "image_meta", lambda self, spec: {})  # no hold on these images
     monkeypatch.setattr(RbdRunner, "snap_remove", lambda self, spec: done["snaps"].append(f"{spec.image}@{spec.snap}"))
     monkeypatch.setattr(RbdRunner, "remove", lambda self, spec: done["images"].append(spec.image))
     return done
