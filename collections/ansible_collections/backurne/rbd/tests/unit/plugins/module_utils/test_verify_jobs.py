@@ -60,6 +60,14 @@ class Pool:
             raise self.fail["list"]
         return {name: list(snaps) for name, snaps in self.images.items()}
 
+    def list_images_with_meta(
+        self, pool: str, namespace: str | None, meta_prefix: str
+    ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+        return self.list_images(pool, namespace), {}  # no holds in these pools
+
+    def image_meta(self, spec: ImageSpec) -> dict[str, str]:
+        return {}
+
     def snap_remove(self, spec: ImageSpec) -> None:
         if spec.image in self.fail:
             raise self.fail[spec.image]
