@@ -19,6 +19,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.pool_pair.backup_pool
   - backurne.rbd.attributes
 attributes:
   check_mode:
@@ -28,13 +29,6 @@ attributes:
     support: none
     description: The result lists each hold set or released.
 options:
-  pool:
-    description: Backup pool.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside O(pool).
-    type: str
   holds:
     description:
       - The holds to set (O(holds[].state=present)) or release (O(holds[].state=absent)).
@@ -186,12 +180,10 @@ def main() -> None:
     module = create_module(
         "hold",
         {
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
             "holds": {"type": "list", "elements": "dict", "default": [], "options": HOLD_SPEC},
             "by": {"type": "str", "default": "ansible"},
         },
-        groups=("ceph",),
+        groups=("ceph", "backup_pool"),
     )
     p = module.params
 

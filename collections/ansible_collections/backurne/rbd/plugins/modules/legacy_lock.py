@@ -19,13 +19,8 @@ description:
   - Not a member of the action group C(backurne.rbd.all) (it talks to no Ceph cluster).
 author:
   - backurne developers (@backurne)
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing.
+extends_documentation_fragment:
+  - backurne.rbd.attributes.read_only
 options:
   lockdir:
     description: backurne 2.x's C(lockdir) setting.

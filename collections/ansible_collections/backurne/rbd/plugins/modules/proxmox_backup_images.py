@@ -29,6 +29,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.pool_pair.backup_pool
   - backurne.rbd.attributes
 attributes:
   check_mode:
@@ -42,13 +43,6 @@ options:
     description: Name of the Proxmox live cluster.
     type: str
     required: true
-  pool:
-    description: Backup pool.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside O(pool).
-    type: str
   disks:
     description: The disks of the run, as RV(backurne.rbd.proxmox_discover#module:disks) returns them.
     type: list
@@ -134,14 +128,12 @@ def main() -> None:
         "proxmox_backup_images",
         {
             "live_cluster": {"type": "str", "required": True},
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
             "disks": {"type": "list", "elements": "dict", "required": True},
             "transfers": {"type": "list", "elements": "dict"},
             "coverage": {"type": "dict"},
             "workers": {"type": "int", "default": 4},
         },
-        groups=("ceph",),
+        groups=("ceph", "backup_pool"),
     )
     p = module.params
     module.run(BackupImagesJob(p, RbdRunner(ceph_access(p)), module.check_mode, module.ansible.warn))
