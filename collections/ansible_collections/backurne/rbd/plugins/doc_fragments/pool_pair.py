@@ -3,9 +3,26 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-# The backup pool (and its namespace), written once: the pair's first half, and on its own
-# (backurne.rbd.pool_pair.backup_pool) for the modules that read the backup pool alone.
-_BACKUP_POOL_OPTIONS = r"""
+
+class ModuleDocFragment:
+    # The pool pair of a module on a backup node that reads both sides: the backup pool
+    # (backurne.rbd.pool_pair.backup_pool, which the modules reading the backup pool alone use
+    # too) and the live pool (this default fragment). A module of the factory's pool_pair group
+    # lists both. Each is one plain literal: ansible-test's yamllint reads these strings as they
+    # are written, not as Python would build them.
+    DOCUMENTATION = r"""
+options:
+  source_pool:
+    description: Pool of the images on the live cluster.
+    type: str
+    default: rbd
+  source_namespace:
+    description: RBD namespace of the images on the live cluster.
+    type: str
+"""
+
+    BACKUP_POOL = r"""
+options:
   pool:
     description: Backup pool.
     type: str
@@ -14,21 +31,3 @@ _BACKUP_POOL_OPTIONS = r"""
     description: RBD namespace inside O(pool).
     type: str
 """
-
-
-class ModuleDocFragment:
-    # The backup pool and the live pool, for the modules on a backup node that read both sides.
-    DOCUMENTATION = (
-        "options:"
-        + _BACKUP_POOL_OPTIONS
-        + r"""  source_pool:
-    description: Pool of the images on the live cluster.
-    type: str
-    default: rbd
-  source_namespace:
-    description: RBD namespace of the images on the live cluster.
-    type: str
-"""
-    )
-
-    BACKUP_POOL = "options:" + _BACKUP_POOL_OPTIONS

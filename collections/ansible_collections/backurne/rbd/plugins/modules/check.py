@@ -43,6 +43,7 @@ extends_documentation_fragment:
   - backurne.rbd.policy
   - backurne.rbd.ceph
   - backurne.rbd.ssh
+  - backurne.rbd.pool_pair.backup_pool
   - backurne.rbd.pool_pair
 attributes:
   check_mode:

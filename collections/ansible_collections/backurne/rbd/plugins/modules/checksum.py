@@ -25,6 +25,7 @@ author:
 extends_documentation_fragment:
   - backurne.rbd.ceph
   - backurne.rbd.ssh
+  - backurne.rbd.pool_pair.backup_pool
   - backurne.rbd.pool_pair
   - backurne.rbd.batch
   - backurne.rbd.attributes

@@ -728,7 +728,7 @@ class RbdRunner:
         parsed = self._snapshot_spec(spec, "snap_create")
         # librbd in this process: the same request `rbd snap create` makes (through the exclusive
         # lock's owner when a VM has the image open), without a process and a cephx handshake per image.
-        done, _ = self._librbd_snapshot_op(parsed, "snap_create", "snap create")
+        done, _answer = self._librbd_snapshot_op(parsed, "snap_create", "snap create")
         if not done:
             self.run(["snap", "create", "--no-progress", *parsed.options()])
 
@@ -756,7 +756,7 @@ class RbdRunner:
     def snap_rollback(self, spec: ImageSpec | str, timeout: float | None = None) -> None:
         """Reset image's HEAD to image@snap (`rbd snap rollback`); writes every object: may take a while."""
         parsed = self._snapshot_spec(spec, "snap_rollback")
-        done, _ = self._librbd_snapshot_op(parsed, "snap_rollback", "snap rollback")
+        done, _answer = self._librbd_snapshot_op(parsed, "snap_rollback", "snap rollback")
         if not done:
             self.run(["snap", "rollback", "--no-progress", *parsed.options()], timeout=timeout)
 

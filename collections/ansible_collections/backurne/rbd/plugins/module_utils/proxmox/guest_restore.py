@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure
@@ -50,7 +50,8 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
 
-Target = tuple[str, str | None]  # (pool, namespace) on the live cluster
+# (pool, namespace) on the live cluster; a string, so that no `|` of types is evaluated at import
+Target: TypeAlias = "tuple[str, str | None]"
 
 
 def read_meta(backup: RbdRunner, pool: str, namespace: str | None, image: str) -> dict[str, Any]:
