@@ -94,13 +94,13 @@ def test_every_image_has_a_last_success_failed_ones_from_the_history(state_dir: 
 
 
 def test_no_history_yet_is_not_created_by_reading(tmp_path: Path) -> None:
-    images, _ = metrics.report(RECORDS, str(tmp_path / "none"), 1.0, 2.0)
+    images, _summary = metrics.report(RECORDS, str(tmp_path / "none"), 1.0, 2.0)
     assert [image["last_success"] for image in images] == [2.0, 2.0, 0.0, 0.0]
     assert not os.path.exists(db_path(str(tmp_path / "none")))
 
 
 def test_unknown_fields_never_reach_the_report(state_dir: str) -> None:
-    images, _ = metrics.report([record("web", "transferred", password="hunter22")], state_dir, 1.0, 2.0)
+    images, _summary = metrics.report([record("web", "transferred", password="hunter22")], state_dir, 1.0, 2.0)
     assert "password" not in images[0]
 
 
