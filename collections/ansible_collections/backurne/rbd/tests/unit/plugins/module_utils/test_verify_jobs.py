@@ -26,6 +26,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.expiry_job imp
     backup_expiry_plans,
     given_listing,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import Hold, hold_key
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import parse_profiles
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.selection import selected
 from ansible_collections.backurne.rbd.plugins.module_utils.report.health_job import (
@@ -50,10 +51,17 @@ CORE = (
 class Pool:
     """One pool of one side: its listing, and what was removed from it."""
 
-    def __init__(self, images: dict[str, list[str]], fail: dict[str, RbdError] | None = None) -> None:
+    def __init__(
+        self,
+        images: dict[str, list[str]],
+        fail: dict[str, RbdError] | None = None,
+        meta: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.images = images
         self.fail = fail or {}
+        self.meta = meta or {}  # image -> its image-meta (holds); "meta" in fail: unreadable
         self.removed: list[str] = []
+        self.meta_reads: list[str] = []
 
     def list_images(self, pool: str, namespace: str | None = None) -> dict[str, list[str]]:
         if "list" in self.fail:
@@ -63,10 +71,16 @@ class Pool:
     def list_images_with_meta(
         self, pool: str, namespace: str | None, meta_prefix: str
     ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
-        return self.list_images(pool, namespace), {}  # no holds in these pools
+        metas = {
+            image: {k: v for k, v in meta.items() if k.startswith(meta_prefix)} for image, meta in self.meta.items()
+        }
+        return self.list_images(pool, namespace), metas
 
     def image_meta(self, spec: ImageSpec) -> dict[str, str]:
-        return {}
+        self.meta_reads.append(spec.image)
+        if "meta" in self.fail:
+            raise self.fail["meta"]
+        return dict(self.meta.get(spec.image, {}))
 
     def snap_remove(self, spec: ImageSpec) -> None:
         if spec.image in self.fail:
@@ -146,6 +160,39 @@ def test_expiry_job_counts_a_snapshot_already_gone_from_a_given_listing_as_delet
     listing = given_listing({"prod;web;None": [D1, D2, D3]})
     result = ExpiryJob(pool, listing, OtherSide({"web": [D3]}), policy(), ExpiryRun("backups", None)).run()  # type: ignore[arg-type]
     assert result["images"][0]["deleted"] == [D1] and result["failed_images"] == []
+
+
+def held(snapshot: str, until: datetime | None = None) -> dict[str, str]:
+    hold = Hold(snapshot, "INC-1", until, "tester", NOW)
+    return {hold_key(snapshot): hold.value()}
+
+
+def test_expiry_job_keeps_a_held_snapshot_read_with_its_own_listing() -> None:
+    pool = Pool({"prod;web;None": [D1, D2, D3]}, meta={"prod;web;None": held(D1)})
+    result = ExpiryJob(pool, None, OtherSide({"web": [D3]}), policy(), ExpiryRun("backups", None)).run()  # type: ignore[arg-type]
+    assert pool.removed == [] and result["changed"] is False
+    assert pool.meta_reads == []  # the holds came with the listing
+
+
+def test_expiry_job_reads_the_holds_of_a_given_listing_only_where_it_would_delete() -> None:
+    pool = Pool(
+        {"prod;web;None": [D1, D2, D3], "prod;db;None": [D2, D3]},
+        meta={"prod;web;None": held(D1, until=NOW - timedelta(days=1)), "prod;db;None": held(D2)},
+    )
+    listing = given_listing({"prod;web;None": [D1, D2, D3], "prod;db;None": [D2, D3]})
+    other = OtherSide({"web": [D3], "db": [D3]})
+    ExpiryJob(pool, listing, other, policy(), ExpiryRun("backups", None)).run()  # type: ignore[arg-type]
+    assert pool.removed == [f"prod;web;None@{D1}"]  # a hold past its end counts as released
+    assert pool.meta_reads == ["prod;web;None"]  # db: nothing to delete, so no read
+
+
+def test_expiry_job_deletes_nothing_of_an_image_whose_holds_cannot_be_read() -> None:
+    denied = RbdError([], 1, "(1) Operation not permitted", "local", action="rbd image-meta list", subject="x")
+    pool = Pool({"prod;web;None": [D1, D2, D3]}, fail={"meta": denied})
+    listing = given_listing({"prod;web;None": [D1, D2, D3]})
+    result = ExpiryJob(pool, listing, OtherSide({"web": [D3]}), policy(), ExpiryRun("backups", None)).run()  # type: ignore[arg-type]
+    assert pool.removed == [] and result["failed_images"] == []
+    assert pool.images["prod;web;None"] == [D1, D2, D3]
 
 
 def settings(**extra: Any) -> HealthSettings:
