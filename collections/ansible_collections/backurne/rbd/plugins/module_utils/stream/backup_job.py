@@ -26,6 +26,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.report.history import
     record_freeze_results,
     record_transfer_results,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.engine import ENGINES, StreamEngine
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.head_guard import reset_written_head
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import (
     ESTIMATE_DELAY,
@@ -56,6 +57,9 @@ class TransferSettings:
     shard_count: int = 1
     check_mode: bool = False
     state_dir: Path | None = None  # where the history is recorded (None: nothing recorded)
+    # The data path: "cli" (process pipeline per image), "librbd" (stream/engine.py; an image it
+    # cannot serve fails), "auto" (the engine, the CLI pipeline where it cannot serve an image).
+    stream_engine: str = "cli"
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **derived: Any) -> TransferSettings:
@@ -80,6 +84,7 @@ def empty_result(plan: Mapping[str, Any]) -> dict[str, Any]:
         "bytes_wire": 0,
         "duration": 0.0,
         "error": None,
+        "engine": "cli",
     }
 
 
@@ -124,6 +129,12 @@ class TransferBatch:
         self.before: dict[str, list[str]] = {}
         self.after: dict[str, list[str]] = {}
         self.warnings: list[str] = []
+        if settings.stream_engine not in ENGINES:
+            raise ValueError(f"stream_engine must be one of {', '.join(ENGINES)}, got {settings.stream_engine!r}")
+        self.engine: StreamEngine | None = None
+        if settings.stream_engine != "cli" and not settings.check_mode:
+            stream = settings.stream
+            self.engine = StreamEngine(live, backup, stream.compression.enabled, stream.stall_timeout)
 
     # -- the batch ------------------------------------------------------------------------
 
@@ -163,6 +174,8 @@ class TransferBatch:
         finally:
             if self.board is not None:
                 self.board.close()
+            if self.engine is not None:
+                self.engine.close()
         done = dict(zip(map(id, ordered), batch, strict=True))
         return [done[id(plan)] for plan in plans]
 
@@ -282,6 +295,8 @@ class TransferBatch:
             notes.extend(f"{where}: snapshot {step['to_snap']!r}: {note}" for note in sent.notes)
             result["bytes_logical"] += sent.bytes_logical
             result["bytes_wire"] += sent.bytes_wire
+            if sent.engine == "librbd":
+                result["engine"] = "librbd"
             if not sent.ok:
                 if fresh and step["from_snap"] is None:
                     self.after.pop(dest, None)  # the failed full removed its placeholder
@@ -335,6 +350,8 @@ class TransferBatch:
             stall_timeout=s.stream.stall_timeout,
             snap_prefix=s.snap_prefix,
             present=present,
+            engine=self.engine,
+            engine_fallback=s.stream_engine == "auto",
         )
         if self.board is not None:
             self.board.finish(image)

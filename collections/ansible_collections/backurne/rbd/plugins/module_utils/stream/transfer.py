@@ -37,6 +37,11 @@ from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
     RbdRunner,
     stderr_cause,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.engine import (
+    EngineUnavailable,
+    StreamEngine,
+    StreamFailed,
+)
 
 CHUNK_SIZE = 1 << 20
 # Linux pipes hold 64 KiB by default, so a 1 MiB read would rarely get more than 64 KiB and
@@ -117,6 +122,8 @@ class TransferResult:
     failed_stage: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Which data path moved it: "cli" (the process pipeline) or "librbd" (stream/engine.py).
+    engine: str = "cli"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -574,6 +581,8 @@ def transfer_snapshot(
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
     snap_prefix: str | None = "backup",
     present: Collection[str] | None = None,
+    engine: StreamEngine | None = None,
+    engine_fallback: bool = True,
 ) -> TransferResult:
     """Stream SRC@snapshot (the diff from `base`, or everything when base is None) into DEST.
 
@@ -591,6 +600,10 @@ def transfer_snapshot(
     import left on DEST (ours: `snap_prefix;…`, and not in `present`, DEST's snapshots before
     the transfer — read here when None) is removed, so no backup snapshot can differ from
     live; a note says so.
+
+    `engine`: stream through the in-process engine (stream/engine.py) instead of the process
+    pipeline; where it cannot serve the image before touching DEST, the pipeline does it
+    (`engine_fallback`) or the image fails, and a note says why.
     """
     compression = compression or Compression()
     result = TransferResult(
@@ -631,7 +644,13 @@ def transfer_snapshot(
         except (RbdError, ValueError) as exc:
             result.failed_stage, result.error = "prepare", f"prepare: {exc}"
             return result
-        _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout)
+        if engine is not None:
+            limits = (timeout, stall_timeout)
+            _stream_engine(
+                engine, engine_fallback, live, backup, src, snapshot, base, dest, compression, limits, progress, result
+            )
+        else:
+            _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout)
         after = _confirm_end_snapshot(backup, dest, result) if result.ok else None
         ours = snap_prefix is not None and snapshot.startswith(f"{snap_prefix};")
         if not result.ok and ours and snapshot not in before:
@@ -857,3 +876,37 @@ def _stream(
         StageCommand("import", import_words(backup, dest)),
     )
     run_stream(stages, PULL, result, live.is_remote, (timeout, stall_timeout), progress)
+
+
+def _stream_engine(
+    engine: StreamEngine,
+    fallback: bool,
+    live: RbdRunner,
+    backup: RbdRunner,
+    src: ImageSpec,
+    snapshot: str,
+    base: str | None,
+    dest: ImageSpec,
+    compression: Compression,
+    limits: tuple[float | None, float | None],
+    progress: Callable[[int], None] | None,
+    result: TransferResult,
+) -> None:
+    """The stream through the engine; the process pipeline when the engine cannot serve it."""
+    timeout, stall_timeout = limits
+    try:
+        outcome = engine.transfer(src, snapshot, base, dest, _progress_guard(progress), limits)
+    except EngineUnavailable as exc:
+        if not fallback:
+            result.failed_stage, result.error = "prepare", f"prepare: stream engine unavailable: {exc}"
+            return
+        result.notes.append(f"stream engine not used, CLI pipeline instead: {exc}")
+        _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout)
+        return
+    except StreamFailed as exc:
+        result.engine = "librbd"
+        result.failed_stage, result.error = exc.stage, f"{exc.stage}: {exc}"
+        return
+    result.engine = "librbd"
+    result.ok = True
+    result.bytes_wire, result.bytes_logical = outcome.bytes_wire, outcome.bytes_logical
