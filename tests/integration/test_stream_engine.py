@@ -299,3 +299,33 @@ def test_refused_writes_fail_only_the_image_that_writes(lab: Lab, ns: str) -> No
     assert lab.checksum("backup", spec(ns, "data-b", S[1]), admin=True) == lab.checksum(
         "live", spec(ns, "data", S[1]), admin=True
     )
+
+
+def test_backup_playbook_through_the_engine(lab: Lab, ns: str, tmp_path: Path) -> None:
+    """backup.yml with backurne_stream_engine=auto: the module ships the live half from its own
+    payload (AnsiballZ) and both runs go through the engine, data equal by checksum."""
+    from playbook_helpers import (  # noqa: PLC0415 - the playbook helpers only for this test
+        T_TRANSFER,
+        assert_ok,
+        assert_same_data,
+        backup_image,
+        cluster_name,
+        day,
+        make_inventory,
+        run_backup,
+        snap_name,
+    )
+
+    lab.write_image("live", spec(ns, "disk"), 8, seed=13, admin=True)
+    inv = make_inventory(lab, ns, profiles={"daily": {"count": 7, "max_on_live": 1}})
+    bimg = backup_image(cluster_name(inv), "disk")
+    engine_vars = {"backurne_stream_engine": "auto"}
+    first = assert_ok(run_backup(inv, tmp_path, now=day(0), extra_vars=engine_vars))
+    sent = first.image(T_TRANSFER, "disk")
+    assert (sent["status"], sent["kind"], sent["engine"]) == ("transferred", "full", "librbd"), sent
+    lab.overwrite("live", spec(ns, "disk"), 0.1, seed=14, admin=True)
+    second = assert_ok(run_backup(inv, tmp_path, now=day(1), extra_vars=engine_vars))
+    sent = second.image(T_TRANSFER, "disk")
+    assert (sent["status"], sent["kind"], sent["engine"]) == ("transferred", "incremental", "librbd"), sent
+    assert "note" not in sent or "CLI pipeline instead" not in sent["note"], sent
+    assert_same_data(lab, ns, "disk", bimg, [snap_name("daily", 7, day(0)), snap_name("daily", 7, day(1))])

@@ -72,6 +72,22 @@ options:
         with C(backurne status). See C(docs/monitoring.md).
     type: bool
     default: true
+  stream_engine:
+    description:
+      - The data path. C(cli) - per image and snapshot, C(ssh LIVE "rbd export-diff | zstd") into
+        C(zstd -d | rbd import-diff) (processes per image, each C(rbd) a new cluster connection).
+      - C(librbd) - the stream engine. One ssh channel per worker to one long-lived
+        C(/usr/bin/python3) process on the live node that reads the diffs through python3-rbd and
+        streams them (C(rbd export-diff) v1 format, zlib-compressed when O(compression) is on) for
+        image after image; this process applies them through python3-rbd as C(rbd import-diff)
+        would (same checks, same end snapshot). An image it cannot serve fails.
+      - C(auto) - the engine, and the C(cli) path for an image the engine cannot serve before
+        writing to it (no python3-rbd on either node, the live process not starting, an error
+        before the first write); the image's C(note) says so. Playbook variable
+        C(backurne_stream_engine).
+    type: str
+    choices: [cli, librbd, auto]
+    default: cli
   state_dir:
     description:
       - Directory of backurne's state on this node (progress files, and C(history.sqlite) where
@@ -135,6 +151,9 @@ images:
     duration:
       description: Seconds spent transferring.
       type: float
+    engine:
+      description: C(librbd) when the stream engine moved (or failed to move) a snapshot of it, else C(cli).
+      type: str
     error:
       description:
         - Why the image failed, naming the image, the snapshot, the stage and the cause (e.g.
@@ -195,6 +214,7 @@ def main() -> None:
             "progress": {"type": "bool", "default": True},
             "state_dir": {"type": "path"},
             "backup_snapshots": {"type": "dict"},
+            "stream_engine": {"type": "str", "default": "cli", "choices": ["cli", "librbd", "auto"]},
         },
         groups=("ceph", "ssh", "pool_pair", "batch", "shard", "stream", "lock"),
     )
@@ -210,6 +230,7 @@ def main() -> None:
             shard_count=shared.shard_count,
             check_mode=module.check_mode,
             state_dir=state_dir(p["state_dir"]),
+            stream_engine=p["stream_engine"],
         )
         live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
         board = ProgressBoard(state_dir(p["state_dir"])) if p["progress"] and not module.check_mode else None
