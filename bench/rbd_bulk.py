@@ -7,6 +7,7 @@ and remove a whole namespace quickly — fixture work only, never what is measur
 
     rbd_bulk.py create --conf C --namespace NS --prefix img- --count 200 [--size 1048576] [--write 4096]
     rbd_bulk.py write  --conf C --namespace NS --prefix img- --count 200 --every 10 [--offset 65536]
+    rbd_bulk.py snap   --conf C --namespace NS --prefix img- --count 200 --snap NAME
     rbd_bulk.py purge  --conf C --namespace NS
 """
 
@@ -67,6 +68,17 @@ def write(ioctx: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {"images": names, "errors": _parallel(one, names, args.workers)}
 
 
+def snap(ioctx: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Snapshot every image, as the snapshot module does on a live node (librbd in process)."""
+    names = [f"{args.prefix}{index:05d}" for index in range(args.count)]
+
+    def one(name: str) -> None:
+        with rbd.Image(ioctx, name) as image:
+            image.create_snap(args.snap)
+
+    return {"images": len(names), "errors": _parallel(one, names, args.workers)}
+
+
 def purge(ioctx: Any, args: argparse.Namespace) -> dict[str, Any]:
     ioctx.set_namespace("")
     if not rbd.RBD().namespace_exists(ioctx, args.namespace):
@@ -100,7 +112,7 @@ def purge(ioctx: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("create", "write", "purge"))
+    parser.add_argument("command", choices=("create", "write", "snap", "purge"))
     parser.add_argument("--conf", required=True)
     parser.add_argument("--id", default="admin")
     parser.add_argument("--namespace", required=True)
@@ -112,6 +124,7 @@ def main() -> int:
     parser.add_argument("--offset", type=int, default=64 * 1024)
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--seed", default="0")
+    parser.add_argument("--snap", default="", help="snap: the snapshot name")
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
 
@@ -123,7 +136,7 @@ def main() -> int:
         try:
             if args.command != "purge":
                 ioctx.set_namespace(args.namespace)
-            result = {"create": create, "write": write, "purge": purge}[args.command](ioctx, args)
+            result = {"create": create, "write": write, "snap": snap, "purge": purge}[args.command](ioctx, args)
         finally:
             ioctx.close()
     finally:

@@ -360,6 +360,18 @@ class RadosSession:
             )
             raise SnapshotFailed(abs(int(code)), str(exc)) from None
 
+    def create_image(self, pool: str, namespace: str | None, image: str, size: int) -> None:
+        """`rbd create --size=SIZE` through librbd in this process (python3-rbd): the cluster's
+        default format, features and order, as the CLI takes them from the same configuration.
+
+        Errors as in snap_create (SnapshotFailed for a refusal, e.g. (17) when it exists).
+        """
+        rbd = self._rbd_module()
+        try:
+            rbd.RBD().create(self.ioctx(pool, namespace), image, int(size), old_format=False)
+        except rbd.Error as exc:
+            raise SnapshotFailed(self._rbd_errno(rbd, exc), str(exc)) from None
+
     def head_differs(self, pool: str, namespace: str | None, image: str, snapshot: str) -> bool:
         """Whether the image's HEAD differs from `snapshot` (librbd in this process, python3-rbd).
 
