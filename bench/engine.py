@@ -104,6 +104,138 @@ def worker() -> None:
     subprocess.run(ssh.exit_master_argv(), capture_output=True, timeout=30, check=False)
 
 
+def floor_worker() -> None:
+    """Time, one by one, what a changed small image costs (median of --reps), in ms; JSON out."""
+    import statistics
+
+    from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import release, try_acquire
+    from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
+        CephAccess,
+        ImageSpec,
+        RbdRunner,
+        SshTarget,
+    )
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.engine import StreamEngine
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import export_words
+
+    job = json.load(sys.stdin)
+    ssh = SshTarget(**job["ssh"])
+    live = RbdRunner(CephAccess(**job["live"]), ssh, label="live node")
+    backup = RbdRunner(CephAccess(**job["backup"]), label="backup node")
+    live_ns, backup_ns, reps = job["live_ns"], job["backup_ns"], job["reps"]
+    src = ImageSpec(POOL, live_ns, f"{PREFIX}00000")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, action: Any, setup: Any = None) -> None:
+        samples = []
+        for index in range(reps):
+            if setup is not None:
+                setup(index)
+            started = time.monotonic()
+            action(index)
+            samples.append((time.monotonic() - started) * 1000)
+        timings[name] = round(statistics.median(samples), 1)
+
+    def quiet(argv: list[str]) -> None:
+        subprocess.run(argv, capture_output=True, timeout=120, check=True)
+
+    live.run(["info", *src.options()])  # warms the ControlMaster
+    timed("ssh session, warm ControlMaster (`ssh true`)", lambda _i: quiet(live.command_argv(["true"])))
+    timed("ssh + bash --norc (the CLI path's remote shell)", lambda _i: quiet(live.remote_shell_argv([["true"]])))
+    timed("ssh + remote `rbd info` (process + cluster connect)", lambda _i: live.run(["info", *src.options()]))
+    timed(
+        "ssh + remote `rbd export-diff` 4 KiB | zstd (the CLI path's live side)",
+        lambda _i: quiet(live.remote_shell_argv([export_words(live, src, S2, S1), ["zstd", "-q", "-1", "-c"]])),
+    )
+    timed("local `rbd --version` (process start only)", lambda _i: quiet(["rbd", "--version"]))
+    timed(
+        "local `rbd info` (process + cluster connect)",
+        lambda _i: backup.run(["info", *ImageSpec(POOL, backup_ns, "d-0").options()]),
+    )
+    timed(
+        "local `zstd -d` of an empty stream",
+        lambda _i: subprocess.run(["zstd", "-q", "-d", "-c"], input=b"", capture_output=True, check=False),
+    )
+    names = [f"floor-{index}" for index in range(reps)]
+    timed(
+        "backup placeholder create, in process", lambda i: backup.create(ImageSpec(POOL, backup_ns, names[i]), 1 << 20)
+    )
+    lock_ttl = timedelta(hours=1)
+
+    def lock_cycle(i: int) -> None:
+        lock = try_acquire(backup, POOL, backup_ns, names[i], lock_ttl)
+        release(backup, lock)  # type: ignore[arg-type]
+
+    timed("backup lock take + release (cls_lock, in process)", lock_cycle)
+    timed(
+        "backup snapshot listing (omap, in process)",
+        lambda i: backup.snapshot_names(ImageSpec(POOL, backup_ns, names[i])),
+    )
+    timed(
+        "backup snapshot create (librbd, in process)",
+        lambda i: backup.snap_create(ImageSpec(POOL, backup_ns, names[i], S1)),
+    )
+    engine = StreamEngine(live, backup, True, 300)
+    try:
+        engine.transfer(src, S1, None, ImageSpec(POOL, backup_ns, "d-0"), None, (None, 300))  # channel up
+        timed(
+            "engine: one 4 KiB incremental, request to end snapshot",
+            lambda i: engine.transfer(src, S2, S1, ImageSpec(POOL, backup_ns, f"d-{i + 1}"), None, (None, 300)),
+            setup=lambda i: engine_base(backup, engine, src, ImageSpec(POOL, backup_ns, f"d-{i + 1}")),
+        )
+    finally:
+        engine.close()
+    subprocess.run(ssh.exit_master_argv(), capture_output=True, timeout=30, check=False)
+    print(json.dumps(timings))
+
+
+def engine_base(backup: Any, engine: Any, src: Any, dest: Any) -> None:
+    backup.create(dest, 1 << 20)
+    engine.transfer(src, S1, None, dest, None, (None, 300))
+
+
+def job_base(lab: Lab, name: str) -> dict[str, Any]:
+    return {
+        "ssh": {
+            "host": lab.live_ip,
+            "port": lab.ssh_port,
+            "identity_file": str(lab.ssh_key),
+            "known_hosts_file": str(lab.known_hosts),
+            "control_dir": str(lab.lab_dir / f"cp-bench-engine-{name}"),
+            "cipher": "aes128-gcm@openssh.com",
+        },
+        "live": {"ceph_client": "backurne", "keyring": str(lab.keyring("live")), "ceph_conf": str(lab.live_conf)},
+        "backup": {"ceph_client": "backurne", "keyring": str(lab.keyring("backup")), "ceph_conf": str(lab.backup_conf)},
+    }
+
+
+def measure_floor(lab: Lab, reps: int) -> dict[str, float]:
+    live_ns = lab.create_namespace("bench-floor")
+    try:
+        conf = ["--conf", str(lab.live_conf), "--namespace", live_ns, "--prefix", PREFIX, "--count", "1"]
+        lab.bulk("create", *conf)
+        lab.bulk("snap", *conf, "--snap", S1)
+        lab.bulk("write", *conf, "--every", "1")
+        lab.bulk("snap", *conf, "--snap", S2)
+        lab.rbd("backup", "create", "--size", "1M", f"{POOL}/{live_ns}/d-0")
+        job = {**job_base(lab, "floor"), "live_ns": live_ns, "backup_ns": live_ns, "reps": reps}
+        env = dict(os.environ, PYTHONPATH=str(REPO / "collections"))
+        cp = subprocess.run(
+            [SYSTEM_PYTHON, __file__, "--floor-worker"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            env=env,
+            check=False,
+        )
+        if cp.returncode != 0:
+            raise BenchError(f"floor worker exited {cp.returncode}: {cp.stderr[-3000:]}")
+        return dict(json.loads(cp.stdout))
+    finally:
+        lab.purge_namespace(live_ns)
+
+
 def run_job(
     lab: Lab, engine: str, live_ns: str, backup_ns: str, count: int, snap: str, base: str | None, workers: int
 ) -> dict[str, Any]:
@@ -282,11 +414,15 @@ def main() -> int:
     if "--worker" in sys.argv:
         worker()
         return 0
+    if "--floor-worker" in sys.argv:
+        floor_worker()
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="50,300", help="comma-separated N (at least two)")
     parser.add_argument("--workers", type=int, default=4, help="the transfer module's workers (playbook default 4)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-lab-up", action="store_true")
+    parser.add_argument("--floor-reps", type=int, default=10, help="repetitions of each floor timing (0: skip)")
     args = parser.parse_args()
     sizes = sorted({int(size) for size in args.sizes.split(",")})
     if len(sizes) < 2:
@@ -299,6 +435,12 @@ def main() -> int:
         order = ENGINES if position % 2 == 0 else tuple(reversed(ENGINES))
         results.append(measure(lab, count, order, args.workers))
     text, data = report(results, args.workers)
+    if args.floor_reps > 0:
+        log("timing the parts of one changed image")
+        floor = measure_floor(lab, args.floor_reps)
+        data["floor_ms"] = floor
+        text += "\n\nwhat one changed small image costs, part by part (median of " + str(args.floor_reps) + "):\n"
+        text += "\n".join(f"- {name}: {ms:.1f} ms" for name, ms in floor.items())
     print(text)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))

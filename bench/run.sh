@@ -7,6 +7,7 @@
 #   BENCH_TRANSFER_ARGS="…"       extra arguments of bench/transfer.py      (e.g. "--reps 4")
 #   BENCH_ORCHESTRATION_ARGS="…"  extra arguments of bench/orchestration.py (e.g. "--noop-reps 3")
 #   BENCH_VERIFY_ARGS="…"         extra arguments of bench/verify.py        (e.g. "--reps 3")
+#   BENCH_ENGINE_ARGS="…"         extra arguments of bench/engine.py        (e.g. "--workers 2")
 #
 # Every benchmark runs even if one fails; the exit status says whether all succeeded.
 # A missed target is not a failure: the benchmarks print ratios, they do not assert them.
@@ -34,9 +35,11 @@ status=0
 read -r -a transfer_args <<<"${BENCH_TRANSFER_ARGS:-}"
 read -r -a orchestration_args <<<"${BENCH_ORCHESTRATION_ARGS:-}"
 read -r -a verify_args <<<"${BENCH_VERIFY_ARGS:-}"
+read -r -a engine_args <<<"${BENCH_ENGINE_ARGS:-}"
 if [[ "$FULL" == 1 ]]; then
     orchestration_args=(--sizes 50,200,1000 "${orchestration_args[@]}")
     verify_args=(--size-mib 1024 "${verify_args[@]}")
+    engine_args=(--sizes 50,300,1000 "${engine_args[@]}")
 fi
 
 # Progress goes to the terminal (stderr); each report goes to a file, printed in the summary.
@@ -65,6 +68,12 @@ if ! "$PY" bench/orchestration.py --no-lab-up --plan-only --sizes 50,200,1000 >"
     status=1
 fi
 
+echo "== bench/engine.py (per changed small image: CLI pipeline vs stream engine, N = 50, 300; --full: + 1000)"
+if ! "$PY" bench/engine.py --no-lab-up --json "$OUT/engine.json" "${engine_args[@]}" >"$OUT/engine.txt"; then
+    echo "bench/engine.py FAILED (see above)" >>"$OUT/engine.txt"
+    status=1
+fi
+
 model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 echo
 echo "================================ backurne benchmarks ================================"
@@ -79,6 +88,8 @@ echo
 cat "$OUT/orchestration.txt"
 echo
 cat "$OUT/plan.txt"
+echo
+cat "$OUT/engine.txt"
 echo
 echo "outputs (text + JSON): $OUT"
 exit "$status"
