@@ -423,6 +423,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-lab-up", action="store_true")
     parser.add_argument("--floor-reps", type=int, default=10, help="repetitions of each floor timing (0: skip)")
+    parser.add_argument("--floor-only", action="store_true", help="only the part-by-part timing of one image")
     args = parser.parse_args()
     sizes = sorted({int(size) for size in args.sizes.split(",")})
     if len(sizes) < 2:
@@ -430,6 +431,11 @@ def main() -> int:
     if not args.no_lab_up:
         lab_up()
     lab = Lab.load()
+    if args.floor_only:
+        floor = measure_floor(lab, args.floor_reps)
+        print(machine_line())
+        print("\n".join(f"- {name}: {ms:.1f} ms" for name, ms in floor.items()))
+        return 0
     results = []
     for position, count in enumerate(sizes):
         order = ENGINES if position % 2 == 0 else tuple(reversed(ENGINES))
