@@ -23,6 +23,7 @@ import json
 import struct
 import sys
 import zlib
+from typing import Any, BinaryIO
 
 FRAME = struct.Struct("<cII")
 BANNER = b"rbd diff v1\n"
@@ -36,20 +37,20 @@ FRAME_BYTES = 1 << 20
 class _Frames:
     """Writes one request's diff stream as D/Z frames, FRAME_BYTES at a time."""
 
-    def __init__(self, out, request_id, compress):
+    def __init__(self, out: BinaryIO, request_id: int, compress: bool) -> None:
         self.out = out
         self.request_id = request_id
         self.compress = compress
         self.pending = bytearray()
         self.total = 0
 
-    def emit(self, data):
+    def emit(self, data: bytes) -> None:
         self.pending += data
         self.total += len(data)
         if len(self.pending) >= FRAME_BYTES:
             self.flush()
 
-    def flush(self):
+    def flush(self) -> None:
         if not self.pending:
             return
         payload, kind = bytes(self.pending), b"D"
@@ -59,17 +60,17 @@ class _Frames:
         self.pending = bytearray()
 
 
-def write_frame(out, kind, request_id, payload):
+def write_frame(out: BinaryIO, kind: bytes, request_id: int, payload: bytes) -> None:
     out.write(FRAME.pack(kind, request_id, len(payload)))
     out.write(payload)
 
 
-def _name_record(tag, name):
+def _name_record(tag: bytes, name: str) -> bytes:
     raw = name.encode("utf-8")
     return tag + struct.pack("<I", len(raw)) + raw
 
 
-def export_diff(image, snap, base, frames):
+def export_diff(image: Any, snap: str, base: str | None, frames: _Frames) -> None:
     """What `rbd export-diff [--from-snap BASE] IMAGE@SNAP -` writes, into `frames`.
 
     `image` is open at `snap`. Extents come from diff_iterate as export-diff takes them (parent
@@ -82,9 +83,9 @@ def export_diff(image, snap, base, frames):
     head += _name_record(b"t", snap)
     head += b"s" + struct.pack("<Q", size)
     frames.emit(bytes(head))
-    extents = []
+    extents: list[tuple[int, int, bool]] = []
 
-    def collect(offset, length, exists):
+    def collect(offset: int, length: int, exists: bool) -> int:
         extents.append((offset, length, exists))
         return 0
 
@@ -105,20 +106,20 @@ def export_diff(image, snap, base, frames):
     frames.emit(b"e")
 
 
-def _error_text(exc):
+def _error_text(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     text = str(exc) or type(exc).__name__
     return f"({abs(int(code))}) {text}" if code else text
 
 
 class Server:
-    def __init__(self, rbd, client, out):
+    def __init__(self, rbd: Any, client: Any, out: BinaryIO) -> None:
         self.rbd = rbd
         self.client = client
         self.out = out
-        self.ioctxs = {}
+        self.ioctxs: dict[tuple[str, str], Any] = {}
 
-    def ioctx(self, pool, namespace):
+    def ioctx(self, pool: str, namespace: str | None) -> Any:
         key = (pool, namespace or "")
         if key not in self.ioctxs:
             ioctx = self.client.open_ioctx(pool)
@@ -126,7 +127,7 @@ class Server:
             self.ioctxs[key] = ioctx
         return self.ioctxs[key]
 
-    def serve(self, request):
+    def serve(self, request: dict[str, Any]) -> None:
         request_id = int(request["id"])
         frames = _Frames(self.out, request_id, bool(request.get("compress")))
         snap, base = request["snap"], request.get("base")
@@ -147,8 +148,8 @@ class Server:
         self.out.flush()
 
 
-def _connect(config):
-    import rados  # pylint: disable=import-outside-toplevel
+def _connect(config: dict[str, Any]) -> Any:
+    import rados  # type: ignore[import-not-found]  # pylint: disable=import-outside-toplevel
 
     client = rados.Rados(rados_id=config.get("ceph_client") or "admin", clustername=config.get("cluster") or "ceph")
     seconds = str(max(1, int(config.get("timeout") or 30)))
@@ -161,11 +162,11 @@ def _connect(config):
     return client
 
 
-def main():
+def main() -> None:
     stdin, out = sys.stdin.buffer, sys.stdout.buffer
     config = json.loads(stdin.readline() or b"{}")
     try:
-        import rbd  # pylint: disable=import-outside-toplevel
+        import rbd  # type: ignore[import-not-found]  # pylint: disable=import-outside-toplevel
 
         client = _connect(config)
     except Exception as exc:  # pylint: disable=broad-exception-caught
