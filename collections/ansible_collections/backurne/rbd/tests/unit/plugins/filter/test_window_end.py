@@ -86,3 +86,17 @@ def test_transfer_module_reads_only_iso_window_ends() -> None:
         parse_window_end("06:00")
     assert parse_window_end(" ") is None
     assert str(parse_window_end("2026-11-21T06:00:00+01:00")) == "2026-11-21 05:00:00"
+
+
+def test_bwlimit_filter_reads_a_rate_or_a_mapping_naming_the_bad_key() -> None:
+    from ansible_collections.backurne.rbd.plugins.filter.bwlimit import bwlimit
+
+    assert bwlimit("1M") == {"transfer": 1 << 20, "node": None}
+    assert bwlimit({"node": "1.5G"}) == {"transfer": None, "node": 3 << 29}
+    assert bwlimit(None) == {"transfer": None, "node": None}
+    with pytest.raises(AnsibleFilterError, match=r"^backurne_bwlimit.node: 'lots' is not a rate"):
+        bwlimit({"transfer": "1M", "node": "lots"})
+    with pytest.raises(AnsibleFilterError, match=r"^backurne_bwlimit: '-1M' is not a rate"):
+        bwlimit("-1M")
+    with pytest.raises(AnsibleFilterError, match=r"unknown key\(s\) total"):
+        bwlimit({"total": "1M"})

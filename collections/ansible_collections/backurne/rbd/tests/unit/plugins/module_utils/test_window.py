@@ -15,6 +15,12 @@ from ansible_collections.backurne.rbd.plugins.module_utils.report.history import
     deferred_images,
     record_transfer_results,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.report.records import (
+    image_records,
+    prometheus_lines,
+    report_lines,
+    run_summary,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.backup_job import TransferBatch, TransferSettings
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import StreamOptions
 
@@ -145,3 +151,24 @@ def test_unreadable_history_orders_as_usual_with_a_warning(tmp_path: Path) -> No
     (tmp_path / "history.sqlite").write_text("not a database")
     found, problem = deferred_images(str(tmp_path))
     assert found == set() and problem is not None and "history.sqlite" in problem
+
+
+def test_deferred_images_are_reported_as_deferred_not_failed() -> None:
+    snap = {"images": [plan("web", (S0, S1), kind="incremental", due=["daily"]), plan("db", (S0, S1))]}
+    sent = {
+        "images": [
+            {"image": "web", "status": "deferred", "ok": True, "kind": "incremental", "snapshots": []},
+            {"image": "db", "status": "transferred", "ok": True, "kind": "incremental", "snapshots": [S1]},
+        ]
+    }
+    records = image_records("c", snap, transfer=sent)
+    assert [(r["image"], r["status"], r["error"]) for r in records] == [
+        ("web", "deferred", None),
+        ("db", "transferred", None),
+    ]
+    summary = run_summary(records, 0.0, 10.0)
+    assert (summary["transferred"], summary["failed"], summary["deferred"], summary["skipped"]) == (1, 0, 1, 0)
+    lines = report_lines(records)
+    assert "deferred" in lines[1].split()  # the table's result column
+    assert "2 image(s): 1 transferred, 0 failed, 1 deferred (backup window ended), 0 unchanged" in lines[-1]
+    assert "backurne_run_images_deferred 1" in prometheus_lines(records, summary)
