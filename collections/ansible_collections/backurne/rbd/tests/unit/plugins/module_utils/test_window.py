@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import priority_order
+from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import parse_profiles
+from ansible_collections.backurne.rbd.plugins.module_utils.report.health import check_images
 from ansible_collections.backurne.rbd.plugins.module_utils.report.history import (
     History,
     deferred_images,
@@ -172,3 +174,24 @@ def test_deferred_images_are_reported_as_deferred_not_failed() -> None:
     assert "deferred" in lines[1].split()  # the table's result column
     assert "2 image(s): 1 transferred, 0 failed, 1 deferred (backup window ended), 0 unchanged" in lines[-1]
     assert "backurne_run_images_deferred 1" in prometheus_lines(records, summary)
+
+
+def test_check_calls_a_deferred_image_neither_failed_nor_late_until_its_interval(tmp_path: Path) -> None:
+    profiles = parse_profiles({"daily": {"count": 7}})
+    s0 = "backup;daily;7;2026-01-01T00:00:00.000000"
+    s1 = "backup;daily;7;2026-01-02T00:00:00.000000"  # created on live by the deferred run
+    deferred = {"image": "web", "backup_image": "c;web;None", "status": "deferred"}
+    record_transfer_results(str(tmp_path), [deferred], datetime(2026, 1, 2, 0, 5))
+    with History(str(tmp_path)) as history:
+        transfers = history.transfer_states(["c;web;None"])
+
+    def findings(now: datetime) -> list[tuple[str, str]]:
+        found = check_images(
+            {"web": [s0, s1]}, {}, {"c;web;None": [s0]}, "c", profiles, "backup", now, transfers=transfers
+        )
+        return [(f.severity, f.code) for f in found]
+
+    # The morning after the deferred night: not failed, not late (s0 is 30 h old, limit 30 h).
+    assert findings(datetime(2026, 1, 2, 6, 0)) == []
+    # Deferred past its interval x grace: late, as any image whose backup did not happen.
+    assert findings(datetime(2026, 1, 2, 7, 0)) == [("critical", "too-old")]
