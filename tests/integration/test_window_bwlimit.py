@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from playbook_helpers import (
+    REPO,
     T_RETENTION_BACKUP,
     T_RETENTION_LIVE,
     T_SNAPSHOT,
@@ -29,6 +30,7 @@ from playbook_helpers import (
     day,
     make_inventory,
     run_backup,
+    run_playbook,
     snap_name,
     snaps,
     spec,
@@ -37,6 +39,7 @@ from playbook_helpers import (
 
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import BURST_SECONDS, MIN_BURST
 
+RESTORE = REPO / "playbooks" / "restore.yml"
 T_REPORT = "Report the run on the backup node"
 T_LIMITS = "Read the bandwidth limit and the backup window"
 PROFILES = {"daily": {"count": 7, "max_on_live": 1}}
@@ -157,3 +160,31 @@ def test_bwlimit_node_total_is_shared_by_the_workers(lab, ns, tmp_path: Path) ->
     snap = snap_name("daily", 7, day(0))
     for img in ("n1", "n2", "n3"):
         assert_same_data(lab, ns, img, backup_image(cluster_name(inv), img), [snap])
+
+
+def test_bwlimit_throttles_a_restore_too(lab, ns, tmp_path: Path) -> None:
+    lab.write_image("live", spec(ns, "r1"), 6, seed=90, admin=True)
+    inv = make_inventory(lab, ns, profiles=PROFILES)
+    assert_ok(run_backup(inv, tmp_path, now=day(0)))
+    s0 = snap_name("daily", 7, day(0))
+    rate = 1 * MiB
+    run = assert_ok(
+        run_playbook(
+            RESTORE,
+            inv,
+            tmp_path,
+            {
+                "backurne_restore_image": {"cluster": cluster_name(inv), "image": "r1"},
+                "backurne_restore_snapshot": "latest",
+                "backurne_restore_target_image": "r1-restored",
+                "backurne_bwlimit": "1M",
+            },
+        )
+    )
+    (item,) = run.result("Restore the snapshot as a new image")["restores"]
+    assert item["status"] == "restored", item
+    assert item["bytes_wire"] >= 6 * MiB, item
+    assert item["duration"] >= (item["bytes_wire"] - _burst(rate)) / rate, item
+    assert checksum(lab, "live", ns, "r1-restored") == checksum(
+        lab, "backup", ns, backup_image(cluster_name(inv), "r1"), s0
+    )
