@@ -79,7 +79,7 @@ options:
         C(backurne_window_end) (C(06:00), C(06:00 Europe/Paris) or a timestamp).
       - No image starts its transfer at or after it; an image whose transfer has started
         finishes (all its snapshots). The images not started are returned with status
-        C(deferred) (not failed: they count in neither RV(failed_images) nor a failed run),
+        C(deferred) (not failed, they count in neither RV(failed_images) nor a failed run),
         recorded in the history in O(state_dir), and start first in the next run.
       - The snapshots created on live for a deferred image stay there; they are no incremental
         base (that is the newest snapshot on both sides) and the next run sends them.
