@@ -8,6 +8,7 @@
 #   BENCH_ORCHESTRATION_ARGS="…"  extra arguments of bench/orchestration.py (e.g. "--noop-reps 3")
 #   BENCH_VERIFY_ARGS="…"         extra arguments of bench/verify.py        (e.g. "--reps 3")
 #   BENCH_ENGINE_ARGS="…"         extra arguments of bench/engine.py        (e.g. "--workers 2")
+#   BENCH_BWLIMIT_ARGS="…"        extra arguments of bench/bwlimit.py       (e.g. "--limit-mib 32")
 #
 # Every benchmark runs even if one fails; the exit status says whether all succeeded.
 # A missed target is not a failure: the benchmarks print ratios, they do not assert them.
@@ -36,6 +37,7 @@ read -r -a transfer_args <<<"${BENCH_TRANSFER_ARGS:-}"
 read -r -a orchestration_args <<<"${BENCH_ORCHESTRATION_ARGS:-}"
 read -r -a verify_args <<<"${BENCH_VERIFY_ARGS:-}"
 read -r -a engine_args <<<"${BENCH_ENGINE_ARGS:-}"
+read -r -a bwlimit_args <<<"${BENCH_BWLIMIT_ARGS:-}"
 if [[ "$FULL" == 1 ]]; then
     orchestration_args=(--sizes 50,200,1000 "${orchestration_args[@]}")
     verify_args=(--size-mib 1024 "${verify_args[@]}")
@@ -46,6 +48,12 @@ fi
 echo "== bench/transfer.py (~5-7 min on 2 cores)"
 if ! "$PY" bench/transfer.py --no-lab-up --json "$OUT/transfer.json" "${transfer_args[@]}" >"$OUT/transfer.txt"; then
     echo "bench/transfer.py FAILED (see above)" >>"$OUT/transfer.txt"
+    status=1
+fi
+
+echo "== bench/bwlimit.py (~1-2 min on 2 cores)"
+if ! "$PY" bench/bwlimit.py --no-lab-up --json "$OUT/bwlimit.json" "${bwlimit_args[@]}" >"$OUT/bwlimit.txt"; then
+    echo "bench/bwlimit.py FAILED (see above)" >>"$OUT/bwlimit.txt"
     status=1
 fi
 
@@ -82,6 +90,8 @@ echo "machine: nproc $(nproc), ${model:-unknown CPU}, $(awk '/MemTotal/ {printf 
 echo "commit:  $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
 cat "$OUT/transfer.txt"
+echo
+cat "$OUT/bwlimit.txt"
 echo
 cat "$OUT/verify.txt"
 echo

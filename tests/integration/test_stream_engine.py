@@ -304,7 +304,7 @@ def test_refused_writes_fail_only_the_image_that_writes(lab: Lab, ns: str) -> No
 def test_backup_playbook_through_the_engine(lab: Lab, ns: str, tmp_path: Path) -> None:
     """backup.yml with backurne_stream_engine=auto: the module ships the live half from its own
     payload (AnsiballZ) and both runs go through the engine, data equal by checksum."""
-    from playbook_helpers import (  # noqa: PLC0415 - the playbook helpers only for this test
+    from playbook_helpers import (
         T_TRANSFER,
         assert_ok,
         assert_same_data,

@@ -38,4 +38,21 @@ options:
         of a large image without the fast-diff feature; raise it for such images.
     type: int
     default: 300
+  bwlimit:
+    description:
+      - Bandwidth limit of each stream, in bytes per second on the wire (the compressed bytes
+        that cross ssh), paced by this node's relay with a token bucket (burst 0.1 s of the rate,
+        at least 64 KiB).
+      - A number of bytes per second, or a number with a 1024-based unit C(K), C(M), C(G), C(T)
+        (C(512K), C(100M) = 100 MiB/s, C(1.5G); C(100MiB) and C(100M/s) are read the same).
+        Unset, empty or C(0) means no limit. A bad value fails the module before anything is done.
+      - Playbook variable C(backurne_bwlimit) (a rate, or C(transfer:) and C(node:) keys).
+    type: str
+  bwlimit_node:
+    description:
+      - Total bandwidth limit of all the streams of this module run on this node (all its workers
+        share one bucket), same units as O(bwlimit); both apply when both are set.
+      - Two separate runs on one node (two playbooks at once) each get their own total.
+      - Playbook variable C(backurne_bwlimit) (its C(node:) key).
+    type: str
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 # dateutil, and a zone name is resolved once, with the controller's zone database. The
 # filter's documentation lives beside this file.
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 try:
@@ -114,6 +114,74 @@ def utc_time(value: Any, name: str = "time") -> str:
     return moment.isoformat()
 
 
+# A time of day, with seconds or not, and an optional zone name after it ("06:00", "6:30:15 Europe/Paris").
+_TIME_OF_DAY = re.compile(r"^(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?(?:\s+(?P<zone>\S+))?$")
+
+
+def _window_fail(name: str, value: str, why: str) -> AnsibleFilterError:
+    return AnsibleFilterError(
+        f"{name} {value!r} {why} (e.g. 06:00 in the controller's zone, 06:00 Europe/Paris, "
+        "or a time stamp: 2026-11-21T05:00:00 for UTC, 2026-11-21 06:00 Europe/Paris)"
+    )
+
+
+def _now_in(zone: Any, now: Any) -> datetime:
+    if now is None or now == "":
+        return datetime.now(zone)
+    moment = now if isinstance(now, datetime) else datetime.fromisoformat(str(now))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # as utc_time reads a time without zone
+    return moment.astimezone(zone)
+
+
+def _next_time_of_day(match: re.Match[str], name: str, value: str, now: Any) -> datetime:
+    hour, minute, second = int(match.group("hour")), int(match.group("minute")), int(match.group("second") or 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise _window_fail(name, value, "is not a time of day")
+    zone_name = match.group("zone")
+    zone = _zone_from_name(name, value, zone_name) if zone_name else date_tz.tzlocal()
+    local_now = _now_in(zone, now)
+    # The next such time: today's when still ahead, else tomorrow's (a run starting at 23:00
+    # with 06:00 ends its window at 06:00 the next morning).
+    for days in (0, 1):
+        day = (local_now + timedelta(days=days)).date()
+        moment = datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=zone)
+        if not date_tz.datetime_exists(moment):
+            raise _window_fail(name, value, f"does not exist on {day} in that zone (clocks skip it)")
+        if date_tz.datetime_ambiguous(moment):
+            raise _window_fail(name, value, f"happens twice on {day} in that zone (clocks go back): give another time")
+        if moment > local_now:
+            return moment
+    raise AssertionError("tomorrow's time of day is always ahead")  # pragma: no cover
+
+
+def window_end(value: Any, name: str = "backurne_window_end", now: Any = None) -> str:
+    """The end of a backup window as naive UTC ISO 8601, or "" for no window.
+
+    A time of day (``06:00``, ``06:00:30``, ``06:00 Europe/Paris``) is the next such time after
+    ``now`` (default: the controller's clock), in the zone named, else the controller's local
+    zone. Anything else is a time stamp read as utc_time reads it (UTC when it names no zone).
+    A value that is neither, or a local time that does not exist or happens twice that day,
+    raises AnsibleFilterError naming ``name``.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    if isinstance(value, str):
+        match = _TIME_OF_DAY.match(value.strip())
+        if match:
+            if not HAS_DATEUTIL:
+                raise AnsibleFilterError(
+                    f"{name}: backurne.rbd.window_end needs python-dateutil on the controller "
+                    "(pip install python-dateutil)"
+                )
+            moment = _next_time_of_day(match, name, value, now)
+            return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+    try:
+        return utc_time(value, name)
+    except AnsibleFilterError as exc:
+        raise _window_fail(name, str(value), f"is neither a time of day nor a time stamp ({exc})") from None
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"utc_time": utc_time}
+        return {"utc_time": utc_time, "window_end": window_end}

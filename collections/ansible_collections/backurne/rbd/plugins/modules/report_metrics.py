@@ -89,7 +89,8 @@ images:
     - {cluster: prod1, image: web1, backup_image: "prod1;web1;None", status: failed, last_success: 1764700000.0}
 summary:
   description:
-    - Counts of the run (C(images), C(transferred), C(failed), C(skipped), C(bytes_logical),
+    - Counts of the run (C(images), C(transferred), C(failed), C(deferred) (the backup window
+      ended before their transfer started, not failed), C(skipped), C(bytes_logical),
       C(bytes_wire), C(started), C(finished), C(duration)), C(failed_images) (their
       C(POOL/IMAGE) names) and C(ok) (no image failed).
   returned: always, also when the textfile could not be written

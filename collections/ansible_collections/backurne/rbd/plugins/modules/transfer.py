@@ -88,6 +88,20 @@ options:
     type: str
     choices: [cli, librbd, auto]
     default: cli
+
+
+  window_end:
+    description:
+      - End of the backup window, an ISO 8601 time (UTC without an offset), as the
+        P(backurne.rbd.window_end#filter) filter makes it from the playbook variable
+        C(backurne_window_end) (C(06:00), C(06:00 Europe/Paris) or a timestamp).
+      - No image starts its transfer at or after it; an image whose transfer has started
+        finishes (all its snapshots). The images not started are returned with status
+        C(deferred) (not failed, they count in neither RV(failed_images) nor a failed run),
+        recorded in the history in O(state_dir), and start first in the next run.
+      - The snapshots created on live for a deferred image stay there; they are no incremental
+        base (that is the newest snapshot on both sides) and the next run sends them.
+    type: str
   state_dir:
     description:
       - Directory of backurne's state on this node (progress files, and C(history.sqlite) where
@@ -124,7 +138,9 @@ images:
       description: Backup image name.
       type: str
     status:
-      description: C(transferred), C(planned) (check mode), C(up-to-date), C(locked) (another run holds it) or C(failed).
+      description:
+        - C(transferred), C(planned) (check mode), C(up-to-date), C(locked) (another run holds it),
+          C(deferred) (the backup window O(window_end) ended before its transfer started) or C(failed).
       type: str
     ok:
       description: False only when the image failed.
@@ -186,6 +202,20 @@ failed_images:
   returned: always
   type: list
   elements: dict
+deferred_images:
+  description:
+    - Images whose transfer the backup window (O(window_end)) kept from starting (C(image),
+      C(backup_image)); they go first next run.
+  returned: success
+  type: list
+  elements: dict
+transfer_order:
+  description:
+    - Backup images whose transfer started, in the order the workers were handed them (the
+      last run's deferred images first, then those with a high-priority profile).
+  returned: success
+  type: list
+  elements: str
 backup_snapshots:
   description:
     - Backup image name to its snapshot names after this run, for every backup image this node
@@ -201,7 +231,11 @@ from typing import Any
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access, live_ssh_target
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.backup_job import TransferBatch, TransferSettings
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.backup_job import (
+    TransferBatch,
+    TransferSettings,
+    parse_window_end,
+)
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress import ProgressBoard, state_dir
 
 
@@ -215,6 +249,7 @@ def main() -> None:
             "state_dir": {"type": "path"},
             "backup_snapshots": {"type": "dict"},
             "stream_engine": {"type": "str", "default": "cli", "choices": ["cli", "librbd", "auto"]},
+            "window_end": {"type": "str"},
         },
         groups=("ceph", "ssh", "pool_pair", "batch", "shard", "stream", "lock"),
     )
@@ -231,6 +266,7 @@ def main() -> None:
             check_mode=module.check_mode,
             state_dir=state_dir(p["state_dir"]),
             stream_engine=p["stream_engine"],
+            window_end=parse_window_end(p["window_end"]),
         )
         live = RbdRunner(ceph_access(p["live_ceph"] or {}), ssh=live_ssh_target(p))
         board = ProgressBoard(state_dir(p["state_dir"])) if p["progress"] and not module.check_mode else None

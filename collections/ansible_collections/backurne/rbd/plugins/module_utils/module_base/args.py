@@ -59,6 +59,8 @@ STREAM_ARGS: dict[str, dict[str, Any]] = {
     "compression_threads": {"type": "int", "default": 0},
     "timeout": {"type": "int", "default": 21600},
     "stall_timeout": {"type": "int", "default": 300},
+    "bwlimit": {"type": "str"},
+    "bwlimit_node": {"type": "str"},
 }
 
 # The per-image advisory lock on a backup image (doc fragment backurne.rbd.lock).

@@ -38,6 +38,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention impo
     parse_profiles,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import BandwidthLimit
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
 # Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME
@@ -184,9 +185,10 @@ def _stream_options(name: str, params: Mapping[str, Any]) -> StreamOptions | str
         compression = Compression(
             enabled=params["compression"], level=params["compression_level"], threads=params["compression_threads"]
         )
+        bwlimit = BandwidthLimit.from_options(params["bwlimit"], params["bwlimit_node"])
     except ValueError as exc:
         return f"{name}: {exc}"
-    return StreamOptions(compression, timeout, stall or None)
+    return StreamOptions(compression, timeout, stall or None, bwlimit)
 
 
 def create_module(

@@ -3,9 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
-# In which order a batch is worked through: images with a high-priority profile due (or to
-# transfer) first, the input order kept otherwise.
-from collections.abc import Mapping, Sequence
+# In which order a batch is worked through: the images a backup window deferred last run
+# first, then those with a high-priority profile due (or to transfer), the input order kept
+# otherwise.
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_snap_name
@@ -37,6 +38,11 @@ def plan_priority(plan: Mapping[str, Any], profiles: Mapping[str, Any], prefix: 
     return HIGH if any(priority(name) == HIGH for name in names) else "normal"
 
 
-def priority_order(items: Sequence[T]) -> list[T]:
-    """Items whose `priority` is high first; the input order is kept otherwise (stable)."""
-    return sorted(items, key=lambda item: item.get("priority") != HIGH)
+def priority_order(items: Sequence[T], deferred: Collection[str] = ()) -> list[T]:
+    """Items the last run deferred first (their `backup_image` in ``deferred``), then those
+    whose `priority` is high; the input order is kept otherwise (stable).
+
+    A deferred image waited a whole run already: it goes before a high-priority one that did
+    not (within the deferred ones, high priority first).
+    """
+    return sorted(items, key=lambda item: (item.get("backup_image") not in deferred, item.get("priority") != HIGH))

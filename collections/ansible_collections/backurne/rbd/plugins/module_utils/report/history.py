@@ -19,6 +19,9 @@
 - ``set_aside``: per backup image, the last time a backup snapshot was found unequal to live (by
   the checksum module: backup.yml with verify on, verify.yml) and removed, with the note saying
   what. The check reports it until a later successful transfer of that image.
+- ``deferred``: the backup images whose transfer a backup window (``window_end``) kept from
+  starting in the last run that planned one; the next run starts them first. An image leaves
+  it when its transfer is attempted again (sent, failed, or found up to date).
 
 Times are naive UTC datetimes (as in the policy), stored as ISO text. Plain ``sqlite3`` from
 the standard library; writers wait up to 30 s for a lock (two modules on one node).
@@ -58,6 +61,11 @@ CREATE TABLE IF NOT EXISTS freezes (
     time TEXT NOT NULL,
     may_be_frozen INTEGER NOT NULL,
     message TEXT
+);
+CREATE TABLE IF NOT EXISTS deferred (
+    backup_image TEXT PRIMARY KEY,
+    image TEXT,
+    at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS set_aside (
     backup_image TEXT PRIMARY KEY,
@@ -183,6 +191,24 @@ class History:
                     (backup_image, image, stamp, error),
                 )
 
+    def record_deferred(self, backup_image: str, image: str, when: datetime) -> None:
+        """A backup window kept this image's transfer from starting (kept: the first time it was)."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO deferred (backup_image, image, at) VALUES (?, ?, ?) ON CONFLICT (backup_image)"
+                " DO UPDATE SET image = excluded.image",
+                (backup_image, image, when.isoformat()),
+            )
+
+    def clear_deferred(self, backup_image: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM deferred WHERE backup_image = ?", (backup_image,))
+
+    def deferred(self) -> dict[str, datetime]:
+        """Backup image -> when its transfer was first deferred (still waiting)."""
+        rows = self._db.execute("SELECT backup_image, at FROM deferred")
+        return {name: datetime.fromisoformat(at) for name, at in rows}
+
     def record_freeze(self, state: FreezeState) -> None:
         with self._db:
             self._db.execute(
@@ -290,17 +316,35 @@ def record_transfer_results(state_dir: str, results: Iterable[Mapping[str, objec
     """Record the per-image results of a transfer module run; an error text instead of raising.
 
     ``transferred`` counts as a success, ``failed`` as a failure; images with nothing to send,
-    planned or locked by another run are not attempts and change nothing.
+    planned or locked by another run are not attempts and change nothing. ``deferred`` (a
+    backup window ended first) is no attempt either, but is remembered until the next attempt.
     """
 
     def write(history: History) -> None:
         for backup_image, image, result in _per_image(results):
-            if result.get("status") == "transferred":
+            status = result.get("status")
+            if status == "transferred":
                 history.record_transfer(backup_image, image, True, when)
-            elif result.get("status") == "failed":
+            elif status == "failed":
                 history.record_transfer(backup_image, image, False, when, str(result.get("error") or "failed"))
+            if status == "deferred":
+                history.record_deferred(backup_image, image, when)
+            elif status in ("transferred", "failed", "up-to-date"):
+                history.clear_deferred(backup_image)
 
     return _record(state_dir, "the transfer history", write)
+
+
+def deferred_images(state_dir: str) -> tuple[set[str], str | None]:
+    """The backup images the last run deferred, and an error text instead of raising (then none:
+    the run goes on in its usual order)."""
+    if not os.path.exists(db_path(state_dir)):
+        return set(), None  # no run recorded anything here yet
+    try:
+        with History(state_dir) as history:
+            return set(history.deferred()), None
+    except (OSError, sqlite3.Error) as exc:
+        return set(), f"cannot read the deferred images from {db_path(state_dir)}: {exc}"
 
 
 def record_set_aside(state_dir: str, results: Iterable[Mapping[str, object]], when: datetime) -> str | None:

@@ -248,10 +248,12 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     failed = sum(1 for rec in records if rec["status"] == "failed")
     moved = sum(1 for rec in records if rec["status"] == "transferred")
+    deferred = sum(1 for rec in records if rec["status"] == "deferred")
     frozen = sum(1 for rec in records if rec.get("may_be_frozen"))
     lines.append(
         f"{len(records)} image(s): {moved} transferred, {failed} failed, "
-        f"{len(records) - moved - failed} unchanged or planned; "
+        + (f"{deferred} deferred (backup window ended), " if deferred else "")
+        + f"{len(records) - moved - failed - deferred} unchanged or planned; "
         f"{human_bytes(sum(rec['bytes_logical'] for rec in records), largest='GiB')} logical, "
         f"{human_bytes(sum(rec['bytes_wire'] for rec in records), largest='GiB')} on the wire"
         + (f"; {frozen} of a guest that may be frozen" if frozen else "")
@@ -260,9 +262,12 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def run_summary(records: Sequence[Mapping[str, Any]], started: float, finished: float) -> dict[str, Any]:
-    """Counts for a whole run (images ok / failed / skipped, bytes, duration)."""
+    """Counts for a whole run (images ok / failed / deferred / skipped, bytes, duration).
+
+    ``deferred``: images whose transfer the backup window kept from starting (not failed)."""
     failed = sum(1 for rec in records if rec["status"] == "failed")
     transferred = sum(1 for rec in records if rec["status"] == "transferred")
+    deferred = sum(1 for rec in records if rec["status"] == "deferred")
     return {
         "started": started,
         "finished": finished,
@@ -270,7 +275,8 @@ def run_summary(records: Sequence[Mapping[str, Any]], started: float, finished: 
         "images": len(records),
         "transferred": transferred,
         "failed": failed,
-        "skipped": len(records) - transferred - failed,
+        "deferred": deferred,
+        "skipped": len(records) - transferred - failed - deferred,
         "bytes_logical": sum(int(rec["bytes_logical"]) for rec in records),
         "bytes_wire": sum(int(rec["bytes_wire"]) for rec in records),
     }
@@ -314,7 +320,7 @@ def prometheus_lines(
                 lines.append(f'{name}{{{labels},kind="wire"}} {int(rec["bytes_wire"])}')
             else:
                 lines.append(f"{name}{{{labels}}} {1 if rec['status'] == 'failed' else 0}")
-    for key in ("transferred", "failed", "skipped"):
+    for key in ("transferred", "failed", "deferred", "skipped"):
         name = f"backurne_run_images_{key}"
         lines += [f"# HELP {name} Images {key} in the last run.", f"# TYPE {name} gauge", f"{name} {summary[key]}"]
     lines += [

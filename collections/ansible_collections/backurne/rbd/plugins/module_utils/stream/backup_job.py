@@ -9,10 +9,17 @@ from __future__ import annotations
 # what the backup image held before and after; per batch: the shard, the priority order, the
 # history for the check, and the result (diff, failed images). No Ansible import: the module is
 # a face over TransferBatch.
+#
+# The backup window (window_end): no image starts its transfer after it; an image already
+# started finishes (all its snapshots: the second profile's diff is nearly free). The images
+# not started are `deferred` (ok, not failed), recorded in the history, and go first next run.
+# The snapshots the run created on live for them stay there: live-only, they are no base (the
+# base is the newest snapshot on BOTH sides), retention keeps or expires them as usual, and the
+# next run sends them as pending transfers.
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch imp
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import priority_order
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.sharding import in_shard
 from ansible_collections.backurne.rbd.plugins.module_utils.report.history import (
+    deferred_images,
     record_freeze_results,
     record_transfer_results,
 )
@@ -33,6 +41,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.progress impor
     ProgressBoard,
     estimate_transfer_bytes,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import NodeThrottle
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     PLACEHOLDER_BYTES,
     StreamOptions,
@@ -61,11 +70,31 @@ class TransferSettings:
     # cannot serve fails), "auto" (the engine, the CLI pipeline where it cannot serve an image).
     stream_engine: str = "cli"
 
+    # The backup window's end (naive UTC): no image starts its transfer after it (None: no window).
+    window_end: datetime | None = None
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **derived: Any) -> TransferSettings:
         """The module's own options as they are; ``derived``: the validated ones (stream, lock_ttl, ...)."""
         own = ("pool", "namespace", "source_pool", "source_namespace", "snap_prefix")
         return cls(**{key: params[key] for key in own}, **derived)
+
+
+def parse_window_end(value: str | None) -> datetime | None:
+    """The transfer module's ``window_end``: an ISO 8601 time, naive UTC unless it has an offset
+    (the backurne.rbd.window_end filter gives naive UTC); None for none. ValueError naming it."""
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"window_end {value!r} is not an ISO 8601 time (e.g. 2026-12-04T05:00:00 for UTC); playbooks set it "
+            "from backurne_window_end through the backurne.rbd.window_end filter"
+        ) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
 
 
 def empty_result(plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,7 +139,9 @@ class TransferBatch:
     whether a backup image exists without an ``rbd info`` per image. ``board``: the progress
     board (None: no progress files). After run(), ``before``/``after`` hold each locked backup
     image's snapshots (Ceph's creation order; what was sent appended) and ``warnings`` what the
-    history could not record.
+    history could not record. ``clock``: the time the backup window is checked against (naive
+    UTC; injectable for tests). After run(), ``order`` holds the backup images whose transfer
+    started, in the order the workers were handed them (the last run's deferred ones first).
     """
 
     def __init__(
@@ -120,12 +151,17 @@ class TransferBatch:
         settings: TransferSettings,
         listed: dict[str, list[str]] | None = None,
         board: ProgressBoard | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.live = live
         self.backup = backup
         self.settings = settings
         self.listed = listed
         self.board = board
+        self.clock = clock or (lambda: parse_now(None))
+        # The bandwidth limit: a bucket per stream, and the node total shared by every worker.
+        self.throttles = NodeThrottle(settings.stream.bwlimit)
+        self.order: list[str] = []
         self.before: dict[str, list[str]] = {}
         self.after: dict[str, list[str]] = {}
         self.warnings: list[str] = []
@@ -155,6 +191,10 @@ class TransferBatch:
             "changed": bool(moved),
             "images": results,
             "failed_images": [{"image": r["image"], "error": r["error"]} for r in results if not r["ok"]],
+            "deferred_images": [
+                {"image": r["image"], "backup_image": r["backup_image"]} for r in results if r["status"] == DEFERRED
+            ],
+            "transfer_order": self.order,
             "backup_snapshots": self.after,
         }
         if diff:
@@ -166,9 +206,15 @@ class TransferBatch:
 
     def _transfer_all(self, plans: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         # An exception (an rbd call failing outside a transfer) fails only its own image.
-        # Images with a high-priority profile (the snapshot module marks them) start first; the
-        # results stay in input order.
-        ordered = priority_order(plans)
+        # The images the last run deferred (the history says which) start first, then those
+        # with a high-priority profile (the snapshot module marks them); the results stay in
+        # input order.
+        deferred: set[str] = set()
+        if self.settings.state_dir is not None:
+            deferred, problem = deferred_images(self.settings.state_dir)
+            if problem:
+                self.warnings.append(problem)
+        ordered = priority_order(plans, deferred)
         try:
             batch = run_batch(ordered, self.transfer_image, self.settings.workers, on_error=_failed_by)
         finally:
@@ -177,6 +223,9 @@ class TransferBatch:
             if self.engine is not None:
                 self.engine.close()
         done = dict(zip(map(id, ordered), batch, strict=True))
+        # The order the workers were handed the images in, of those whose transfer started.
+        started = ("transferred", "failed", "locked", "planned")
+        self.order = [str(result["backup_image"]) for result in batch if result["status"] in started]
         return [done[id(plan)] for plan in plans]
 
     def _record(self, plans: list[Mapping[str, Any]], results: list[dict[str, Any]], where: Path) -> None:
@@ -195,6 +244,11 @@ class TransferBatch:
 
     # -- one image ------------------------------------------------------------------------
 
+    def window_closed(self) -> bool:
+        """The backup window has ended: no transfer starts any more."""
+        end = self.settings.window_end
+        return end is not None and self.clock() >= end
+
     def transfer_image(self, plan: Mapping[str, Any]) -> dict[str, Any]:
         result = empty_result(plan)
         prefix = self.settings.snap_prefix + ";"
@@ -202,6 +256,13 @@ class TransferBatch:
         if not plan.get("ok", True) or not transfers:
             return result
         dest = plan["backup_image"]
+        if self.window_closed():
+            result.update(
+                status=DEFERRED,
+                snapshots=[],
+                note=f"deferred: the backup window ended at {self.settings.window_end} UTC before its transfer started",
+            )
+            return result
         if self.settings.check_mode:
             result.update(status="planned", snapshots=[t["to_snap"] for t in transfers])
             result["snapshot"] = result["snapshots"][-1]
@@ -352,10 +413,14 @@ class TransferBatch:
             present=present,
             engine=self.engine,
             engine_fallback=s.stream_engine == "auto",
+            throttle=self.throttles.for_stream(),
         )
         if self.board is not None:
             self.board.finish(image)
         return sent
+
+
+DEFERRED = "deferred"
 
 
 def _failed_by(plan: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:

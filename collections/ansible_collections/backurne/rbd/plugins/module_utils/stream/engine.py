@@ -39,6 +39,7 @@ from typing import IO, Any, cast
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, ImageSpec, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.stream import engine_live
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import Throttle
 
 ENGINES = ("cli", "librbd", "auto")
 # The interpreter on the live node that has python3-rbd (Debian's; a pyenv or venv python
@@ -481,10 +482,12 @@ class StreamEngine:
         dest: ImageSpec,
         progress: Callable[[int], None] | None,
         limits: tuple[float | None, float | None],
+        throttle: Throttle | None = None,
     ) -> EngineOutcome:
         """Stream src@snapshot (from base) into dest. EngineUnavailable: nothing written, use the CLI.
 
         `limits`: (timeout, stall timeout) in seconds, None for none, as for the CLI pipeline.
+        `throttle`: the bandwidth limit (throttle.py), paid on the wire bytes of each frame.
 
         StreamFailed: the image failed (stage and message); the end snapshot was not created.
         """
@@ -503,7 +506,7 @@ class StreamEngine:
         try:
             ioctx.set_namespace(dest.namespace or "")
             with rbd.Image(ioctx, dest.image) as image:
-                return self._run(channel, image, (src, snapshot, base), progress, limits)
+                return self._run(channel, image, (src, snapshot, base), progress, limits, throttle)
         except rbd.Error as exc:
             raise StreamFailed("import", f"librbd on the backup cluster: {_rbd_text(exc)}") from None
         finally:
@@ -516,6 +519,7 @@ class StreamEngine:
         what: tuple[ImageSpec, str, str | None],
         progress: Callable[[int], None] | None,
         limits: tuple[float | None, float | None],
+        throttle: Throttle | None = None,
     ) -> EngineOutcome:
         src, snapshot, base = what
         timeout, stall = limits
@@ -535,8 +539,10 @@ class StreamEngine:
                 outcome.bytes_wire += len(payload)
                 data = zlib.decompress(payload) if kind == b"Z" else payload
                 outcome.bytes_logical += len(data)
-                # THROTTLE HOOK: every byte of this image's stream passes here once (wire bytes:
-                # len(payload)); a bandwidth limit (#17, module_utils/stream/throttle.py) waits here.
+                # Every byte of this image's stream passes here once: the bandwidth limit is paid on
+                # the wire bytes (len(payload)), as the CLI pipeline's relay pays on what crosses ssh.
+                if throttle is not None:
+                    throttle.take(len(payload))
                 applier.feed(data)
                 if progress is not None:
                     progress(outcome.bytes_logical)

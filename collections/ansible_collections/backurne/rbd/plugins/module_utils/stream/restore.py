@@ -72,6 +72,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import 
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import Snap
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER, snapshot_checksum
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import Throttle
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     DEFAULT_STALL_TIMEOUT,
     PUSH,
@@ -392,6 +393,7 @@ def _stream(
     progress: Callable[[int], None] | None,
     result: RestoreResult,
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    throttle: Throttle | None = None,
 ) -> None:
     remote_stages = []
     if compression.enabled:
@@ -402,7 +404,7 @@ def _stream(
         StageCommand("compress", compression.compressor_argv()) if compression.enabled else None,
         StageCommand("ssh" if live.is_remote else "import", live.remote_shell_argv(remote_stages)),
     )
-    run_stream(stages, PUSH, result, live.is_remote, (timeout, stall_timeout), progress)
+    run_stream(stages, PUSH, result, live.is_remote, (timeout, stall_timeout), progress, throttle)
 
 
 def _verify(
@@ -455,6 +457,7 @@ def restore_snapshot(
     hasher: Sequence[str] = DEFAULT_HASHER,
     now: datetime | None = None,
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    throttle: Throttle | None = None,
 ) -> RestoreResult:
     """Restore BACKUP_IMAGE@snapshot (a selector, see select_snapshot) as a new live image.
 
@@ -466,6 +469,7 @@ def restore_snapshot(
     bytes read from the export (about RestorePlan.size_bytes at most, for a sparse image far
     less); it is called from a relay thread and its exceptions are ignored. ``verify`` hashes
     the backup snapshot and the restored image and fails the restore when they differ.
+    ``throttle``: the bandwidth limit of the stream to the live node (throttle.py), None for none.
 
     Never raises for a failed restore: ``ok``, ``failed_stage`` (validate, prepare, export,
     compress, ssh, import, stream, verify) and ``error`` say what happened, ``notes`` what was
@@ -499,7 +503,7 @@ def restore_snapshot(
         return result
     result.source, result.snapshot, result.target = plan.source, plan.snapshot, plan.target
     result.action, result.size_bytes = plan.action, plan.size_bytes
-    _run(backup, live, plan, compression, timeout, progress, verify, hasher, result, stall_timeout)
+    _run(backup, live, plan, compression, timeout, progress, verify, hasher, result, stall_timeout, throttle)
     result.duration = round(time.monotonic() - started, 3)
     return result
 
@@ -515,6 +519,7 @@ def _run(
     hasher: Sequence[str],
     result: RestoreResult,
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    throttle: Throttle | None = None,
 ) -> None:
     target = ImageSpec(plan.target_pool, plan.target_namespace, plan.target_image)
     kept = ImageSpec(plan.target_pool, plan.target_namespace, plan.kept_as) if plan.kept_as else None
@@ -532,7 +537,7 @@ def _run(
         live.create(target, plan.size_bytes)
         result.created = True
         stage = "stream"
-        _stream(backup, live, clone, target, compression, timeout, progress, result, stall_timeout)
+        _stream(backup, live, clone, target, compression, timeout, progress, result, stall_timeout, throttle)
         if result.ok and verify:
             stage = "verify"
             result.ok = False

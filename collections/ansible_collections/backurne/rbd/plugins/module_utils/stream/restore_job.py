@@ -20,6 +20,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import
     plan_restore,
     restore_snapshot,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import NodeThrottle
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import StreamOptions
 
 
@@ -125,6 +126,8 @@ class RestoreBatch:
         self.live = live
         self.settings = settings
         self.now = datetime.now(UTC)
+        # The bandwidth limit: one bucket per restore stream, and this process's node total.
+        self.throttles = NodeThrottle(settings.stream.bwlimit)
 
     def _restore_args(self, request: Mapping[str, Any]) -> tuple[Any, ...]:
         """The positional arguments plan_restore and restore_snapshot share."""
@@ -175,6 +178,7 @@ class RestoreBatch:
             hasher=s.hasher,
             now=self.now,
             stall_timeout=s.stream.stall_timeout,
+            throttle=self.throttles.for_stream(),
         )
         result = {**planned, **done.to_dict(), "status": "restored" if done.ok else "failed"}
         if not done.ok:

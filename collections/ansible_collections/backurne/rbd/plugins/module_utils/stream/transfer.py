@@ -42,6 +42,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.engine import 
     StreamEngine,
     StreamFailed,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import BandwidthLimit, Throttle
 
 CHUNK_SIZE = 1 << 20
 # Linux pipes hold 64 KiB by default, so a 1 MiB read would rarely get more than 64 KiB and
@@ -106,6 +107,8 @@ class StreamOptions:
     compression: Compression = field(default_factory=Compression)
     timeout: float | None = None
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
+    # The bandwidth limit (throttle.py): per stream and per node, paced on the wire bytes.
+    bwlimit: BandwidthLimit = field(default_factory=BandwidthLimit)
 
 
 @dataclass
@@ -194,7 +197,12 @@ class _Stage:
 
 
 class _Relay(threading.Thread):
-    """Copies one pipe into the next, counting bytes; closes the destination at EOF."""
+    """Copies one pipe into the next, counting bytes; closes the destination at EOF.
+
+    With a ``throttle`` (the bandwidth limit), it moves slices of the throttle's size and pays
+    for each after moving it, sleeping while the rate says so: the stream's long-run rate is
+    the limit, its burst the buckets'. Zero copy (splice) either way.
+    """
 
     def __init__(
         self,
@@ -202,12 +210,15 @@ class _Relay(threading.Thread):
         dst: IO[bytes],
         wake: threading.Event,
         on_bytes: Callable[[int], None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.src = src
         self.dst = dst
         self.wake = wake
         self.on_bytes = on_bytes
+        self.throttle = throttle
+        self.chunk = CHUNK_SIZE if throttle is None else throttle.slice_size(CHUNK_SIZE)
         self.count = 0
         self.broken_pipe = False
         self.error: OSError | None = None
@@ -219,6 +230,10 @@ class _Relay(threading.Thread):
         self.last_moved = time.monotonic()
         if self.on_bytes is not None:
             self.on_bytes(self.count)
+        if self.throttle is not None:
+            self.throttle.take(size)
+            # A paced stream is not a stalled one: the wait counts as movement.
+            self.last_moved = time.monotonic()
 
     def _splice(self, src_fd: int, dst_fd: int) -> bool:
         """Move the stream pipe to pipe inside the kernel; False if splice is not available.
@@ -232,7 +247,7 @@ class _Relay(threading.Thread):
             return False
         while True:
             try:
-                moved = splice(src_fd, dst_fd, CHUNK_SIZE)
+                moved = splice(src_fd, dst_fd, self.chunk)
             except OSError as exc:
                 if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                     return False  # not pipes at both ends, or no splice here: nothing moved yet
@@ -249,7 +264,7 @@ class _Relay(threading.Thread):
 
     def _copy(self, src_fd: int, dst_fd: int) -> None:
         while True:
-            chunk = os.read(src_fd, CHUNK_SIZE)
+            chunk = os.read(src_fd, self.chunk)
             if not chunk:
                 return
             view = memoryview(chunk)
@@ -319,9 +334,15 @@ class _Pipeline:
         stage.proc.wait()
         self.wake.set()
 
-    def relay(self, src: IO[bytes] | None, dst: IO[bytes] | None, on_bytes: Callable[[int], None] | None) -> _Relay:
+    def relay(
+        self,
+        src: IO[bytes] | None,
+        dst: IO[bytes] | None,
+        on_bytes: Callable[[int], None] | None,
+        throttle: Throttle | None = None,
+    ) -> _Relay:
         # Both ends exist: the stages were started with stdout=PIPE / stdin=PIPE.
-        relay = _Relay(cast(IO[bytes], src), cast(IO[bytes], dst), self.wake, on_bytes)
+        relay = _Relay(cast(IO[bytes], src), cast(IO[bytes], dst), self.wake, on_bytes, throttle)
         self.relays.append(relay)
         relay.start()
         return relay
@@ -583,6 +604,7 @@ def transfer_snapshot(
     present: Collection[str] | None = None,
     engine: StreamEngine | None = None,
     engine_fallback: bool = True,
+    throttle: Throttle | None = None,
 ) -> TransferResult:
     """Stream SRC@snapshot (the diff from `base`, or everything when base is None) into DEST.
 
@@ -594,6 +616,7 @@ def transfer_snapshot(
     `fresh_destination`: the caller has just created DEST as an empty placeholder (a full into
     it needs no creating or emptying, and a failed one removes it again) — two rbd calls saved.
     `stall_timeout`: fail when no byte has moved for that many seconds (None: never).
+    `throttle`: the bandwidth limit of this stream (throttle.py), None for none.
 
     import-diff's exit 0 is not trusted: refused writes on its stderr fail the transfer, and
     the end snapshot must then be on DEST. After any failure, an end snapshot the failed
@@ -647,10 +670,20 @@ def transfer_snapshot(
         if engine is not None:
             limits = (timeout, stall_timeout)
             _stream_engine(
-                engine, engine_fallback, live, backup, src, snapshot, base, dest, compression, limits, progress, result
+                engine,
+                engine_fallback,
+                (live, backup),
+                (src, snapshot, base, dest),
+                compression,
+                limits,
+                progress,
+                result,
+                throttle,
             )
         else:
-            _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout)
+            _stream(
+                live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout, throttle
+            )
         after = _confirm_end_snapshot(backup, dest, result) if result.ok else None
         ours = snap_prefix is not None and snapshot.startswith(f"{snap_prefix};")
         if not result.ok and ours and snapshot not in before:
@@ -795,12 +828,14 @@ def run_stream(
     remote: bool,
     limits: tuple[float | None, float | None],
     progress: Callable[[int], None] | None,
+    throttle: Throttle | None = None,
 ) -> None:
     """Run source | [middle] | sink (the sink is the import), and fill `result` with the verdict.
 
     The one wiring of the data path, for a backup (PULL) and a restore (PUSH). `progress` gets
     the cumulative logical bytes; the wire bytes are counted at the other end. `remote`: a stage
     named "ssh" is the ssh client. `limits`: (timeout, stall_timeout) in seconds, None for none.
+    `throttle` (the bandwidth limit) paces the relay of the wire bytes, those that cross ssh.
     """
     source, middle, sink = stages
     timeout, stall_timeout = limits
@@ -826,14 +861,24 @@ def run_stream(
         # Stream order, source first: the verdict blames the most upstream own failure.
         pipeline.stages = [stage for stage in (source_stage, middle_stage, sink_stage) if stage is not None]
         if middle_stage is not None:
+            # The wire side is the compressed one: after the middle stage (zstd) for a push,
+            # before it (zstd -d) for a pull.
             upstream = pipeline.relay(
-                source_stage.proc.stdout, middle_stage.proc.stdin, on_logical if logical_upstream else None
+                source_stage.proc.stdout,
+                middle_stage.proc.stdin,
+                on_logical if logical_upstream else None,
+                None if logical_upstream else throttle,
             )
             downstream = pipeline.relay(
-                middle_stage.proc.stdout, sink_stage.proc.stdin, None if logical_upstream else on_logical
+                middle_stage.proc.stdout,
+                sink_stage.proc.stdin,
+                None if logical_upstream else on_logical,
+                throttle if logical_upstream else None,
             )
         else:
-            upstream = downstream = pipeline.relay(source_stage.proc.stdout, sink_stage.proc.stdin, on_logical)
+            upstream = downstream = pipeline.relay(
+                source_stage.proc.stdout, sink_stage.proc.stdin, on_logical, throttle
+            )
         pipeline.wait(timeout, stall_timeout)
         logical, wire = (upstream, downstream) if logical_upstream else (downstream, upstream)
         result.bytes_wire = wire.count
@@ -866,6 +911,7 @@ def _stream(
     progress: Callable[[int], None] | None,
     result: TransferResult,
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+    throttle: Throttle | None = None,
 ) -> None:
     remote_stages = [export_words(live, src, snapshot, base)]
     if compression.enabled:
@@ -875,33 +921,37 @@ def _stream(
         StageCommand("decompress", compression.decompressor_argv()) if compression.enabled else None,
         StageCommand("import", import_words(backup, dest)),
     )
-    run_stream(stages, PULL, result, live.is_remote, (timeout, stall_timeout), progress)
+    run_stream(stages, PULL, result, live.is_remote, (timeout, stall_timeout), progress, throttle)
 
 
 def _stream_engine(
     engine: StreamEngine,
     fallback: bool,
-    live: RbdRunner,
-    backup: RbdRunner,
-    src: ImageSpec,
-    snapshot: str,
-    base: str | None,
-    dest: ImageSpec,
+    runners: tuple[RbdRunner, RbdRunner],
+    what: tuple[ImageSpec, str, str | None, ImageSpec],
     compression: Compression,
     limits: tuple[float | None, float | None],
     progress: Callable[[int], None] | None,
     result: TransferResult,
+    throttle: Throttle | None,
 ) -> None:
-    """The stream through the engine; the process pipeline when the engine cannot serve it."""
+    """The stream through the engine; the process pipeline when the engine cannot serve it.
+
+    `runners`: (live, backup); `what`: (source, snapshot, base, destination).
+    """
+    live, backup = runners
+    src, snapshot, base, dest = what
     timeout, stall_timeout = limits
     try:
-        outcome = engine.transfer(src, snapshot, base, dest, _progress_guard(progress), limits)
+        outcome = engine.transfer(src, snapshot, base, dest, _progress_guard(progress), limits, throttle)
     except EngineUnavailable as exc:
         if not fallback:
             result.failed_stage, result.error = "prepare", f"prepare: stream engine unavailable: {exc}"
             return
         result.notes.append(f"stream engine not used, CLI pipeline instead: {exc}")
-        _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout)
+        _stream(
+            live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout, throttle
+        )
         return
     except StreamFailed as exc:
         result.engine = "librbd"

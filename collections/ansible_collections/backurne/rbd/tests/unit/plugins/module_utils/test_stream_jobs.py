@@ -27,6 +27,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore_job im
     restore_diff,
     restore_requests,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import BandwidthLimit
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
 S0 = "backup;daily;7;2026-01-01T00:00:00.000000"
@@ -165,13 +166,16 @@ def test_restore_diff_skips_failed_and_shows_a_replaced_image_kept() -> None:
 
 
 def stream_params(**extra: Any) -> dict[str, Any]:
-    return {**{key: spec["default"] for key, spec in {**STREAM_ARGS, **LOCK_ARGS}.items()}, **extra}
+    return {**{key: spec.get("default") for key, spec in {**STREAM_ARGS, **LOCK_ARGS}.items()}, **extra}
 
 
 def test_stream_group_builds_the_options_and_stall_zero_turns_the_watch_off() -> None:
     shared = _shared_options("transfer", stream_params(compression_level=3, stall_timeout=0), ("stream", "lock"))
     assert not isinstance(shared, str)
     assert shared.stream == StreamOptions(Compression(True, 3, 0), 21600, None)
+    limited = _shared_options("transfer", stream_params(bwlimit="1M", bwlimit_node="1.5G"), ("stream", "lock"))
+    assert not isinstance(limited, str)
+    assert limited.stream.bwlimit == BandwidthLimit(per_transfer=1 << 20, per_node=3 << 29)
     assert shared.lock_ttl == timedelta(hours=6)
 
 
@@ -187,6 +191,8 @@ def test_stream_group_builds_the_options_and_stall_zero_turns_the_watch_off() ->
         ({"compression_level": 25}, "restore: zstd level must be 1..19, got 25"),
         ({"compression_threads": -1}, "restore: zstd threads must be >= 0, got -1"),
         ({"lock_ttl": "soon"}, "restore: lock_ttl: "),
+        ({"bwlimit": "fast"}, "restore: bwlimit: 'fast' is not a rate"),
+        ({"bwlimit_node": "-2M"}, "restore: bwlimit_node: '-2M' is not a rate"),
     ],
 )
 def test_stream_and_lock_groups_name_the_bad_option(extra: dict[str, Any], message: str) -> None:
