@@ -115,6 +115,19 @@ class Lab:
             raise BenchError(f"could not remove namespace {POOL}/{namespace}: {'; '.join(errors)}")
 
 
+def lab_ssh_cipher() -> str | None:
+    """The cipher the product uses from the backup node to the live node on the lab: the lab
+    inventory's `backurne_backup.ssh.cipher` (None: OpenSSH's default). Every raw pipe of the
+    benchmarks uses it too, so that both sides of a ratio do the same work."""
+    import yaml  # the venv's; only the benchmarks that compare against a raw pipe need it
+
+    hosts = yaml.safe_load((REPO / "inventories" / "lab" / "hosts.yml").read_text())
+    for host in hosts["all"]["children"]["backup_nodes"]["hosts"].values():
+        cipher = ((host.get("backurne_backup") or {}).get("ssh") or {}).get("cipher")
+        return str(cipher) if cipher else None
+    return None
+
+
 def lab_up() -> None:
     started = time.monotonic()
     cp = subprocess.run([str(LAB_SH), "up"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)

@@ -9,6 +9,9 @@
 #   BENCH_VERIFY_ARGS="…"         extra arguments of bench/verify.py        (e.g. "--reps 3")
 #   BENCH_ENGINE_ARGS="…"         extra arguments of bench/engine.py        (e.g. "--workers 2")
 #   BENCH_BWLIMIT_ARGS="…"        extra arguments of bench/bwlimit.py       (e.g. "--limit-mib 32")
+#   BENCH_RESTORE_ARGS="…"        extra arguments of bench/restore.py       (e.g. "--reps 2")
+#   BENCH_MAP_ARGS="…"            extra arguments of bench/map.py           (e.g. "--reps 5")
+#   BENCH_FIXEDCOST_ARGS="…"      extra arguments of bench/fixedcost.py     (e.g. "--baseline DIR")
 #
 # Every benchmark runs even if one fails; the exit status says whether all succeeded.
 # A missed target is not a failure: the benchmarks print ratios, they do not assert them.
@@ -38,6 +41,9 @@ read -r -a orchestration_args <<<"${BENCH_ORCHESTRATION_ARGS:-}"
 read -r -a verify_args <<<"${BENCH_VERIFY_ARGS:-}"
 read -r -a engine_args <<<"${BENCH_ENGINE_ARGS:-}"
 read -r -a bwlimit_args <<<"${BENCH_BWLIMIT_ARGS:-}"
+read -r -a restore_args <<<"${BENCH_RESTORE_ARGS:-}"
+read -r -a map_args <<<"${BENCH_MAP_ARGS:-}"
+read -r -a fixedcost_args <<<"${BENCH_FIXEDCOST_ARGS:-}"
 if [[ "$FULL" == 1 ]]; then
     orchestration_args=(--sizes 50,200,1000 "${orchestration_args[@]}")
     verify_args=(--size-mib 1024 "${verify_args[@]}")
@@ -60,6 +66,24 @@ fi
 echo "== bench/verify.py (~2-3 min on 2 cores)"
 if ! "$PY" bench/verify.py --no-lab-up --json "$OUT/verify.json" "${verify_args[@]}" >"$OUT/verify.txt"; then
     echo "bench/verify.py FAILED (see above)" >>"$OUT/verify.txt"
+    status=1
+fi
+
+echo "== bench/restore.py (1 GiB restore vs the raw pipe, ~3-5 min on 2 cores)"
+if ! "$PY" bench/restore.py --no-lab-up --json "$OUT/restore.json" "${restore_args[@]}" >"$OUT/restore.txt"; then
+    echo "bench/restore.py FAILED (see above)" >>"$OUT/restore.txt"
+    status=1
+fi
+
+echo "== bench/map.py (backurne map to the first directory listing, ~1-2 min)"
+if ! "$PY" bench/map.py --no-lab-up --json "$OUT/map.json" "${map_args[@]}" >"$OUT/map.txt"; then
+    echo "bench/map.py FAILED (see above; it needs root)" >>"$OUT/map.txt"
+    status=1
+fi
+
+echo "== bench/fixedcost.py (no-op and daily runs over 50 images, phase by phase, ~3-5 min)"
+if ! "$PY" bench/fixedcost.py --no-lab-up --json "$OUT/fixedcost.json" "${fixedcost_args[@]}" >"$OUT/fixedcost.txt"; then
+    echo "bench/fixedcost.py FAILED (see above)" >>"$OUT/fixedcost.txt"
     status=1
 fi
 
@@ -86,6 +110,7 @@ model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 echo
 echo "================================ backurne benchmarks ================================"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; other work on the machine makes absolute times noise)"
 echo "machine: nproc $(nproc), ${model:-unknown CPU}, $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
 echo "commit:  $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
@@ -94,6 +119,12 @@ echo
 cat "$OUT/bwlimit.txt"
 echo
 cat "$OUT/verify.txt"
+echo
+cat "$OUT/restore.txt"
+echo
+cat "$OUT/map.txt"
+echo
+cat "$OUT/fixedcost.txt"
 echo
 cat "$OUT/orchestration.txt"
 echo

@@ -9,7 +9,9 @@ threads into zstd -d and rbd import-diff, every stage checked); B through the ra
     rbd create DEST
     ssh -c aes128-gcm@openssh.com … "rbd export-diff … - | zstd -1 -T0" | zstd -d | rbd import-diff - DEST
 
-run by subprocess with the same ssh options (cipher, ControlMaster; one warm master each).
+run by subprocess with the same ssh options: the raw pipe's ssh command line is the product's own
+(`SshTarget.argv()`, cipher from the lab inventory's `backurne_backup.ssh.cipher`), with a
+ControlMaster of its own (one warm master each).
 Cases: full with zstd -1 -T0, full without compression, incremental after rewriting 10 % of both
 images identically (same offsets, same bytes: one hand-made diff stream fed to both), with and
 without compression. The order alternates (product first / raw first) across repetitions;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import random
 import resource
@@ -40,6 +43,7 @@ from benchlib import (
     GiB,
     Lab,
     MiB,
+    lab_ssh_cipher,
     lab_up,
     log,
     machine_line,
@@ -53,7 +57,7 @@ sys.path.insert(0, str(REPO / "collections"))
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, transfer_snapshot
 
-CIPHER = "aes128-gcm@openssh.com"
+CIPHER = lab_ssh_cipher()
 OBJECT = 4 * MiB
 TARGET = 0.95
 SRC_PRODUCT, SRC_RAW = "a", "b"
@@ -168,20 +172,15 @@ class Bench:
 
     # -- the two contenders --------------------------------------------------------------------
 
-    def raw_ssh_argv(self) -> list[str]:
-        """The same ssh options as the product's SshTarget, written out by hand."""
-        lab = self.lab
-        return [
-            "ssh",
-            "-T",
-            *("-o", "BatchMode=yes", "-o", "ConnectTimeout=10"),
-            *("-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"),
-            *("-p", str(lab.ssh_port), "-i", str(lab.ssh_key), "-o", "IdentitiesOnly=yes"),
-            *("-o", f"UserKnownHostsFile={lab.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"),
-            *("-o", "StrictHostKeyChecking=yes", "-c", CIPHER),
-            *("-o", "ControlMaster=auto", "-o", f"ControlPath={self.cp_raw}/%C", "-o", "ControlPersist=60"),
-            f"root@{self.lab.live_ip}",
-        ]
+    def raw_ssh(self) -> SshTarget:
+        """The product's ssh options exactly (cipher and all: the same SshTarget), with a
+        ControlMaster of the raw pipe's own, so that the two compare the same work."""
+        ssh = self.live.ssh
+        assert ssh is not None
+        return dataclasses.replace(ssh, control_dir=str(self.cp_raw))
+
+    def raw_ssh_argv(self, remote: str) -> list[str]:
+        return self.raw_ssh().argv(remote)
 
     def raw(self, case: Case, src: str, dest: str) -> Timing:
         lab = self.lab
@@ -193,7 +192,7 @@ class Bench:
         remote = shlex.join(export)
         if case.compress:
             remote = f"set -o pipefail; {remote} | zstd -q -1 -T0 -c"
-        stages = [[*self.raw_ssh_argv(), remote]]
+        stages = [self.raw_ssh_argv(remote)]
         if case.compress:
             stages.append(["zstd", "-q", "-d", "-c"])
         stages.append(lab.rbd_argv("backup", "import-diff", "--no-progress", "-", f"{POOL}/{self.ns}/{dest}"))
@@ -233,7 +232,7 @@ class Bench:
             return time.monotonic() - started
 
         product = [timed(lambda: self.live.run_pipeline([["true"]], timeout=60, action="true")) for _ in range(reps)]
-        raw = [timed(lambda: run([*self.raw_ssh_argv(), "set -o pipefail; true"])) for _ in range(reps)]
+        raw = [timed(lambda: run(self.raw_ssh_argv("set -o pipefail; true"))) for _ in range(reps)]
         return median(product), median(raw)
 
     # -- fixtures --------------------------------------------------------------------------------
@@ -243,13 +242,12 @@ class Bench:
         ssh = self.live.ssh
         assert ssh is not None
         run(ssh.argv("true"))
-        run([*self.raw_ssh_argv(), "true"])
+        run(self.raw_ssh_argv("true"))
 
     def stop_ssh(self) -> None:
         ssh = self.live.ssh
         assert ssh is not None
-        raw_exit = ["ssh", "-o", f"ControlPath={self.cp_raw}/%C", "-p", str(self.lab.ssh_port), "-O", "exit"]
-        for argv in (ssh.exit_master_argv(), [*raw_exit, f"root@{self.lab.live_ip}"]):
+        for argv in (ssh.exit_master_argv(), self.raw_ssh().exit_master_argv()):
             subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
 
     def make_images(self, size: int) -> Path:
@@ -391,7 +389,8 @@ def report(summaries: list[Summary], reps: int, size: int, rewritten: int, start
     print(f"== transfer efficiency: product transfer_snapshot() vs raw pipe ({machine_line()})")
     print(
         f"   {size / GiB:g} GiB of `tar c /usr`; {rewritten / MiB:.0f} MiB rewritten for the incremental; "
-        f"ssh -c {CIPHER} + ControlMaster (warm) on both; {reps} reps, order alternated; medians"
+        f"the product's ssh options on both ({'-c ' + CIPHER if CIPHER else 'default cipher'}, ControlMaster, warm); "
+        f"{reps} reps, order alternated; medians"
     )
     print(f"   {'case':34} {'product s':>9} {'raw s':>7} {'raw/product':>11} {'median of ratios':>16}  target")
     for item in summaries:

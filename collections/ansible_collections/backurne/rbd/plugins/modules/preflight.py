@@ -102,7 +102,16 @@ now:
   returned: success
   type: str
   sample: "2026-01-31T11:00:00"
+started:
+  description:
+    - When these checks ran (seconds since the epoch, the controller's clock): the start of the
+      run, which the report's duration counts from (one task less than a C(set_fact) of its own).
+  returned: success
+  type: float
+  sample: 1767225600.125
 """
+
+import time
 
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
@@ -137,7 +146,7 @@ def main() -> None:
             now = parse_now(p["now"]).isoformat() if p["now"] else None
         except ValueError as exc:  # ConfigError is one; parse_now's bad time too
             raise ModuleFailure(f"backurne configuration: {exc}") from None
-        return {"changed": False, "now": now, **config}
+        return {"changed": False, "now": now, "started": time.time(), **config}
 
     module.run(job)
 

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -38,8 +38,9 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention impo
     parse_profiles,
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.options import PVE_AUTH_ARGS, PVE_AUTH_TOGETHER
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import BandwidthLimit
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
+
+if TYPE_CHECKING:
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import StreamOptions
 
 # Option group name -> argument spec. The doc fragment backurne.rbd.NAME documents group NAME
 # (backup_pool: backurne.rbd.pool_pair.backup_pool, the first half of the pair).
@@ -175,6 +176,11 @@ def _shared_options(name: str, params: Mapping[str, Any], groups: Sequence[str])
 
 def _stream_options(name: str, params: Mapping[str, Any]) -> StreamOptions | str:
     """The stream group's options, or the message naming what is wrong."""
+    # Imported here: only the modules with the stream group load the transfer code (the others
+    # start faster on the node; AnsiballZ still ships it, its dependency finder reads every import).
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import BandwidthLimit
+    from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
+
     timeout, stall = params["timeout"], params["stall_timeout"]
     if timeout < 1 or stall < 0:
         return (

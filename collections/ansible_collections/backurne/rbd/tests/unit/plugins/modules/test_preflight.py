@@ -3,6 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import time
+
 from ansible_collections.backurne.rbd.plugins.modules import preflight
 
 
@@ -46,3 +48,12 @@ def test_preflight_fails_naming_backurne_now(run_module) -> None:
     assert result["failed"] is True
     assert "backurne_now" in result["msg"] and "'yesterday-ish'" in result["msg"]
     assert "Invalid isoformat" not in result["msg"]
+
+
+def test_preflight_returns_when_the_run_started(run_module) -> None:
+    # The report's duration counts from here (backup.yml has no set_fact of its own for it).
+    before = time.time()
+    result = run_module(preflight.main, BASE)
+    after = time.time()
+    assert not result.get("failed")
+    assert before <= result["started"] <= after
