@@ -36,6 +36,48 @@ MiB = 1024 * 1024
 
 # How long `lab.sh up` may take: packages on a fresh machine + bootstrap.
 LAB_UP_TIMEOUT = int(os.environ.get("BACKURNE_LAB_UP_TIMEOUT", "1800"))
+# Seconds the slowest tests took in a measured run ({node id: seconds}, from `pytest
+# --durations=N` of a serial run), to send the slowest files first to the pytest-xdist workers.
+# A test not listed counts as DEFAULT_DURATION: the mean of the unlisted ones in that run
+# (2389 s for 253 tests, the 25 listed ~1200 s of it). Only the order depends on these numbers.
+DURATIONS_FILE = HERE / "durations.json"
+DEFAULT_DURATION = 5.0
+
+
+def worker_lab(worker: str, labs: str) -> dict[str, str]:
+    """The BACKURNE_LAB_* variables of pytest-xdist worker ``gwN``: entry N of ``labs``.
+
+    ``labs`` (BACKURNE_LABS) lists one lab per worker, space-separated, each
+    ``LAB_DIR:LIVE_IP:BACKUP_IP``.  A worker never shares a lab: fault tests break
+    cluster-wide things (caps, quotas, stopped daemons) that would hit a neighbour's test.
+    """
+    entries = labs.split()
+    index = int(worker.removeprefix("gw"))
+    if index >= len(entries):
+        raise pytest.UsageError(
+            f"pytest-xdist worker {worker} has no lab of its own: BACKURNE_LABS lists {len(entries)} "
+            f"({labs!r}); run at most that many workers (-n)"
+        )
+    lab_dir, live_ip, backup_ip = entries[index].split(":")
+    return {"BACKURNE_LAB_DIR": lab_dir, "BACKURNE_LAB_LIVE_IP": live_ip, "BACKURNE_LAB_BACKUP_IP": backup_ip}
+
+
+def _use_this_workers_lab() -> None:
+    """Point this process (and every playbook it starts) at its worker's lab, before any test
+    module reads the environment.  Without xdist nothing changes: the BACKURNE_LAB_* variables."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    labs = os.environ.get("BACKURNE_LABS", "")
+    if not labs.strip():
+        raise pytest.UsageError(
+            "pytest-xdist workers need one lab each: set BACKURNE_LABS='DIR:LIVE_IP:BACKUP_IP ...' "
+            "(scripts/test.sh integration does)"
+        )
+    os.environ.update(worker_lab(worker, labs))
+
+
+_use_this_workers_lab()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,10 +87,29 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _slowest_files_first(items: list[pytest.Item]) -> None:
+    """Order the test files for ``--dist loadfile`` (scripts/test.sh): a file runs whole in one
+    worker (its module fixtures are built once, and its tests keep their order), and the files
+    go out slowest first (measured seconds, durations.json), so no long file starts last."""
+    measured: dict[str, float] = {}
+    if DURATIONS_FILE.exists():
+        measured = json.loads(DURATIONS_FILE.read_text())
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def cost(tests: list[pytest.Item]) -> float:
+        return sum(measured.get(item.nodeid, DEFAULT_DURATION) for item in tests)
+
+    items[:] = [item for tests in sorted(files.values(), key=cost, reverse=True) for item in tests]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.lab)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _slowest_files_first(items)
 
 
 class CommandFailed(subprocess.CalledProcessError):

@@ -138,6 +138,9 @@ def test_stale_by_dead_pid_on_this_host_is_broken(backup: RbdRunner, image: Imag
         # not ours at all: never broken, however old
         "someone-else-cookie",
     ],
+    # fixed ids: the cookie holds the collection time, and pytest-xdist workers must collect
+    # the same test names
+    ids=["other-host-recent", "foreign-cookie"],
 )
 def test_live_or_foreign_holder_is_busy(backup: RbdRunner, image: ImageSpec, cookie: str) -> None:
     plant(backup, image, cookie)

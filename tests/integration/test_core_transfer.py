@@ -259,10 +259,15 @@ def test_checksum_compare_runs_both_sides_concurrently(
     make_live_image(lab, live, ns, "img", 16, 11, SNAP1)
     assert pull(live, backup, ns, "img", "c;img;None", SNAP1, None).ok
     log = tmp_path / "hash.log"
-    # A hasher that notes when it starts and ends (both "nodes" share this filesystem).
+    # A hasher that notes when it starts and ends (both "nodes" share this filesystem), and
+    # before hashing waits (up to 30 s) for the other side to start: run one after the other, the
+    # first ends before the second starts and the order below fails; run together, a slow ssh
+    # start on a loaded machine cannot make it fail (a fixed `sleep 1` could).
+    quoted = shlex.quote(str(log))
     script = (
-        f"echo start $(date +%s.%N) >> {shlex.quote(str(log))}; sleep 1; xxhsum; rc=$?; "
-        f"echo end $(date +%s.%N) >> {shlex.quote(str(log))}; exit $rc"
+        f"echo start $(date +%s.%N) >> {quoted}; "
+        f'for _ in $(seq 300); do [ "$(grep -c ^start {quoted})" -ge 2 ] && break; sleep 0.1; done; '
+        f"xxhsum; rc=$?; echo end $(date +%s.%N) >> {quoted}; exit $rc"
     )
     hasher = ("bash", "-c", script)
     result = compare_snapshot(
