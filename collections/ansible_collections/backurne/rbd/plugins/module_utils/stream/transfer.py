@@ -631,7 +631,8 @@ def transfer_snapshot(
         except (RbdError, ValueError) as exc:
             result.failed_stage, result.error = "prepare", f"prepare: {exc}"
             return result
-        _stream(live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout)
+        stream = StreamOptions(compression, timeout, stall_timeout)
+        _stream(live, backup, src, snapshot, base, dest, stream, progress, result)
         after = _confirm_end_snapshot(backup, dest, result) if result.ok else None
         ours = snap_prefix is not None and snapshot.startswith(f"{snap_prefix};")
         if not result.ok and ours and snapshot not in before:
@@ -842,12 +843,11 @@ def _stream(
     snapshot: str,
     base: str | None,
     dest: ImageSpec,
-    compression: Compression,
-    timeout: float | None,
+    stream: StreamOptions,
     progress: Callable[[int], None] | None,
     result: TransferResult,
-    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
 ) -> None:
+    compression = stream.compression
     remote_stages = [export_words(live, src, snapshot, base)]
     if compression.enabled:
         remote_stages.append(compression.compressor_argv())
@@ -856,4 +856,4 @@ def _stream(
         StageCommand("decompress", compression.decompressor_argv()) if compression.enabled else None,
         StageCommand("import", import_words(backup, dest)),
     )
-    run_stream(stages, PULL, result, live.is_remote, (timeout, stall_timeout), progress)
+    run_stream(stages, PULL, result, live.is_remote, (stream.timeout, stream.stall_timeout), progress)
