@@ -73,10 +73,9 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention impo
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER, snapshot_checksum
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
     PUSH,
-    StageCommand,
     StreamOptions,
     import_diff_words,
-    run_stream,
+    run_rbd_stream,
 )
 
 SELECT_LATEST = "latest"
@@ -405,17 +404,8 @@ def _stream(
     progress: Callable[[int], None] | None,
     result: RestoreResult,
 ) -> None:
-    compression = stream.compression
-    remote_stages = []
-    if compression.enabled:
-        remote_stages.append(compression.decompressor_argv())
-    remote_stages.append(import_words(live, target))
-    stages = (
-        StageCommand("export", export_words(backup, clone)),
-        StageCommand("compress", compression.compressor_argv()) if compression.enabled else None,
-        StageCommand("ssh" if live.is_remote else "import", live.remote_shell_argv(remote_stages)),
-    )
-    run_stream(stages, PUSH, result, live.is_remote, (stream.timeout, stream.stall_timeout), progress)
+    rbd_words = (import_words(live, target), export_words(backup, clone))
+    run_rbd_stream(live, rbd_words, PUSH, stream, progress, result)
 
 
 def _verify(

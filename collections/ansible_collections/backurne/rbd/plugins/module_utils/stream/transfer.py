@@ -836,6 +836,42 @@ def run_stream(
         pipeline.close()
 
 
+def run_rbd_stream(
+    remote: RbdRunner,
+    rbd_words: tuple[list[str], list[str]],
+    direction: StreamDirection,
+    stream: StreamOptions,
+    progress: Callable[[int], None] | None,
+    result: StreamResult,
+) -> None:
+    """The stages of a backup (PULL) or a restore (PUSH) between this node and ``remote`` (the
+    live node, over ssh when it is remote), run with run_stream.
+
+    ``rbd_words``: (the remote side's rbd command, this node's): export and import for a pull,
+    import and export for a push. zstd compresses on the sending side and decompresses on the
+    receiving one; the remote side's commands run in one remote shell, named "ssh" when remote.
+    """
+    remote_rbd, local_rbd = rbd_words
+    zstd = stream.compression
+    pull = direction.remote_side == "export"
+    remote_words = [remote_rbd]
+    middle = None
+    if zstd.enabled:
+        # The sending side compresses, the receiving side decompresses.
+        remote_words = [remote_rbd, zstd.compressor_argv()] if pull else [zstd.decompressor_argv(), remote_rbd]
+        middle = (
+            StageCommand("decompress", zstd.decompressor_argv())
+            if pull
+            else StageCommand("compress", zstd.compressor_argv())
+        )
+    remote_stage = StageCommand(
+        "ssh" if remote.is_remote else direction.remote_side, remote.remote_shell_argv(remote_words)
+    )
+    local_stage = StageCommand("import" if pull else "export", local_rbd)
+    stages = (remote_stage, middle, local_stage) if pull else (local_stage, middle, remote_stage)
+    run_stream(stages, direction, result, remote.is_remote, (stream.timeout, stream.stall_timeout), progress)
+
+
 def _stream(
     live: RbdRunner,
     backup: RbdRunner,
@@ -847,13 +883,5 @@ def _stream(
     progress: Callable[[int], None] | None,
     result: TransferResult,
 ) -> None:
-    compression = stream.compression
-    remote_stages = [export_words(live, src, snapshot, base)]
-    if compression.enabled:
-        remote_stages.append(compression.compressor_argv())
-    stages = (
-        StageCommand("ssh" if live.is_remote else "export", live.remote_shell_argv(remote_stages)),
-        StageCommand("decompress", compression.decompressor_argv()) if compression.enabled else None,
-        StageCommand("import", import_words(backup, dest)),
-    )
-    run_stream(stages, PULL, result, live.is_remote, (stream.timeout, stream.stall_timeout), progress)
+    rbd_words = (export_words(live, src, snapshot, base), import_words(backup, dest))
+    run_rbd_stream(live, rbd_words, PULL, stream, progress, result)
