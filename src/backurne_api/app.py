@@ -284,10 +284,16 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+def _acts(tag: str) -> dict[str, Any]:
+    """Route options of a route that acts on a backup snapshot (map, unmap, hold, release, a
+    restore job): the errors of an unknown image, a conflict or a failed command."""
+    return {"responses": _responses(404, 409, 502), "tags": [tag]}
+
+
 def _starts(tag: str, status_code: int) -> dict[str, Any]:
     """Route options of a POST that starts something on the backup cluster (a mapping, a restore
-    job): its success status, and the errors of an unknown image, a conflict or a failed command."""
-    return {"status_code": status_code, "responses": _responses(404, 409, 502), "tags": [tag]}
+    job): its success status, and the errors of _acts."""
+    return {"status_code": status_code, **_acts(tag)}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -433,12 +439,7 @@ def create_app(
         """Expose a snapshot's files: clone, map and mount read-only. `snapshot` may be `latest`."""
         return ops.map(image, snapshot).public()
 
-    @app.delete(
-        "/images/{image}/snapshots/{snapshot}/map",
-        response_model=UnmapOut,
-        responses=_responses(404, 409, 502),
-        tags=["file access"],
-    )
+    @app.delete("/images/{image}/snapshots/{snapshot}/map", response_model=UnmapOut, **_acts("file access"))
     def unmap_snapshot(image: str, snapshot: str) -> dict[str, Any]:
         """Unmount, unmap and remove the clone of a mapped snapshot."""
         ops.unmap(image, snapshot)
@@ -511,23 +512,13 @@ def create_app(
         """The holds of a backup image: snapshots backup-side retention keeps (past `until`: released)."""
         return ops.holds(image)
 
-    @app.put(
-        "/images/{image}/snapshots/{snapshot}/hold",
-        response_model=HoldOut,
-        responses=_responses(404, 409, 502),
-        tags=["holds"],
-    )
+    @app.put("/images/{image}/snapshots/{snapshot}/hold", response_model=HoldOut, **_acts("holds"))
     def put_hold(request: Request, image: str, snapshot: str, body: HoldIn) -> dict[str, Any]:
         """Pin a snapshot (`latest` allowed): retention on the backup side keeps it while held."""
         principal = request.scope.get("state", {}).get("principal") or "anonymous"
         return ops.hold(image, snapshot, body.reason, body.until, principal)
 
-    @app.delete(
-        "/images/{image}/snapshots/{snapshot}/hold",
-        response_model=HoldOut,
-        responses=_responses(404, 409, 502),
-        tags=["holds"],
-    )
+    @app.delete("/images/{image}/snapshots/{snapshot}/hold", response_model=HoldOut, **_acts("holds"))
     def delete_hold(image: str, snapshot: str) -> dict[str, Any]:
         """Release a snapshot's hold: the next retention run treats it like any other."""
         return ops.release(image, snapshot)

@@ -124,13 +124,11 @@ class CoreBackend:
                 snapshot=request.snapshot,
             ) from None
 
-    def _restore_args(self, request: RestoreRequest) -> tuple[Any, ...]:
+    def _restore_args(self, request: RestoreRequest) -> tuple[RbdRunner, RbdRunner, restore.RestoreRequest]:
         """The leading arguments restore.plan_restore and restore.restore_snapshot share: both
-        runners, the backup image and snapshot, the live target, force."""
+        runners and the core's request (the backup image and snapshot, the live target, force)."""
         live = self._live(request)
-        return (
-            self._backup(),
-            live.runner(timeout=self.timeout),
+        target = restore.RestoreRequest(
             self.pool,
             self.namespace,
             request.image,
@@ -140,6 +138,7 @@ class CoreBackend:
             request.dest_image,
             request.force,
         )
+        return self._backup(), live.runner(timeout=self.timeout), target
 
     def check_restore(self, request: RestoreRequest) -> dict[str, Any]:
         args = self._restore_args(request)

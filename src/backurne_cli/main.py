@@ -280,10 +280,11 @@ def cmd_extract(args: argparse.Namespace, config: Config, out: Output) -> int:
 def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
     from backurne_core.stream.restore import (
         RestoreError,
+        RestoreRequest,
         plan_restore,
         restore_snapshot,
     )
-    from backurne_core.stream.transfer import Compression
+    from backurne_core.stream.transfer import Compression, StreamOptions
 
     cluster = config.live_cluster(args.cluster)
     backup = config.backup_runner(args.timeout)
@@ -295,17 +296,19 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
     else:
         snapshot = resolve_snapshot(disk.snapshots, args.snapshot, disk.image).name
     live = cluster.runner(args.timeout)
-    target = {
-        "target_pool": args.pool or cluster.pool,
-        "target_namespace": args.namespace if args.namespace is not None else cluster.namespace,
-        "target_image": args.name,
-        "force": args.force,
-        "snap_prefix": config.snap_prefix,
-    }
-    common = (backup, live, config.backup.pool, config.backup.namespace, disk.image, snapshot)
+    request = RestoreRequest(
+        config.backup.pool,
+        config.backup.namespace,
+        disk.image,
+        snapshot,
+        target_pool=args.pool or cluster.pool,
+        target_namespace=args.namespace if args.namespace is not None else cluster.namespace,
+        target_image=args.name,
+        force=args.force,
+    )
     if args.dry_run:
         try:
-            plan = plan_restore(*common, **target)
+            plan = plan_restore(backup, live, request, snap_prefix=config.snap_prefix)
         except RestoreError as exc:
             raise CliError(str(exc)) from None
         document = plan.to_dict()
@@ -324,10 +327,11 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: Output) -> int:
             print(f"\rrestoring {disk.disk}: {human_size(done)} read", end="", file=sys.stderr, flush=True)
 
     result = restore_snapshot(
-        *common,
-        **target,
-        compression=compression,
-        timeout=args.restore_timeout,
+        backup,
+        live,
+        request,
+        StreamOptions(compression, timeout=args.restore_timeout),
+        snap_prefix=config.snap_prefix,
         verify=not args.no_verify,
         progress=progress,
     )

@@ -35,7 +35,7 @@ from playbook_helpers import (
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
 from ansible_collections.backurne.rbd.plugins.module_utils.stream import restore as core
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
 RESTORE = REPO / "playbooks" / "restore.yml"
 EXAMPLE = REPO / "playbooks" / "examples" / "restore_newest_before.yml"
@@ -243,19 +243,8 @@ def test_failed_restore_removes_its_target_and_puts_the_replaced_image_back(back
     lab.write_image("live", f"{POOL}/{ns}/victim", 4, seed=7)
     old = checksum(lab, "live", ns, "victim")
     live_before, backup_before = backed.live_images(), backed.backup_images()
-    result = core.restore_snapshot(
-        backup,
-        live,
-        POOL,
-        ns,
-        backed.bimage("disk1"),
-        backed.s0,
-        POOL,
-        ns,
-        "victim",
-        force=True,
-        compression=_Truncating(),
-    )
+    request = core.RestoreRequest(POOL, ns, backed.bimage("disk1"), backed.s0, POOL, ns, "victim", force=True)
+    result = core.restore_snapshot(backup, live, request, StreamOptions(_Truncating()))
     assert not result.ok and result.failed_stage == "import", result
     assert result.bytes_logical > 300000  # the export ran; the live side saw only the start
     assert any("removed the partly restored image" in note for note in result.notes), result.notes
@@ -284,9 +273,8 @@ def test_force_refuses_an_image_in_use(backed: Backed) -> None:
         while not lab.rbd_json("live", "status", f"{POOL}/{ns}/busy", admin=True)["watchers"]:
             assert time.monotonic() < deadline, "rbd watch did not register"
             time.sleep(0.2)
-        result = core.restore_snapshot(
-            backup, live, POOL, ns, backed.bimage("disk1"), "latest", POOL, ns, "busy", force=True
-        )
+        request = core.RestoreRequest(POOL, ns, backed.bimage("disk1"), "latest", POOL, ns, "busy", force=True)
+        result = core.restore_snapshot(backup, live, request)
     finally:
         watcher.communicate(b"\n", timeout=30)
     assert not result.ok and result.failed_stage == "validate", result
@@ -313,7 +301,7 @@ def test_snapshot_removed_by_retention_mid_restore_is_still_restored(
         real_stream(*args, **kwargs)
 
     monkeypatch.setattr(core, "_stream", retention_strikes_first)
-    result = core.restore_snapshot(backup, live, POOL, ns, bimage, snap, POOL, ns, "gone-restored")
+    result = core.restore_snapshot(backup, live, core.RestoreRequest(POOL, ns, bimage, snap, POOL, ns, "gone-restored"))
     assert result.ok, result
     assert any("was removed during the restore" in note for note in result.notes), result.notes
     assert checksum(lab, "live", ns, "gone-restored") == expected == result.checksum_target

@@ -126,19 +126,12 @@ current:
        until: null, by: ansible, at: "2026-12-03T14:00:00", active: true}
 """
 
-from datetime import UTC, datetime
 from typing import Any
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import pin, read_holds, remove_hold
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import HoldRequestFailed, HoldRequests
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
-from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import (
-    HOLD_KEY_PREFIX,
-    HoldError,
-    holds_from_metadata,
-    new_hold,
-)
 
 HOLD_SPEC = {
     "image": {"type": "str", "required": True},
@@ -147,33 +140,6 @@ HOLD_SPEC = {
     "reason": {"type": "str"},
     "until": {"type": "str"},
 }
-
-
-def _exact(runner: RbdRunner, spec: ImageSpec, snapshot: str) -> str:
-    """The snapshot a request names (``latest``: the image's newest of ours)."""
-    if snapshot != "latest":
-        return snapshot
-    ours = [name for name in runner.snapshot_names(spec) if ";" in name]
-    if not ours:
-        raise HoldError(f"backup image {spec} has no snapshot to hold")
-    return ours[-1]
-
-
-def _one(runner: RbdRunner, spec: ImageSpec, request: dict[str, Any], by: str, check: bool) -> dict[str, Any]:
-    snapshot = _exact(runner, spec, request["snapshot"])
-    current = read_holds(runner, spec).get(snapshot)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    out: dict[str, Any] = {"image": spec.image, "snapshot": snapshot}
-    if request["state"] == "absent":
-        if current is not None and not check:
-            remove_hold(runner, spec, snapshot)
-        return {**out, "action": "released" if current else "unchanged", "hold": None}
-    wanted = new_hold(snapshot, request["reason"], request["until"], by, now)  # validates before anything
-    if current is not None and (current.reason, current.until) == (wanted.reason, wanted.until):
-        return {**out, "action": "unchanged", "hold": current.to_dict()}
-    if not check:
-        pin(runner, spec, snapshot, request["reason"], request["until"], by, now)
-    return {**out, "action": "updated" if current else "held", "hold": wanted.to_dict()}
 
 
 def main() -> None:
@@ -188,27 +154,11 @@ def main() -> None:
     p = module.params
 
     def job() -> dict[str, Any]:
-        runner = RbdRunner(ceph_access(p))
-        done = []
-        for request in p["holds"]:
-            try:
-                spec = ImageSpec(p["pool"], p["namespace"], request["image"])
-                done.append(_one(runner, spec, request, p["by"], module.check_mode))
-            except (HoldError, RbdError, ValueError) as exc:
-                raise ModuleFailure(
-                    f"hold: image {request['image']!r} snapshot {request['snapshot']!r}: {exc}", holds=done
-                ) from exc
+        requests = HoldRequests(RbdRunner(ceph_access(p)), p["pool"], p["namespace"], p["by"], module.check_mode)
         try:
-            _listing, metas = runner.list_images_with_meta(p["pool"], p["namespace"], HOLD_KEY_PREFIX)
-        except RbdError as exc:
-            raise ModuleFailure(f"hold: cannot list the holds of pool {p['pool']}: {exc}", holds=done) from exc
-        now = datetime.now(UTC).replace(tzinfo=None)
-        current = [
-            {"image": image, **hold.to_dict(now)}
-            for image in sorted(metas)
-            for hold in holds_from_metadata(metas[image]).values()
-        ]
-        return {"changed": any(item["action"] != "unchanged" for item in done), "holds": done, "current": current}
+            return requests.run(p["holds"])
+        except HoldRequestFailed as failed:
+            raise ModuleFailure(f"hold: {failed.msg}", holds=failed.done) from None
 
     module.run(job)
 

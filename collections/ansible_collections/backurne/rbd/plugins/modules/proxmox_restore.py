@@ -36,6 +36,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.pool_pair.backup_pool
   - backurne.rbd.ssh
   - backurne.rbd.proxmox
   - backurne.rbd.attributes
@@ -56,13 +57,6 @@ options:
     type: str
     choices: [disk, guest]
     default: disk
-  pool:
-    description: Backup pool holding the backup images.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside the backup pool.
-    type: str
   images:
     description:
       - Backup images of Proxmox VE disks, e.g. C(7b10d7af-...;scsi0;web1). With O(mode=guest), the
@@ -233,8 +227,6 @@ def main() -> None:
         "proxmox_restore",
         {
             "mode": {"type": "str", "choices": ["disk", "guest"], "default": "disk"},
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
             "images": {"type": "list", "elements": "str", "required": True},
             "snapshot": {"type": "str", "default": "latest"},
             "vmid": {"type": "int"},
@@ -248,7 +240,7 @@ def main() -> None:
             "hasher": {"type": "list", "elements": "str", "default": ["xxhsum"]},
             "task_timeout": {"type": "int", "default": 120},
         },
-        groups=("ceph", "ssh", "proxmox"),
+        groups=("ceph", "backup_pool", "ssh", "proxmox"),
         required_if=[("mode", "guest", ("new_vmid", "node"))],
     )
     p = module.params

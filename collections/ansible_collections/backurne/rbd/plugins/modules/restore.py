@@ -27,6 +27,7 @@ author:
   - backurne developers (@backurne)
 extends_documentation_fragment:
   - backurne.rbd.ceph
+  - backurne.rbd.pool_pair.backup_pool
   - backurne.rbd.ssh
   - backurne.rbd.stream
   - backurne.rbd.attributes
@@ -38,13 +39,6 @@ attributes:
     support: full
     description: Shows each target image (and the name a replaced image is kept as) before and after.
 options:
-  pool:
-    description: Backup pool holding the backup images.
-    type: str
-    default: rbd
-  namespace:
-    description: RBD namespace inside the backup pool.
-    type: str
   image:
     description:
       - Backup image to restore, e.g. C(prod1;web1;None). One restore; use O(restores) for several.
@@ -243,8 +237,6 @@ def main() -> None:
     module = create_module(
         "restore",
         {
-            "pool": {"type": "str", "default": "rbd"},
-            "namespace": {"type": "str"},
             **{key: {**value, "required": False} for key, value in REQUEST_SPEC.items()},
             "restores": {"type": "list", "elements": "dict", "options": REQUEST_SPEC},
             "target_pool": {"type": "str", "default": "rbd"},
@@ -254,7 +246,7 @@ def main() -> None:
             "hasher": {"type": "list", "elements": "str", "default": ["xxhsum"]},
             "workers": {"type": "int", "default": 1},
         },
-        groups=("ceph", "ssh", "stream"),  # no fail_on_error: a failed restore always fails the task
+        groups=("ceph", "backup_pool", "ssh", "stream"),  # no fail_on_error: a failed restore always fails the task
         mutually_exclusive=[("image", "restores")],
         required_one_of=[("image", "restores")],
     )

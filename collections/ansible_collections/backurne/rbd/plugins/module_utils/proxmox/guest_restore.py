@@ -45,10 +45,11 @@ from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.restore impor
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreError,
+    RestoreRequest,
     plan_restore,
     restore_snapshot,
 )
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
 # (pool, namespace) on the live cluster; a string, so that no `|` of types is evaluated at import
 Target: TypeAlias = "tuple[str, str | None]"
@@ -248,24 +249,17 @@ class GuestRestoreJob:
         else:
             result, jobs = self.plan_guest(metas, storages, guests)
         for job in jobs:
-            planned = plan_restore(
-                self.backup,
-                self.live,
-                p["pool"],
-                self.namespace,
-                job["image"],
-                p["snapshot"],
-                job["pool"],
-                job["namespace"],
-                job["name"],
-                False,
-                p["snap_prefix"],
-            )
+            planned = plan_restore(self.backup, self.live, self.restore_request(job, p["snapshot"]), p["snap_prefix"])
             job["entry"]["snapshot"] = planned.snapshot
             job["entry"]["target"] = planned.target
         return api, result, jobs
 
     # -- the run ------------------------------------------------------------------------------
+
+    def restore_request(self, job: Mapping[str, Any], snapshot: str) -> RestoreRequest:
+        """One planned image's restore: from the backup pool into its new name (never forced)."""
+        source = (self.p["pool"], self.namespace, job["image"], snapshot)
+        return RestoreRequest(*source, job["pool"], job["namespace"], job["name"])
 
     def restore_one(self, job: dict[str, Any]) -> str | None:
         """Stream one image (checksums compared); the error, or None."""
@@ -273,16 +267,8 @@ class GuestRestoreJob:
         done = restore_snapshot(
             self.backup,
             self.live,
-            p["pool"],
-            self.namespace,
-            job["image"],
-            entry["snapshot"],
-            job["pool"],
-            job["namespace"],
-            job["name"],
-            False,
-            Compression(enabled=p["compression"]),
-            timeout=p["timeout"],
+            self.restore_request(job, entry["snapshot"]),
+            StreamOptions(Compression(enabled=p["compression"]), timeout=p["timeout"]),
             snap_prefix=p["snap_prefix"],
             verify=p["verify"],
             hasher=p["hasher"],

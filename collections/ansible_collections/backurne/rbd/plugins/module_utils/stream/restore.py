@@ -7,15 +7,14 @@ The public API (used by the restore module, the ``backurne`` CLI and the REST AP
 
     select_snapshot(snapshot_names, selector, prefix="backup", image="") -> str
     default_target_name(backup_image, snapshot, prefix="backup") -> str
-    plan_restore(backup, live, backup_pool, backup_namespace, backup_image, snapshot,
-                 target_pool, target_namespace=None, target_image=None, force=False,
-                 snap_prefix="backup", now=None) -> RestorePlan          (raises RestoreError)
-    restore_snapshot(backup, live, backup_pool, backup_namespace, backup_image, snapshot,
-                     target_pool, target_namespace=None, target_image=None, force=False,
-                     compression=None, timeout=None, progress=None, snap_prefix="backup",
-                     verify=True, hasher=DEFAULT_HASHER, now=None,
-                     stall_timeout=DEFAULT_STALL_TIMEOUT) -> RestoreResult
-        (never raises for a failed restore: result.ok / failed_stage / error say what happened)
+    RestoreRequest(backup_pool, backup_namespace, backup_image, snapshot,
+                   target_pool, target_namespace=None, target_image=None, force=False)
+    plan_restore(backup, live, request, snap_prefix="backup", now=None) -> RestorePlan
+        (raises RestoreError)
+    restore_snapshot(backup, live, request, stream=None, progress=None, snap_prefix="backup",
+                     verify=True, hasher=DEFAULT_HASHER, now=None) -> RestoreResult
+        (never raises for a failed restore: result.ok / failed_stage / error say what happened;
+        ``stream`` is transfer.py's StreamOptions: zstd, timeout, stall_timeout)
 
 ``backup`` is an RbdRunner on the backup cluster, local to this node (the restore runs on the
 backup node); ``live`` an RbdRunner on the live node, normally over ssh (SshTarget). The
@@ -74,12 +73,10 @@ from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention impo
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import DEFAULT_HASHER, snapshot_checksum
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import Throttle
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import (
-    DEFAULT_STALL_TIMEOUT,
     PUSH,
-    Compression,
-    StageCommand,
+    StreamOptions,
     import_diff_words,
-    run_stream,
+    run_rbd_stream,
 )
 
 SELECT_LATEST = "latest"
@@ -103,6 +100,27 @@ class RestoreNotFound(RestoreError):
 
 class RestoreConflict(RestoreError):
     """The target exists (without force) or is in use (REST: 409)."""
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What to restore where: BACKUP_IMAGE@snapshot (a selector, see select_snapshot) of the backup
+    pool, as TARGET_IMAGE (None or empty: default_target_name()) in the live target pool; ``force``
+    replaces an existing target (kept, renamed). plan_restore and restore_snapshot both take it."""
+
+    backup_pool: str
+    backup_namespace: str | None
+    backup_image: str
+    snapshot: str
+    target_pool: str
+    target_namespace: str | None = None
+    target_image: str | None = None
+    force: bool = False
+
+    @property
+    def source(self) -> str:
+        """``pool[/namespace]/image`` on the backup cluster, for messages and results."""
+        return _display(self.backup_pool, self.backup_namespace or None, self.backup_image)
 
 
 @dataclass
@@ -267,14 +285,7 @@ def _free_kept_name(live: RbdRunner, pool: str, namespace: str | None, image: st
 def plan_restore(
     backup: RbdRunner,
     live: RbdRunner,
-    backup_pool: str,
-    backup_namespace: str | None,
-    backup_image: str,
-    snapshot: str,
-    target_pool: str,
-    target_namespace: str | None = None,
-    target_image: str | None = None,
-    force: bool = False,
+    request: RestoreRequest,
     snap_prefix: str = "backup",
     now: datetime | None = None,
 ) -> RestorePlan:
@@ -283,15 +294,17 @@ def plan_restore(
     Reads both clusters, changes nothing. Raises RestoreError (bad input: names the culprit;
     an existing target without ``force``) or RbdError (a cluster could not be read).
     """
-    backup_namespace = backup_namespace or None
-    target_namespace = target_namespace or None
+    backup_pool, backup_image, target_pool = request.backup_pool, request.backup_image, request.target_pool
+    backup_namespace = request.backup_namespace or None
+    target_namespace = request.target_namespace or None
+    target_image = request.target_image
     try:
         validate_prefix(snap_prefix)
         source = ImageSpec(backup_pool, backup_namespace, backup_image)
     except ValueError as exc:
         raise RestoreError(f"backup image: {exc}") from None
     sizes = _snapshots(backup, source)
-    chosen = select_snapshot(sizes, snapshot, snap_prefix, _display(backup_pool, backup_namespace, backup_image))
+    chosen = select_snapshot(sizes, request.snapshot, snap_prefix, request.source)
     if target_image is None or target_image == "":
         target_image = default_target_name(backup_image, chosen, snap_prefix)
     _check_target_name(target_pool, target_namespace, target_image)
@@ -304,7 +317,7 @@ def plan_restore(
         current = None
     kept_as = None
     if current is not None:
-        if not force:
+        if not request.force:
             raise RestoreConflict(
                 f"target image {target} already exists on {live.label}: not overwritten "
                 "(choose another target image, or force to replace it; the current image is kept, renamed)"
@@ -388,23 +401,13 @@ def _stream(
     live: RbdRunner,
     clone: ImageSpec,
     target: ImageSpec,
-    compression: Compression,
-    timeout: float | None,
+    stream: StreamOptions,
     progress: Callable[[int], None] | None,
     result: RestoreResult,
-    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
     throttle: Throttle | None = None,
 ) -> None:
-    remote_stages = []
-    if compression.enabled:
-        remote_stages.append(compression.decompressor_argv())
-    remote_stages.append(import_words(live, target))
-    stages = (
-        StageCommand("export", export_words(backup, clone)),
-        StageCommand("compress", compression.compressor_argv()) if compression.enabled else None,
-        StageCommand("ssh" if live.is_remote else "import", live.remote_shell_argv(remote_stages)),
-    )
-    run_stream(stages, PUSH, result, live.is_remote, (timeout, stall_timeout), progress, throttle)
+    rbd_words = (import_words(live, target), export_words(backup, clone))
+    run_rbd_stream(live, rbd_words, PUSH, stream, progress, result, throttle)
 
 
 def _verify(
@@ -441,31 +444,23 @@ def _verify(
 def restore_snapshot(
     backup: RbdRunner,
     live: RbdRunner,
-    backup_pool: str,
-    backup_namespace: str | None,
-    backup_image: str,
-    snapshot: str,
-    target_pool: str,
-    target_namespace: str | None = None,
-    target_image: str | None = None,
-    force: bool = False,
-    compression: Compression | None = None,
-    timeout: float | None = None,
+    request: RestoreRequest,
+    stream: StreamOptions | None = None,
     progress: Callable[[int], None] | None = None,
     snap_prefix: str = "backup",
     verify: bool = True,
     hasher: Sequence[str] = DEFAULT_HASHER,
     now: datetime | None = None,
-    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
     throttle: Throttle | None = None,
 ) -> RestoreResult:
-    """Restore BACKUP_IMAGE@snapshot (a selector, see select_snapshot) as a new live image.
+    """Restore the request's BACKUP_IMAGE@snapshot (a selector, see select_snapshot) as a new live image.
 
     Runs on the backup node: ``backup`` must be local, ``live`` reaches the live node (ssh).
     ``target_image`` None: default_target_name(). ``force``: an existing target is renamed to
-    ``RestorePlan.kept_as`` first (refused while it has watchers). ``timeout`` bounds the
-    streaming and each checksum (None: no limit); ``stall_timeout`` fails a stream that has not
-    moved a byte for that many seconds (None: never). ``progress(bytes)`` gets the cumulative
+    ``RestorePlan.kept_as`` first (refused while it has watchers). ``stream.timeout`` bounds the
+    streaming and each checksum (None: no limit); ``stream.stall_timeout`` fails a stream that has
+    not moved a byte for that many seconds (None: never); default StreamOptions() (zstd level 1,
+    no timeout, the default stall watch). ``progress(bytes)`` gets the cumulative
     bytes read from the export (about RestorePlan.size_bytes at most, for a sparse image far
     less); it is called from a relay thread and its exceptions are ignored. ``verify`` hashes
     the backup snapshot and the restored image and fails the restore when they differ.
@@ -475,35 +470,20 @@ def restore_snapshot(
     compress, ssh, import, stream, verify) and ``error`` say what happened, ``notes`` what was
     cleaned up. A failed restore leaves no image it created and puts a replaced image back.
     """
-    compression = compression or Compression()
+    stream = stream or StreamOptions()
     started = time.monotonic()
-    result = RestoreResult(
-        source=_display(backup_pool, backup_namespace or None, backup_image), snapshot=None, target=None
-    )
+    result = RestoreResult(source=request.source, snapshot=None, target=None)
     try:
         if backup.is_remote:
             raise RestoreError("the export side runs on this node: the backup runner must be local")
-        plan = plan_restore(
-            backup,
-            live,
-            backup_pool,
-            backup_namespace,
-            backup_image,
-            snapshot,
-            target_pool,
-            target_namespace,
-            target_image,
-            force,
-            snap_prefix,
-            now,
-        )
+        plan = plan_restore(backup, live, request, snap_prefix, now)
     except (RestoreError, RbdError, ValueError) as exc:
         result.failed_stage, result.error = "validate", str(exc)
         result.duration = round(time.monotonic() - started, 3)
         return result
     result.source, result.snapshot, result.target = plan.source, plan.snapshot, plan.target
     result.action, result.size_bytes = plan.action, plan.size_bytes
-    _run(backup, live, plan, compression, timeout, progress, verify, hasher, result, stall_timeout, throttle)
+    _run(backup, live, plan, stream, progress, verify, hasher, result, throttle)
     result.duration = round(time.monotonic() - started, 3)
     return result
 
@@ -512,13 +492,11 @@ def _run(
     backup: RbdRunner,
     live: RbdRunner,
     plan: RestorePlan,
-    compression: Compression,
-    timeout: float | None,
+    stream: StreamOptions,
     progress: Callable[[int], None] | None,
     verify: bool,
     hasher: Sequence[str],
     result: RestoreResult,
-    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
     throttle: Throttle | None = None,
 ) -> None:
     target = ImageSpec(plan.target_pool, plan.target_namespace, plan.target_image)
@@ -537,11 +515,11 @@ def _run(
         live.create(target, plan.size_bytes)
         result.created = True
         stage = "stream"
-        _stream(backup, live, clone, target, compression, timeout, progress, result, stall_timeout, throttle)
+        _stream(backup, live, clone, target, stream, progress, result, throttle)
         if result.ok and verify:
             stage = "verify"
             result.ok = False
-            _verify(backup, live, plan, clone, target, hasher, timeout, result)
+            _verify(backup, live, plan, clone, target, hasher, stream.timeout, result)
             result.ok = True
     except (RestoreError, RbdError, ValueError, OSError) as exc:
         result.ok = False

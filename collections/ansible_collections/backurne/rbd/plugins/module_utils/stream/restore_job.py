@@ -17,6 +17,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch imp
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreError,
     RestorePlan,
+    RestoreRequest,
     plan_restore,
     restore_snapshot,
 )
@@ -129,12 +130,10 @@ class RestoreBatch:
         # The bandwidth limit: one bucket per restore stream, and this process's node total.
         self.throttles = NodeThrottle(settings.stream.bwlimit)
 
-    def _restore_args(self, request: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The positional arguments plan_restore and restore_snapshot share."""
+    def _restore_request(self, request: Mapping[str, Any]) -> RestoreRequest:
+        """What plan_restore and restore_snapshot both take: the module's pools, the request's image."""
         s = self.settings
-        return (
-            self.backup,
-            self.live,
+        return RestoreRequest(
             s.pool,
             s.namespace,
             request["image"],
@@ -151,7 +150,9 @@ class RestoreBatch:
         for request in requests:
             what = f"restore of {request['image']!r}@{request['snapshot']!r}"
             try:
-                plan = plan_restore(*self._restore_args(request), self.settings.snap_prefix, self.now)
+                plan = plan_restore(
+                    self.backup, self.live, self._restore_request(request), self.settings.snap_prefix, self.now
+                )
             except (RestoreError, RbdError, ValueError) as exc:
                 result = planned_result(request, None)
                 result.update(status="failed", ok=False, failed_stage="validate", error=f"{what}: {exc}")
@@ -170,14 +171,14 @@ class RestoreBatch:
     def restore_one(self, request: Mapping[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
         done = restore_snapshot(
-            *self._restore_args(request),
-            s.stream.compression,
-            s.stream.timeout,
+            self.backup,
+            self.live,
+            self._restore_request(request),
+            s.stream,
             snap_prefix=s.snap_prefix,
             verify=s.verify,
             hasher=s.hasher,
             now=self.now,
-            stall_timeout=s.stream.stall_timeout,
             throttle=self.throttles.for_stream(),
         )
         result = {**planned, **done.to_dict(), "status": "restored" if done.ok else "failed"}

@@ -667,23 +667,12 @@ def transfer_snapshot(
         except (RbdError, ValueError) as exc:
             result.failed_stage, result.error = "prepare", f"prepare: {exc}"
             return result
+        stream = StreamOptions(compression, timeout, stall_timeout)
         if engine is not None:
-            limits = (timeout, stall_timeout)
-            _stream_engine(
-                engine,
-                engine_fallback,
-                (live, backup),
-                (src, snapshot, base, dest),
-                compression,
-                limits,
-                progress,
-                result,
-                throttle,
-            )
+            what = (src, snapshot, base, dest)
+            _stream_engine(engine, engine_fallback, (live, backup), what, stream, progress, result, throttle)
         else:
-            _stream(
-                live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout, throttle
-            )
+            _stream(live, backup, src, snapshot, base, dest, stream, progress, result, throttle)
         after = _confirm_end_snapshot(backup, dest, result) if result.ok else None
         ours = snap_prefix is not None and snapshot.startswith(f"{snap_prefix};")
         if not result.ok and ours and snapshot not in before:
@@ -899,6 +888,43 @@ def run_stream(
         pipeline.close()
 
 
+def run_rbd_stream(
+    remote: RbdRunner,
+    rbd_words: tuple[list[str], list[str]],
+    direction: StreamDirection,
+    stream: StreamOptions,
+    progress: Callable[[int], None] | None,
+    result: StreamResult,
+    throttle: Throttle | None = None,
+) -> None:
+    """The stages of a backup (PULL) or a restore (PUSH) between this node and ``remote`` (the
+    live node, over ssh when it is remote), run with run_stream.
+
+    ``rbd_words``: (the remote side's rbd command, this node's): export and import for a pull,
+    import and export for a push. zstd compresses on the sending side and decompresses on the
+    receiving one; the remote side's commands run in one remote shell, named "ssh" when remote.
+    """
+    remote_rbd, local_rbd = rbd_words
+    zstd = stream.compression
+    pull = direction.remote_side == "export"
+    remote_words = [remote_rbd]
+    middle = None
+    if zstd.enabled:
+        # The sending side compresses, the receiving side decompresses.
+        remote_words = [remote_rbd, zstd.compressor_argv()] if pull else [zstd.decompressor_argv(), remote_rbd]
+        middle = (
+            StageCommand("decompress", zstd.decompressor_argv())
+            if pull
+            else StageCommand("compress", zstd.compressor_argv())
+        )
+    remote_stage = StageCommand(
+        "ssh" if remote.is_remote else direction.remote_side, remote.remote_shell_argv(remote_words)
+    )
+    local_stage = StageCommand("import" if pull else "export", local_rbd)
+    stages = (remote_stage, middle, local_stage) if pull else (local_stage, middle, remote_stage)
+    run_stream(stages, direction, result, remote.is_remote, (stream.timeout, stream.stall_timeout), progress, throttle)
+
+
 def _stream(
     live: RbdRunner,
     backup: RbdRunner,
@@ -906,22 +932,13 @@ def _stream(
     snapshot: str,
     base: str | None,
     dest: ImageSpec,
-    compression: Compression,
-    timeout: float | None,
+    stream: StreamOptions,
     progress: Callable[[int], None] | None,
     result: TransferResult,
-    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
     throttle: Throttle | None = None,
 ) -> None:
-    remote_stages = [export_words(live, src, snapshot, base)]
-    if compression.enabled:
-        remote_stages.append(compression.compressor_argv())
-    stages = (
-        StageCommand("ssh" if live.is_remote else "export", live.remote_shell_argv(remote_stages)),
-        StageCommand("decompress", compression.decompressor_argv()) if compression.enabled else None,
-        StageCommand("import", import_words(backup, dest)),
-    )
-    run_stream(stages, PULL, result, live.is_remote, (timeout, stall_timeout), progress, throttle)
+    rbd_words = (export_words(live, src, snapshot, base), import_words(backup, dest))
+    run_rbd_stream(live, rbd_words, PULL, stream, progress, result, throttle)
 
 
 def _stream_engine(
@@ -929,8 +946,7 @@ def _stream_engine(
     fallback: bool,
     runners: tuple[RbdRunner, RbdRunner],
     what: tuple[ImageSpec, str, str | None, ImageSpec],
-    compression: Compression,
-    limits: tuple[float | None, float | None],
+    stream: StreamOptions,
     progress: Callable[[int], None] | None,
     result: TransferResult,
     throttle: Throttle | None,
@@ -941,7 +957,7 @@ def _stream_engine(
     """
     live, backup = runners
     src, snapshot, base, dest = what
-    timeout, stall_timeout = limits
+    limits = (stream.timeout, stream.stall_timeout)
     try:
         outcome = engine.transfer(src, snapshot, base, dest, _progress_guard(progress), limits, throttle)
     except EngineUnavailable as exc:
@@ -949,9 +965,7 @@ def _stream_engine(
             result.failed_stage, result.error = "prepare", f"prepare: stream engine unavailable: {exc}"
             return
         result.notes.append(f"stream engine not used, CLI pipeline instead: {exc}")
-        _stream(
-            live, backup, src, snapshot, base, dest, compression, timeout, progress, result, stall_timeout, throttle
-        )
+        _stream(live, backup, src, snapshot, base, dest, stream, progress, result, throttle)
         return
     except StreamFailed as exc:
         result.engine = "librbd"

@@ -17,6 +17,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import
     RestoreConflict,
     RestoreError,
     RestoreNotFound,
+    RestoreRequest,
     default_target_name,
     kept_name,
     plan_restore,
@@ -93,7 +94,8 @@ def plan(**overrides: Any) -> Any:
         "now": NOW,
     }
     kwargs.update(overrides)
-    return plan_restore(backup, live, **kwargs)
+    now = kwargs.pop("now")
+    return plan_restore(backup, live, RestoreRequest(**kwargs), now=now)
 
 
 class TestSelectSnapshot:
@@ -238,7 +240,8 @@ class TestPlan:
 class TestRestoreValidation:
     def test_bad_input_is_a_failed_result_and_touches_nothing(self) -> None:
         backup, live = runners()
-        result = restore_snapshot(backup, live, "backups", None, BIMG, "before:1999-01-01", "rbd")  # type: ignore[arg-type]
+        request = RestoreRequest("backups", None, BIMG, "before:1999-01-01", "rbd")
+        result = restore_snapshot(backup, live, request)  # type: ignore[arg-type]
         assert not result.ok and result.failed_stage == "validate"
         assert "older than 1999-01-01" in (result.error or "")
         assert result.to_dict()["created"] is False
@@ -246,5 +249,5 @@ class TestRestoreValidation:
     def test_backup_runner_must_be_local(self) -> None:
         backup, live = runners()
         backup.is_remote = True
-        result = restore_snapshot(backup, live, "backups", None, BIMG, "latest", "rbd")  # type: ignore[arg-type]
+        result = restore_snapshot(backup, live, RestoreRequest("backups", None, BIMG, "latest", "rbd"))  # type: ignore[arg-type]
         assert result.failed_stage == "validate" and "must be local" in (result.error or "")

@@ -60,8 +60,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             raise RbdError(["rbd"], 2, "rbd: error opening image: (2) No such file or directory", "local")
         return json.dumps(state["meta"][image])
 
-    def plan(backup, live, pool, ns, image, snapshot, tpool, tns, target, force, prefix, now=None):
-        return SimpleNamespace(snapshot=SNAP, target=f"{tpool}/{tns}/{target}")
+    def plan(backup, live, request, prefix, now=None):
+        target = f"{request.target_pool}/{request.target_namespace}/{request.target_image}"
+        return SimpleNamespace(snapshot=SNAP, target=target)
 
     monkeypatch.setattr(RbdRunner, "run", run)
     monkeypatch.setattr(RbdRunner, "list_images", lambda self, pool, ns=None: {n: [] for n in state["pool"]})

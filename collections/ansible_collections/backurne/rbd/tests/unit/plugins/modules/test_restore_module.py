@@ -15,6 +15,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream import restore
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreError,
     RestorePlan,
+    RestoreRequest,
     RestoreResult,
 )
 from ansible_collections.backurne.rbd.plugins.modules import restore as module
@@ -50,8 +51,9 @@ class FakeCore:
         self.planned: list[tuple[str, str]] = []
         self.restored: list[str] = []
 
-    def plan(self, backup: Any, live: Any, pool: str, ns: Any, image: str, snapshot: str, *rest: Any) -> RestorePlan:
-        target_image, force = rest[2:4]
+    def plan(self, backup: Any, live: Any, request: RestoreRequest, *rest: Any) -> RestorePlan:
+        image, snapshot = request.backup_image, request.snapshot
+        target_image, force = request.target_image, request.force
         self.planned.append((image, snapshot))
         if "missing" in image:
             raise RestoreError(f"backup image backups/{image} does not exist on local")
@@ -61,8 +63,9 @@ class FakeCore:
             raise RestoreError(f"target image rbd/{target} already exists on node live1: not overwritten")
         return make_plan(image, target, exists)
 
-    def restore(self, backup: Any, live: Any, pool: str, ns: Any, image: str, snapshot: str, *rest: Any, **kw: Any):
-        plan = self.plan(backup, live, pool, ns, image, snapshot, *rest)
+    def restore(self, backup: Any, live: Any, request: RestoreRequest, *rest: Any, **kw: Any):
+        image = request.backup_image
+        plan = self.plan(backup, live, request)
         self.restored.append(image)
         result = RestoreResult(source=plan.source, snapshot=plan.snapshot, target=plan.target, action=plan.action)
         if image in self.fail_restore:
