@@ -48,8 +48,8 @@ from benchlib import (
 )
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import restore_snapshot
-from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import RestoreRequest, restore_snapshot
+from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
 BACKUP_IMAGE = "bench;disk;None"
 SNAPSHOT = "backup;daily;7;2026-01-01T00:00:00.000000"
@@ -117,19 +117,9 @@ class RestoreBench:
 
     def product(self, target: str) -> float:
         started = time.monotonic()
-        result = restore_snapshot(
-            self.backup,
-            self.live,
-            POOL,
-            self.ns,
-            BACKUP_IMAGE,
-            SNAPSHOT,
-            POOL,
-            self.ns,
-            target,
-            compression=Compression(level=1, threads=0),
-            verify=False,
-        )
+        request = RestoreRequest(POOL, self.ns, BACKUP_IMAGE, SNAPSHOT, POOL, self.ns, target)
+        stream = StreamOptions(compression=Compression(level=1, threads=0))
+        result = restore_snapshot(self.backup, self.live, request, stream, verify=False)
         seconds = time.monotonic() - started
         if not result.ok:
             raise BenchError(f"product restore failed at {result.failed_stage}: {result.error}")
