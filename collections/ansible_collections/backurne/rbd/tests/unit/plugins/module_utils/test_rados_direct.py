@@ -89,6 +89,23 @@ def test_older_encoding_with_a_trash_namespace() -> None:
     assert decode_snapshot(_old_snapshot(5, 9, "x", namespace_type=2))[2] == 2
 
 
+def _bumped(value: bytes, version: int, compat: int, appended: bytes = b"") -> bytes:
+    """A snapshot value as a later Ceph could write it: new versions, a field appended."""
+    body = value[6:] + appended
+    return struct.pack("<BBI", version, compat, len(body)) + body
+
+
+def test_a_later_version_that_only_appends_is_read() -> None:
+    assert decode_snapshot(_bumped(PACIFIC_USER, 9, 8, b"\x01\x02\x03\x04")) == (0x100, "other", 0)
+
+
+@pytest.mark.parametrize(("version", "compat"), [(9, 9), (12, 10), (5, 6)])
+def test_a_compat_version_it_does_not_know_is_unsupported(version: int, compat: int) -> None:
+    # what Ceph's DECODE_START refuses ("struct compat version too new"): the CLI lists it
+    with pytest.raises(ListingUnsupported, match="not known"):
+        decode_snapshot(_bumped(PACIFIC_USER, version, compat))
+
+
 @pytest.mark.parametrize(
     "value",
     [b"", PACIFIC_USER[:20], _struct(0, 0, b""), PACIFIC_USER[:2] + struct.pack("<I", 500) + PACIFIC_USER[6:]],
