@@ -171,8 +171,8 @@ class Lab:
     port: int
     # Ceph major version per cluster and, for a version other than the host's (16), the
     # chroot its daemons and its node's sshd run in (BACKURNE_LAB_CEPH_LIVE/BACKUP)
-    ceph: tuple[tuple[str, str], ...] = (("live", "16"), ("backup", "16"))
-    roots: tuple[tuple[str, str], ...] = (("live", ""), ("backup", ""))
+    ceph_versions: tuple[tuple[str, str], ...] = (("live", "16"), ("backup", "16"))
+    node_roots: tuple[tuple[str, str], ...] = (("live", ""), ("backup", ""))
 
     # -- paths ------------------------------------------------------------
     def conf(self, cluster: str) -> Path:
@@ -190,7 +190,7 @@ class Lab:
 
     def ceph_version(self, cluster: str) -> str:
         """The cluster's Ceph major version ("16", "18", "20")."""
-        return dict(self.ceph)[cluster]
+        return dict(self.ceph_versions)[cluster]
 
     def node_argv(self, cluster: str, **env: str) -> list[str]:
         """Prefix running a command where that cluster's node runs its tools, with ``env``.
@@ -199,7 +199,7 @@ class Lab:
         python3-rados): what a module on that node would run. The repository is mounted
         read-only at its own path inside.
         """
-        root = dict(self.roots)[cluster]
+        root = dict(self.node_roots)[cluster]
         assignments = [f"{key}={value}" for key, value in env.items()]
         if not root:
             return ["env", *assignments]
@@ -408,8 +408,8 @@ def lab() -> Lab:
         live_ip=facts["live_ip"],
         backup_ip=facts["backup_ip"],
         port=int(facts["ssh_port"]),
-        ceph=tuple((c, str(facts["clusters"][c].get("ceph", "16"))) for c in CLUSTERS),
-        roots=tuple((c, str(facts["clusters"][c].get("root", ""))) for c in CLUSTERS),
+        ceph_versions=tuple((c, str(facts["clusters"][c].get("ceph", "16"))) for c in CLUSTERS),
+        node_roots=tuple((c, str(facts["clusters"][c].get("root", ""))) for c in CLUSTERS),
     )
 
 

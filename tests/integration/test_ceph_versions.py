@@ -13,7 +13,7 @@ import shlex
 
 import pytest
 from conftest import CLUSTERS, POOL, Lab
-from test_rados_direct import listings
+from test_rados_direct import NODE_PYTHON, listings
 
 MiB = 1024 * 1024
 
@@ -33,7 +33,7 @@ def test_each_node_runs_its_clusters_ceph_version(lab: Lab) -> None:
         # ... and the tools and python3-rados/rbd its node runs the modules with
         assert node(lab, cluster, "rbd", "--version").decode().startswith(f"ceph version {version}."), cluster
         probe = "import rados, rbd, sys; print(sys.version_info[0], sys.version_info[1], rbd.__file__)"
-        major, minor, module = node(lab, cluster, "python3", "-c", probe).decode().split()
+        major, minor, module = node(lab, cluster, NODE_PYTHON, "-c", probe).decode().split()
         assert (int(major), int(minor)) >= (3, 9), (cluster, major, minor)
         assert module.startswith("/usr/lib/python3/dist-packages/"), (cluster, module)
 
@@ -118,12 +118,12 @@ def test_unknown_directory_encoding_falls_back_to_that_versions_cli(lab: Lab, ns
     before = listings(lab, cluster, ns)
     assert (before["fast_by"], before["fast"], before["cli"]) == ("rados", expected, expected), before
 
-    original = node(lab, cluster, "python3", "-c", DIRECTORY_ENTRY, ns, "name_odd", "read").decode().strip()
-    node(lab, cluster, "python3", "-c", DIRECTORY_ENTRY, ns, "name_odd", original + "00")
+    original = node(lab, cluster, NODE_PYTHON, "-c", DIRECTORY_ENTRY, ns, "name_odd", "read").decode().strip()
+    node(lab, cluster, NODE_PYTHON, "-c", DIRECTORY_ENTRY, ns, "name_odd", original + "00")
     try:
         after = listings(lab, cluster, ns)
         assert after["fast_by"] == "rbd", after
         assert after["fast"] == after["cli"] == expected, after
     finally:
-        node(lab, cluster, "python3", "-c", DIRECTORY_ENTRY, ns, "name_odd", original)
+        node(lab, cluster, NODE_PYTHON, "-c", DIRECTORY_ENTRY, ns, "name_odd", original)
     assert listings(lab, cluster, ns)["fast_by"] == "rados"
