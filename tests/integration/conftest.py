@@ -203,7 +203,8 @@ class Lab:
         assignments = [f"{key}={value}" for key, value in env.items()]
         if not root:
             return ["env", *assignments]
-        return ["chroot", root, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", *assignments]
+        clean_env = ["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
+        return ["chroot", root, *clean_env, *assignments]
 
     # -- local CLI helpers ------------------------------------------------
     def rbd_argv(self, cluster: str, *args: Any, admin: bool = False) -> list[str]:

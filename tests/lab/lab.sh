@@ -389,6 +389,7 @@ mgr_stats_period = 1
 # a client must not hang 300 s when a mon is gone
 client_mount_timeout = 30
 mgr_initial_modules = $MGR_INITIAL_MODULES
+$( (($(ceph_version "$c") >= 20)) && printf '# Ceph 20: accept the aes keys Ceph 16 clients can read (see monmap_auth_args)\nmon_auth_allow_insecure_key = true\n')
 
 [mon]
 mon_data = $d/mon/ceph-\$id
@@ -420,6 +421,23 @@ log_file = $d/log/\$cluster-\$name.log
 # never in [global]: the mon would then look for ceph.mon.a.keyring here
 keyring = $d/\$cluster.\$name.keyring
 EOF
+}
+
+# Tentacle (20) lets a new cluster use only 'aes256k' cephx keys, which Ceph 16 cannot parse
+# ("error parsing file ... Malformed input"): the lab's keys are the host's ceph-authtool's
+# ('aes', so the host's 16 tools, the fixtures and the controller talk to every cluster);
+# the monmap allows them and keeps tickets and service keys in 'aes' too.
+monmap_auth_args() { # cluster
+    (($(ceph_version "$1") >= 20)) || return 0
+    printf '%s\n' --auth-allowed-ciphers aes256k,aes --auth-preferred-cipher aes --auth-service-cipher aes
+}
+
+# ... which the monitors then report (HEALTH_ERR): expected in this lab, muted
+expected_health_checks() { # cluster
+    (($(ceph_version "$1") >= 20)) || return 0
+    printf '%s\n' AUTH_INSECURE_CLIENT_KEY_TYPE AUTH_INSECURE_SERVICE_KEY_TYPE \
+        AUTH_INSECURE_ROTATING_SERVICE_KEY_TYPE AUTH_INSECURE_KEYS_ALLOWED \
+        AUTH_INSECURE_KEYS_CREATABLE AUTH_INSECURE_SERVICE_TICKETS
 }
 
 wait_for() { # seconds description command...
@@ -455,7 +473,8 @@ mgr_modules_of_version() { # root
 
 # Mon/mgr commands through python3-rados in ONE process: the `ceph` CLI costs
 # ~0.5 s of CPU per call, which slows the boot of both clusters on 2 cores.
-#   init CONF OSD_UUID   osd new OSD_UUID 0 + osd pool create rbd 8 8
+#   init CONF OSD_UUID [CODE...]   osd new OSD_UUID 0 + osd pool create rbd 8 8, mute the
+#                                  health checks CODE... (sticky)
 #   wait CONF SECONDS    until all PGs active+clean (mgr) and HEALTH_OK
 # shellcheck disable=SC2016
 LAB_PY='
@@ -478,6 +497,10 @@ if action == "init":
         if ret != 0:
             sys.exit("%s: %s (%d)" % (kw["prefix"], err, ret))
         print("%s: ok %s" % (kw["prefix"], err))
+    for code in sys.argv[4:]:
+        ret, out, err = cmd("mon", prefix="health mute", code=code, sticky=True)
+        if ret != 0:
+            sys.exit("health mute %s: %s (%d)" % (code, err, ret))
 elif action == "wait":
     deadline = time.time() + float(sys.argv[3])
     state = "?"
@@ -540,7 +563,7 @@ bootstrap_cluster() { # cluster
     done
     chmod 600 "$d"/*.keyring "$d/mgr/ceph-x/keyring" "$d/osd/ceph-0/keyring"
     timeout "$CMD_TIMEOUT" "${N[@]}" monmaptool --create --fsid "$fsid" \
-        --addv a "[v2:$ip:3300,v1:$ip:6789]" "$d/monmap"
+        --addv a "[v2:$ip:3300,v1:$ip:6789]" $(monmap_auth_args "$c") "$d/monmap"
     timeout "$CMD_TIMEOUT" "${N[@]}" ceph-mon -c "$conf" --mkfs -i a --monmap "$d/monmap" \
         --keyring "$d/tmp-mon.keyring" </dev/null >>"$d/log/mkfs-mon.out" 2>&1
     rm -f "$d/tmp-mon.keyring" "$d/monmap"
@@ -556,7 +579,7 @@ bootstrap_cluster() { # cluster
 
     # osd id 0 (its key is already in the auth db) and the rbd pool, created
     # before the OSD boots so its PGs are created as soon as it is up
-    lab_py 60 init "$conf" "$osd_uuid"
+    lab_py 60 init "$conf" "$osd_uuid" $(expected_health_checks "$c")
 
     wait "$mkfs_pid" || { log "$c: ceph-osd --mkfs failed"; return 1; }
     log "$c: starting osd.0"

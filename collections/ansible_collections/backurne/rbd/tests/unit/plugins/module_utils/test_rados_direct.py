@@ -43,6 +43,20 @@ PACIFIC_GROUP = bytes.fromhex(
     "0000003136336436623862343536370c000000313634333662386234353637d0ee0c6b903ca30f0000000000"
 )
 
+# The same snapshot ("other", 4 MiB image) and directory entry read from Ceph 18.2.7 (reef) and
+# 20.2.4 (tentacle) lab clusters (BACKURNE_LAB_CEPH_LIVE=20 BACKURNE_LAB_CEPH_BACKUP=18, the
+# node's python3-rados): the layout is Pacific's, only ids and timestamps differ.
+REEF_USER = bytes.fromhex(
+    "0808390000001100000000000000050000006f746865720000400000000000000000000000000000010104000000"
+    "00000000baad116b431fc41a0000000000"
+)
+TENTACLE_USER = bytes.fromhex(
+    "0808390000000d00000000000000050000006f746865720000400000000000000000000000000000010104000000"
+    "00000000b3ad116bb81516300000000000"
+)
+REEF_DIRECTORY_NAME = bytes.fromhex("0c000000313062396237316563313465")
+TENTACLE_DIRECTORY_NAME = bytes.fromhex("0c000000313064353336646165383937")
+
 
 def _string(text: str) -> bytes:
     raw = text.encode()
@@ -74,6 +88,13 @@ def test_pacific_encodings() -> None:
     assert decode_snapshot(PACIFIC_TRASH) == (0xFF, "3932233f-3f7d-45f4-bb47-4a9c8134f6be", 2)
     snap_id, name, kind = decode_snapshot(PACIFIC_GROUP)
     assert (snap_id, kind) == (0x101, 1) and name.startswith(".group.")
+
+
+def test_reef_and_tentacle_encodings() -> None:
+    assert decode_snapshot(REEF_USER) == (0x11, "other", 0)
+    assert decode_snapshot(TENTACLE_USER) == (0x0D, "other", 0)
+    assert decode_directory_id(REEF_DIRECTORY_NAME) == "10b9b71ec14e"
+    assert decode_directory_id(TENTACLE_DIRECTORY_NAME) == "10d536dae897"
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
