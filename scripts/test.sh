@@ -72,7 +72,6 @@ COMPAT_CEPH_TESTS=(
   tests/integration/test_restore_playbook.py::test_restore_new_image_equals_backup_snapshot
   tests/integration/test_cli_mapping.py::test_map_reads_files_back_and_unmap_leaves_nothing
   tests/integration/test_rados_direct.py::test_same_listing_as_rbd_ls_for_every_snapshot_kind
-  tests/integration/test_rados_direct.py::test_bulk_namespace_and_the_cli_fallback
 )
 COMPAT_CEPH_PREBUILD_PIDS=()
 compat_ceph_versions() { # the chroot versions the pairs need (16 is the host's)

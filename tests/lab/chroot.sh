@@ -132,6 +132,10 @@ cmd_build() { # version
         log "Ceph $version chroot ready: $dir ($(cat "$dir/.backurne-lab-ceph-version"))"
         return 0
     fi
+    # an older recipe's chroot still under a running lab's overlay is not pulled from under it
+    if [[ -e "$dir" ]] && grep -qF "lowerdir=$dir," /proc/self/mountinfo; then
+        die "$dir (an older recipe) is in use by a running lab: take that lab down first"
+    fi
     # leftovers of an interrupted build (mounts first: never rm -rf through a bind of /dev);
     # a completed debootstrap (network-bound, minutes) is kept and reused
     local reuse=''

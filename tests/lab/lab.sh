@@ -150,11 +150,11 @@ mount_node_root() { # cluster (idempotent)
 # pids whose root directory is this cluster's node root: its daemons, its sshd and
 # the sessions (ssh ControlMaster connections) that sshd forked
 root_pids() { # cluster
-    local root p
+    local root
     root=$(node_root "$1")
-    for p in /proc/[0-9]*; do
-        [[ "$(readlink "$p/root" 2>/dev/null)" == "$root" ]] && printf '%s\n' "${p#/proc/}"
-    done
+    # one find instead of a readlink per process (hundreds of them on a busy machine)
+    find /proc -mindepth 2 -maxdepth 2 -name root -lname "$root" 2>/dev/null \
+        | awk -F/ '$3 ~ /^[0-9]+$/ {print $3}'
     return 0
 }
 
