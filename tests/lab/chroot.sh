@@ -88,7 +88,8 @@ build_into() { # version tmpdir
     mirror=$(host_mirror)
     command -v debootstrap >/dev/null || {
         log "installing debootstrap"
-        timeout 600 apt-get install -y -q --no-install-recommends debootstrap >&2
+        # (the other suite's build or lab.sh may hold the dpkg lock: wait for it)
+        timeout 600 apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends debootstrap >&2
     }
     # bookworm's debootstrap has no script for forky (testing): sid's is the same
     [[ -e "/usr/share/debootstrap/scripts/$suite" ]] || script=(/usr/share/debootstrap/scripts/sid)
