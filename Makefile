@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collections
 COLLECTION := collections/ansible_collections/backurne/rbd
 
-.PHONY: help deps venv lab-up lab-down lab-status demo test unit sanity lint integration molecule bench bench-full clean build
+.PHONY: help deps venv lab-up lab-down lab-status demo test unit sanity lint integration molecule compat-ceph bench bench-full clean build
 
 help:
 	@echo "make demo   - install, start the lab, back up demo images, show the report"
@@ -53,6 +53,9 @@ integration: venv
 	bash scripts/test.sh integration
 molecule: venv
 	bash scripts/test.sh molecule
+# core integration tests on live Ceph 18 -> backup 16 and live 20 -> backup 18 (chroots)
+compat-ceph: venv
+	bash scripts/test.sh compat-ceph
 
 bench: venv
 	bash bench/run.sh

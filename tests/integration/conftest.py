@@ -230,6 +230,10 @@ class Lab:
     live_ip: str
     backup_ip: str
     port: int
+    # Ceph major version per cluster and, for a version other than the host's (16), the
+    # chroot its daemons and its node's sshd run in (BACKURNE_LAB_CEPH_LIVE/BACKUP)
+    ceph_versions: tuple[tuple[str, str], ...] = (("live", "16"), ("backup", "16"))
+    node_roots: tuple[tuple[str, str], ...] = (("live", ""), ("backup", ""))
 
     # -- paths ------------------------------------------------------------
     def conf(self, cluster: str) -> Path:
@@ -244,6 +248,24 @@ class Lab:
 
     def ip(self, cluster: str) -> str:
         return {"live": self.live_ip, "backup": self.backup_ip}[cluster]
+
+    def ceph_version(self, cluster: str) -> str:
+        """The cluster's Ceph major version ("16", "18", "20")."""
+        return dict(self.ceph_versions)[cluster]
+
+    def node_argv(self, cluster: str, **env: str) -> list[str]:
+        """Prefix running a command where that cluster's node runs its tools, with ``env``.
+
+        The host for Ceph 16; the cluster's chroot otherwise (its rbd, its python3 with its
+        python3-rados): what a module on that node would run. The repository is mounted
+        read-only at its own path inside.
+        """
+        root = dict(self.node_roots)[cluster]
+        assignments = [f"{key}={value}" for key, value in env.items()]
+        if not root:
+            return ["env", *assignments]
+        clean_env = ["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
+        return ["chroot", root, *clean_env, *assignments]
 
     # -- local CLI helpers ------------------------------------------------
     def rbd_argv(self, cluster: str, *args: Any, admin: bool = False) -> list[str]:
@@ -448,6 +470,8 @@ def lab() -> Lab:
         live_ip=facts["live_ip"],
         backup_ip=facts["backup_ip"],
         port=int(facts["ssh_port"]),
+        ceph_versions=tuple((c, str(facts["clusters"][c].get("ceph", "16"))) for c in CLUSTERS),
+        node_roots=tuple((c, str(facts["clusters"][c].get("root", ""))) for c in CLUSTERS),
     )
 
 

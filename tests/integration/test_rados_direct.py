@@ -37,9 +37,11 @@ print(json.dumps(found))
 
 
 def listings(lab: Lab, cluster: str, namespace: str, user: str = "backurne") -> dict:
+    """Both listings, computed on that cluster's node (its python3, rados and rbd CLI)."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "collections"))
+    node = lab.node_argv(cluster, PYTHONPATH=str(REPO / "collections"))
     cp = subprocess.run(
-        [NODE_PYTHON, "-c", COMPARE, str(lab.conf(cluster)), user, POOL, namespace],
+        [*node, NODE_PYTHON, "-c", COMPARE, str(lab.conf(cluster)), user, POOL, namespace],
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,6 +7,11 @@
 #   tests/lab/lab.sh status  daemons, RSS, health, sshd; exit 0 iff all is up
 #   tests/lab/lab.sh env     print the env.sh content (eval "$(lab.sh env)")
 #
+# Ceph version per cluster: BACKURNE_LAB_CEPH_LIVE / BACKURNE_LAB_CEPH_BACKUP = 16 (the
+# host's packages, default), 18 or 20 (Debian trixie / forky in a chroot, tests/lab/chroot.sh:
+# the cluster's daemons AND its node's sshd run in that chroot, so what runs on the node
+# (modules, rbd, python3 3.13) is that Ceph version's).
+#
 # See tests/lab/README.md for the contract (paths) and the traps.
 set -euo pipefail
 
@@ -24,6 +29,13 @@ LIVE_IP=${BACKURNE_LAB_LIVE_IP:-$(lab_env_value BACKURNE_LAB_LIVE_IP)}
 LIVE_IP=${LIVE_IP:-127.0.0.11}
 BACKUP_IP=${BACKURNE_LAB_BACKUP_IP:-$(lab_env_value BACKURNE_LAB_BACKUP_IP)}
 BACKUP_IP=${BACKUP_IP:-127.0.0.12}
+# Ceph major version per cluster: env, else the running lab's, else 16 (the host's)
+CEPH_LIVE=${BACKURNE_LAB_CEPH_LIVE:-$(lab_env_value BACKURNE_LAB_CEPH_LIVE)}
+CEPH_LIVE=${CEPH_LIVE:-16}
+CEPH_BACKUP=${BACKURNE_LAB_CEPH_BACKUP:-$(lab_env_value BACKURNE_LAB_CEPH_BACKUP)}
+CEPH_BACKUP=${CEPH_BACKUP:-16}
+HOST_CEPH=16
+CHROOT_SH="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)/chroot.sh"
 SSH_PORT=2222
 # memstore keeps the data in RAM; capped per OSD by memstore_device_bytes.
 OSD_SIZE_MB=${BACKURNE_LAB_OSD_SIZE_MB:-3072}
@@ -63,6 +75,104 @@ cluster_ip() {
 }
 cdir() { printf '%s/%s\n' "$LAB_DIR" "$1"; }
 cconf() { printf '%s/%s/ceph.conf\n' "$LAB_DIR" "$1"; }
+
+# --------------------------------------------------------------------------
+# Ceph version per cluster. 16: the host's packages. 18/20: a Debian chroot
+# (tests/lab/chroot.sh, cached, read-only) used as the lower layer of an
+# overlay at $LAB_DIR/roots/<cluster>; the cluster's daemons and its node's
+# sshd run chrooted there, $LAB_DIR and the repository are bind-mounted at
+# their own paths, so every path in the confs is the same inside and out.
+# --------------------------------------------------------------------------
+ceph_version() { # cluster
+    case "$1" in
+        live) printf '%s\n' "$CEPH_LIVE" ;;
+        backup) printf '%s\n' "$CEPH_BACKUP" ;;
+        *) die "unknown cluster $1" ;;
+    esac
+}
+check_versions() {
+    local c v
+    for c in "${CLUSTERS[@]}"; do
+        v=$(ceph_version "$c")
+        case "$v" in
+            16 | 18 | 20) ;;
+            *) die "BACKURNE_LAB_CEPH_${c^^}=$v: use 16 (the host's packages), 18 or 20" ;;
+        esac
+    done
+}
+chrooted() { [[ "$(ceph_version "$1")" != "$HOST_CEPH" ]]; }
+node_root() { printf '%s/roots/%s\n' "$LAB_DIR" "$1"; } # the mount point (chrooted clusters)
+
+# node_argv CLUSTER: the NUL-separated prefix that runs a command where that cluster's
+# node runs its tools (nothing for the host's Ceph): mapfile -d '' N < <(node_argv c)
+node_argv() {
+    chrooted "$1" || return 0
+    printf '%s\0' chroot "$(node_root "$1")" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LANG=C.UTF-8 LC_ALL=C
+}
+
+mounts_under() { # dir: mount points at or below it, deepest first
+    awk -v d="$1" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r
+}
+
+# the lower layer must be a complete build; builds it (once per machine) if missing
+ensure_chroot() { # cluster
+    local v
+    v=$(ceph_version "$1")
+    timeout 3600 "$CHROOT_SH" build "$v" || die "$1: building the Ceph $v chroot failed"
+}
+
+mount_node_root() { # cluster (idempotent)
+    local c=$1 base lower root m
+    base="$LAB_DIR/roots"
+    root=$(node_root "$c")
+    lower=$("$CHROOT_SH" path "$(ceph_version "$c")")
+    if mountpoint -q "$root"; then
+        # a root of another version (BACKURNE_LAB_CEPH_* changed): start over
+        grep -qF "lowerdir=$lower," /proc/self/mountinfo || umount_node_root "$c"
+    fi
+    if ! mountpoint -q "$root"; then
+        rm -rf --one-file-system -- "$base/$c.upper" "$base/$c.work"
+        mkdir -p "$root" "$base/$c.upper" "$base/$c.work"
+        mount -t overlay overlay -o "lowerdir=$lower,upperdir=$base/$c.upper,workdir=$base/$c.work" "$root"
+        mount --make-private "$root"
+    fi
+    for m in proc sys dev dev/pts; do
+        mountpoint -q "$root/$m" || mount --bind "/$m" "$root/$m"
+    done
+    for m in "$LAB_DIR" "$REPO_DIR"; do
+        mkdir -p "$root$m"
+        mountpoint -q "$root$m" || mount --bind "$m" "$root$m"
+    done
+    mount -o remount,bind,ro "$root$REPO_DIR"
+}
+
+# pids whose root directory is this cluster's node root: its daemons, its sshd and
+# the sessions (ssh ControlMaster connections) that sshd forked
+root_pids() { # cluster
+    local root
+    root=$(node_root "$1")
+    # one find instead of a readlink per process (hundreds of them on a busy machine)
+    find /proc -mindepth 2 -maxdepth 2 -name root -lname "$root" 2>/dev/null \
+        | awk -F/ '$3 ~ /^[0-9]+$/ {print $3}'
+    return 0
+}
+
+umount_node_root() { # cluster: stop what still runs in it, then unmount all of it
+    local c=$1 root pid m left
+    root=$(node_root "$c")
+    [[ -d "$root" ]] || return 0
+    for pid in $(root_pids "$c"); do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $(root_pids "$c"); do wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in $(root_pids "$c"); do wait_gone "$pid" 5 || log "$c: pid $pid still runs in $root"; done
+    for m in $(mounts_under "$root"); do
+        umount "$m" 2>/dev/null || { sleep 1; umount "$m"; } || log "$c: cannot unmount $m"
+    done
+    left=$(mounts_under "$root")
+    [[ -z "$left" ]] || die "$c: still mounted: $left"
+    rm -rf --one-file-system -- "$root" "$LAB_DIR/roots/$c.upper" "$LAB_DIR/roots/$c.work"
+    rmdir -- "$LAB_DIR/roots" 2>/dev/null || true
+}
 
 # ceph / rbd wrappers: always bounded, never merged into a data stream.
 rbd_c() { local c=$1; shift; timeout "$CMD_TIMEOUT" rbd -c "$(cconf "$c")" "$@"; }
@@ -113,18 +223,16 @@ daemon_pidfile() { # cluster type id
 
 # pid of a running lab daemon (ceph-mon/mgr/osd), empty if not running
 daemon_pid() { # cluster type id
-    local c=$1 type=$2 id=$3 pid p comm
+    local c=$1 type=$2 id=$3 pid p
     pid=$(pidfile_pid "$(daemon_pidfile "$c" "$type" "$id")")
     if [[ -n "$pid" ]] && pid_matches "$pid" "$(cconf "$c")" \
         && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == ceph-"$type" ]]; then
         printf '%s\n' "$pid"
         return 0
     fi
-    # pidfile lost (half-done bootstrap): look for our exact conf path in argv
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        comm=$(cat "/proc/$p/comm" 2>/dev/null) || continue
-        [[ "$comm" == ceph-"$type" ]] || continue
+    # pidfile lost (half-done bootstrap): look for our exact conf path in argv (pgrep lists
+    # the candidates: a subshell per /proc entry took ~10 s per call on a busy machine)
+    for p in $(pgrep -x "ceph-$type"); do
         if pid_matches "$p" "$(cconf "$c")" && pid_matches "$p" "$id"; then
             printf '%s\n' "$p"
             return 0
@@ -181,6 +289,14 @@ sshd_pid() { # cluster
     fi
 }
 sshd_running() { [[ -n "$(sshd_pid "$1")" ]]; }
+# the sshd runs where the cluster's version is: in its node root, or on the host
+sshd_root_ok() { # cluster
+    local pid want=/
+    pid=$(sshd_pid "$1")
+    [[ -n "$pid" ]] || return 1
+    chrooted "$1" && want=$(node_root "$1")
+    [[ "$(readlink "/proc/$pid/root" 2>/dev/null)" == "$want" ]]
+}
 stop_sshd() {
     local c=$1 pid
     pid=$(sshd_pid "$c")
@@ -212,6 +328,8 @@ sshd_answers() { # cluster: the listener sends its SSH banner
 cluster_running() { # cluster: all daemons alive and rbd answers as backurne
     local c=$1 spec try
     [[ -f "$(cconf "$c")" && -f "$(cdir "$c")/ceph.client.backurne.keyring" ]] || return 1
+    # another Ceph version asked for (a lab from before versions is 16): rebuild
+    [[ "$(cat "$(cdir "$c")/ceph-version" 2>/dev/null || echo "$HOST_CEPH")" == "$(ceph_version "$c")" ]] || return 1
     for spec in mon.a mgr.x osd.0; do
         [[ -n "$(daemon_pid "$c" "${spec%%.*}" "${spec#*.}")" ]] || return 1
     done
@@ -230,7 +348,7 @@ ssh_running() {
         [[ -f "$SSH_DIR/$f" ]] || return 1
     done
     for c in "${CLUSTERS[@]}"; do
-        [[ -n "$(sshd_pid "$c")" ]] && sshd_answers "$c" || return 1
+        [[ -n "$(sshd_pid "$c")" ]] && sshd_root_ok "$c" && sshd_answers "$c" || return 1
     done
 }
 
@@ -269,6 +387,7 @@ mgr_stats_period = 1
 # a client must not hang 300 s when a mon is gone
 client_mount_timeout = 30
 mgr_initial_modules = $MGR_INITIAL_MODULES
+$( (($(ceph_version "$c") >= 20)) && printf '# Ceph 20: accept the aes keys Ceph 16 clients can read (see monmap_auth_args)\nmon_auth_allow_insecure_key = true\n')
 
 [mon]
 mon_data = $d/mon/ceph-\$id
@@ -302,6 +421,23 @@ keyring = $d/\$cluster.\$name.keyring
 EOF
 }
 
+# Tentacle (20) lets a new cluster use only 'aes256k' cephx keys, which Ceph 16 cannot parse
+# ("error parsing file ... Malformed input"): the lab's keys are the host's ceph-authtool's
+# ('aes', so the host's 16 tools, the fixtures and the controller talk to every cluster);
+# the monmap allows them and keeps tickets and service keys in 'aes' too.
+monmap_auth_args() { # cluster
+    (($(ceph_version "$1") >= 20)) || return 0
+    printf '%s\n' --auth-allowed-ciphers aes256k,aes --auth-preferred-cipher aes --auth-service-cipher aes
+}
+
+# ... which the monitors then report (HEALTH_ERR): expected in this lab, muted
+expected_health_checks() { # cluster
+    (($(ceph_version "$1") >= 20)) || return 0
+    printf '%s\n' AUTH_INSECURE_CLIENT_KEY_TYPE AUTH_INSECURE_SERVICE_KEY_TYPE \
+        AUTH_INSECURE_ROTATING_SERVICE_KEY_TYPE AUTH_INSECURE_KEYS_ALLOWED \
+        AUTH_INSECURE_KEYS_CREATABLE AUTH_INSECURE_SERVICE_TICKETS
+}
+
 wait_for() { # seconds description command...
     local secs=$1 what=$2 deadline
     shift 2
@@ -314,19 +450,29 @@ wait_for() { # seconds description command...
 
 backurne_ls() { rbd_c "$1" --id backurne ls rbd; }
 
-link_mgr_modules() { # dir
-    local dir=$1 src=/usr/share/ceph/mgr m
+link_mgr_modules() { # dir [root]: links resolve in the mgr's root (a chroot's or /)
+    local dir=$1 root=${2:-} src=/usr/share/ceph/mgr m
     mkdir -p "$dir"
-    for m in "$src"/*.py; do ln -sfn "$m" "$dir/"; done
-    for m in $MGR_MODULES; do
-        [[ -d "$src/$m" ]] || { log "no ceph-mgr module $m in $src"; return 1; }
+    for m in "$root$src"/*.py; do ln -sfn "$src/${m##*/}" "$dir/"; done
+    for m in $MGR_MODULES $(mgr_modules_of_version "$root"); do
+        [[ -d "$root$src/$m" ]] || { log "no ceph-mgr module $m in $root$src"; return 1; }
         ln -sfn "$src/$m" "$dir/$m"
     done
 }
 
+# always-on modules newer releases add to MGR_MODULES (missing one: HEALTH_ERR MGR_MODULE_ERROR)
+mgr_modules_of_version() { # root
+    local root=$1 m
+    for m in nfs smb; do
+        [[ -n "$root" && -d "$root/usr/share/ceph/mgr/$m" ]] && printf '%s\n' "$m"
+    done
+    return 0
+}
+
 # Mon/mgr commands through python3-rados in ONE process: the `ceph` CLI costs
 # ~0.5 s of CPU per call, which slows the boot of both clusters on 2 cores.
-#   init CONF OSD_UUID   osd new OSD_UUID 0 + osd pool create rbd 8 8
+#   init CONF OSD_UUID [CODE...]   osd new OSD_UUID 0 + osd pool create rbd 8 8, mute the
+#                                  health checks CODE... (sticky)
 #   wait CONF SECONDS    until all PGs active+clean (mgr) and HEALTH_OK
 # shellcheck disable=SC2016
 LAB_PY='
@@ -349,6 +495,10 @@ if action == "init":
         if ret != 0:
             sys.exit("%s: %s (%d)" % (kw["prefix"], err, ret))
         print("%s: ok %s" % (kw["prefix"], err))
+    for code in sys.argv[4:]:
+        ret, out, err = cmd("mon", prefix="health mute", code=code, sticky=True)
+        if ret != 0:
+            sys.exit("health mute %s: %s (%d)" % (code, err, ret))
 elif action == "wait":
     deadline = time.time() + float(sys.argv[3])
     state = "?"
@@ -378,7 +528,8 @@ lab_py() { # seconds action conf args...
 }
 
 bootstrap_cluster() { # cluster
-    local c=$1 ip d conf fsid osd_uuid k
+    local c=$1 ip d conf fsid osd_uuid k N=()
+    mapfile -d '' N < <(node_argv "$c")
     ip=$(cluster_ip "$c")
     d=$(cdir "$c")
     conf="$d/ceph.conf"
@@ -387,7 +538,10 @@ bootstrap_cluster() { # cluster
     fsid=$(cat /proc/sys/kernel/random/uuid)
     osd_uuid=$(cat /proc/sys/kernel/random/uuid)
     write_ceph_conf "$c" "$ip" "$fsid"
-    link_mgr_modules "$d/mgr-modules"
+    local root=''
+    chrooted "$c" && root=$(node_root "$c")
+    link_mgr_modules "$d/mgr-modules" "$root"
+    ceph_version "$c" >"$d/ceph-version"
 
     log "$c: keys, monmap, mon mkfs"
     local auth=(timeout "$CMD_TIMEOUT" ceph-authtool)
@@ -406,31 +560,31 @@ bootstrap_cluster() { # cluster
         "${auth[@]}" "$d/tmp-mon.keyring" --import-keyring "$d/$k"
     done
     chmod 600 "$d"/*.keyring "$d/mgr/ceph-x/keyring" "$d/osd/ceph-0/keyring"
-    timeout "$CMD_TIMEOUT" monmaptool --create --fsid "$fsid" \
-        --addv a "[v2:$ip:3300,v1:$ip:6789]" "$d/monmap"
-    timeout "$CMD_TIMEOUT" ceph-mon -c "$conf" --mkfs -i a --monmap "$d/monmap" \
+    timeout "$CMD_TIMEOUT" "${N[@]}" monmaptool --create --fsid "$fsid" \
+        --addv a "[v2:$ip:3300,v1:$ip:6789]" $(monmap_auth_args "$c") "$d/monmap"
+    timeout "$CMD_TIMEOUT" "${N[@]}" ceph-mon -c "$conf" --mkfs -i a --monmap "$d/monmap" \
         --keyring "$d/tmp-mon.keyring" </dev/null >>"$d/log/mkfs-mon.out" 2>&1
     rm -f "$d/tmp-mon.keyring" "$d/monmap"
 
     # OSD mkfs needs no mon (--no-mon-config): run it while the mon starts
-    timeout 60 ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$osd_uuid" --no-mon-config \
+    timeout 60 "${N[@]}" ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$osd_uuid" --no-mon-config \
         </dev/null >>"$d/log/mkfs-osd.out" 2>&1 &
     local mkfs_pid=$!
 
     log "$c: starting mon.a, mgr.x"
-    timeout "$CMD_TIMEOUT" ceph-mon -c "$conf" -i a </dev/null >>"$d/log/ceph-mon.a.out" 2>&1
-    timeout "$CMD_TIMEOUT" ceph-mgr -c "$conf" -i x </dev/null >>"$d/log/ceph-mgr.x.out" 2>&1
+    timeout "$CMD_TIMEOUT" "${N[@]}" ceph-mon -c "$conf" -i a </dev/null >>"$d/log/ceph-mon.a.out" 2>&1
+    timeout "$CMD_TIMEOUT" "${N[@]}" ceph-mgr -c "$conf" -i x </dev/null >>"$d/log/ceph-mgr.x.out" 2>&1
 
     # osd id 0 (its key is already in the auth db) and the rbd pool, created
     # before the OSD boots so its PGs are created as soon as it is up
-    lab_py 60 init "$conf" "$osd_uuid"
+    lab_py 60 init "$conf" "$osd_uuid" $(expected_health_checks "$c")
 
     wait "$mkfs_pid" || { log "$c: ceph-osd --mkfs failed"; return 1; }
     log "$c: starting osd.0"
-    timeout "$CMD_TIMEOUT" ceph-osd -c "$conf" -i 0 </dev/null >>"$d/log/ceph-osd.0.out" 2>&1
+    timeout "$CMD_TIMEOUT" "${N[@]}" ceph-osd -c "$conf" -i 0 </dev/null >>"$d/log/ceph-osd.0.out" 2>&1
 
     # blocks until the pool's PGs are active (i.e. the OSD is up)
-    timeout "$BOOT_TIMEOUT" rbd -c "$conf" pool init rbd
+    timeout "$BOOT_TIMEOUT" "${N[@]}" rbd -c "$conf" pool init rbd
     log "$c: pool rbd initialised"
     lab_py "$BOOT_TIMEOUT" wait "$conf" "$BOOT_TIMEOUT"
     wait_for 30 "$c: rbd ls as client.backurne" backurne_ls "$c"
@@ -521,12 +675,13 @@ EOF
 }
 
 start_sshd() { # cluster
-    local c=$1 cfg
+    local c=$1 cfg N=()
     cfg=$(sshd_conf "$c")
+    mapfile -d '' N < <(node_argv "$c")
     stop_sshd "$c"
     require_free "$(cluster_ip "$c")" "$SSH_PORT" "$c sshd" || die "$c: cannot start sshd"
-    timeout 10 /usr/sbin/sshd -t -f "$cfg" || die "$c: invalid $cfg"
-    timeout 10 /usr/sbin/sshd -f "$cfg" -E "$SSH_DIR/sshd-$c.log" \
+    timeout 10 "${N[@]}" /usr/sbin/sshd -t -f "$cfg" || die "$c: invalid $cfg"
+    timeout 10 "${N[@]}" /usr/sbin/sshd -f "$cfg" -E "$SSH_DIR/sshd-$c.log" \
         </dev/null >>"$SSH_DIR/sshd-$c.out" 2>&1 9>&- \
         || { tail -n 20 "$SSH_DIR/sshd-$c.log" >&2; die "$c: sshd failed to start"; }
     wait_for 10 "$c sshd pidfile" sshd_running "$c" \
@@ -549,7 +704,7 @@ bring_up_ssh() {
     setup_ssh
     for c in "${CLUSTERS[@]}"; do
         # a healthy sshd keeps running unless its host key was regenerated
-        if ((SSH_KEYS_CHANGED)) || [[ -z "$(sshd_pid "$c")" ]] || ! sshd_answers "$c"; then
+        if ((SSH_KEYS_CHANGED)) || [[ -z "$(sshd_pid "$c")" ]] || ! sshd_root_ok "$c" || ! sshd_answers "$c"; then
             start_sshd "$c"
         fi
     done
@@ -645,6 +800,10 @@ env_content() {
         CEPH_BACKUP_CONF "$(cconf backup)" \
         BACKURNE_LAB_LIVE_IP "$LIVE_IP" \
         BACKURNE_LAB_BACKUP_IP "$BACKUP_IP" \
+        BACKURNE_LAB_CEPH_LIVE "$CEPH_LIVE" \
+        BACKURNE_LAB_CEPH_BACKUP "$CEPH_BACKUP" \
+        BACKURNE_LAB_LIVE_ROOT "$(chrooted live && node_root live)" \
+        BACKURNE_LAB_BACKUP_ROOT "$(chrooted backup && node_root backup)" \
         BACKURNE_LAB_SSH_PORT "$SSH_PORT" \
         BACKURNE_LAB_SSH_KEY "$SSH_DIR/id_ed25519" \
         BACKURNE_LAB_SSH_CONFIG "$SSH_DIR/ssh_config" \
@@ -687,10 +846,11 @@ write_outputs() {
         local c sep=','
         for c in "${CLUSTERS[@]}"; do
             [[ "$c" == "${CLUSTERS[-1]}" ]] && sep=''
-            printf '    "%s": {"ip": %s, "conf": %s, "ssh_alias": "%s", "admin_keyring": %s, "backurne_keyring": %s, "pool": "rbd"}%s\n' \
+            printf '    "%s": {"ip": %s, "conf": %s, "ssh_alias": "%s", "admin_keyring": %s, "backurne_keyring": %s, "pool": "rbd", "ceph": %s, "root": %s}%s\n' \
                 "$c" "$(json_str "$(cluster_ip "$c")")" "$(json_str "$(cconf "$c")")" "$c" \
                 "$(json_str "$(cdir "$c")/ceph.client.admin.keyring")" \
-                "$(json_str "$(cdir "$c")/ceph.client.backurne.keyring")" "$sep"
+                "$(json_str "$(cdir "$c")/ceph.client.backurne.keyring")" "$(ceph_version "$c")" \
+                "$(json_str "$(chrooted "$c" && node_root "$c")")" "$sep"
         done
         printf '  }\n}\n'
     } >"$LAB_DIR/lab.json.tmp"
@@ -714,13 +874,17 @@ cmd_up() {
     local start=$SECONDS c rebuild=() pids=() rc=0 i
     ((EUID == 0)) || die "lab.sh up needs root (apt-get, sshd with root login)"
     [[ "$LIVE_IP" != "$BACKUP_IP" ]] || die "live and backup need distinct IPs"
+    check_versions
     ensure_packages
     take_lock
+    for c in "${CLUSTERS[@]}"; do
+        if chrooted "$c"; then ensure_chroot "$c"; fi
+    done
     for c in "${CLUSTERS[@]}"; do
         cluster_running "$c" || rebuild+=("$c")
     done
     if ((${#rebuild[@]} == 0)) && ssh_running; then
-        if ! [[ -f "$LAB_DIR/lab.json" ]] || ! grep -q '^export BACKURNE_LAB_PVE_HOST=' "$LAB_DIR/env.sh" 2>/dev/null; then
+        if ! [[ -f "$LAB_DIR/lab.json" ]] || [[ "$(env_content)" != "$(cat "$LAB_DIR/env.sh" 2>/dev/null)" ]]; then
             write_outputs
         fi
         bring_up_pve_server
@@ -729,6 +893,10 @@ cmd_up() {
         return 0
     fi
     for c in "${rebuild[@]}"; do stop_cluster "$c" --kill; done
+    for c in "${rebuild[@]}"; do
+        # a node root of another version goes (with its sshd); the right one is mounted
+        if chrooted "$c"; then mount_node_root "$c"; else umount_node_root "$c"; fi
+    done
     local busy=0
     for c in "${rebuild[@]}"; do
         require_free "$(cluster_ip "$c")" 3300 "$c ceph-mon v2" || busy=1
@@ -784,6 +952,8 @@ cmd_down() {
     for c in "${CLUSTERS[@]}"; do stop_sshd "$c"; done
     stop_pve
     for c in "${pids[@]}"; do wait "$c" || true; done
+    # chrooted nodes: what still runs there (ssh sessions), then every mount (dies if one stays)
+    for c in "${CLUSTERS[@]}"; do umount_node_root "$c"; done
     for c in "${CLUSTERS[@]}"; do rm -rf -- "$(cdir "$c")" "$LAB_DIR/$c.bootstrap.log"; done
     rm -rf -- "$SSH_DIR" "$PVE_DIR" "$LAB_DIR/env.sh" "$LAB_DIR/lab.json" "$LAB_DIR/env.sh.tmp" \
         "$LAB_DIR/lab.json.tmp" "$LAB_DIR/.lock"
@@ -797,7 +967,8 @@ cmd_status() {
     local c spec pid ok=0 health
     printf 'lab dir: %s\n' "$LAB_DIR"
     for c in "${CLUSTERS[@]}"; do
-        printf '%s (%s, %s):\n' "$c" "$(cluster_ip "$c")" "$(cconf "$c")"
+        printf '%s (%s, %s, Ceph %s%s):\n' "$c" "$(cluster_ip "$c")" "$(cconf "$c")" "$(ceph_version "$c")" \
+            "$(chrooted "$c" && printf ' in %s' "$(node_root "$c")")"
         for spec in mon.a mgr.x osd.0; do
             pid=$(daemon_pid "$c" "${spec%%.*}" "${spec#*.}")
             if [[ -n "$pid" ]]; then

@@ -38,6 +38,11 @@ NAME_KEY_PREFIX = "name_"
 META_KEY_PREFIX = "metadata_"
 # cls::rbd::SnapshotNamespaceType: USER = 0, GROUP = 1, TRASH = 2, MIRROR = 3.
 USER_SNAPSHOT_NAMESPACE = 0
+# cls_rbd_snap's newest struct version, the one Ceph 16.2, 18.2 and 20.2 write (ENCODE_START(8, ...),
+# compat 8 once no pre-Nautilus OSD is left; compared on real clusters of the three). A struct
+# whose compat version is above it cannot be read without knowing the new layout (Ceph's own
+# DECODE_START refuses it): the CLI of that version lists it instead.
+SNAPSHOT_VERSION_KNOWN = 8
 # Omap keys per read (a header has at most a few hundred snapshots; the directory can be big).
 OMAP_PAGE = 1024
 # python3-rbd exception classes whose errno attribute may be unset -> the errno rbd would print.
@@ -134,6 +139,8 @@ def decode_snapshot(value: bytes) -> tuple[int, str, int]:
     end = reader.offset + length
     if version < 1 or end > len(value):
         raise ListingUnsupported(f"snapshot encoding version {version}, {len(value)} bytes")
+    if compat > SNAPSHOT_VERSION_KNOWN or compat > version:
+        raise ListingUnsupported(f"snapshot encoding version {version} (compat {compat}) not known")
     snap_id = reader.u64()
     name = reader.string()
     reader.u64()  # image_size

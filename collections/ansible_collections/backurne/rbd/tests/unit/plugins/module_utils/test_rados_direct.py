@@ -43,6 +43,20 @@ PACIFIC_GROUP = bytes.fromhex(
     "0000003136336436623862343536370c000000313634333662386234353637d0ee0c6b903ca30f0000000000"
 )
 
+# The same snapshot ("other", 4 MiB image) and directory entry read from Ceph 18.2.7 (reef) and
+# 20.2.4 (tentacle) lab clusters (BACKURNE_LAB_CEPH_LIVE=20 BACKURNE_LAB_CEPH_BACKUP=18, the
+# node's python3-rados): the layout is Pacific's, only ids and timestamps differ.
+REEF_USER = bytes.fromhex(
+    "0808390000001100000000000000050000006f746865720000400000000000000000000000000000010104000000"
+    "00000000baad116b431fc41a0000000000"
+)
+TENTACLE_USER = bytes.fromhex(
+    "0808390000000d00000000000000050000006f746865720000400000000000000000000000000000010104000000"
+    "00000000b3ad116bb81516300000000000"
+)
+REEF_DIRECTORY_NAME = bytes.fromhex("0c000000313062396237316563313465")
+TENTACLE_DIRECTORY_NAME = bytes.fromhex("0c000000313064353336646165383937")
+
 
 def _string(text: str) -> bytes:
     raw = text.encode()
@@ -76,6 +90,13 @@ def test_pacific_encodings() -> None:
     assert (snap_id, kind) == (0x101, 1) and name.startswith(".group.")
 
 
+def test_reef_and_tentacle_encodings() -> None:
+    assert decode_snapshot(REEF_USER) == (0x11, "other", 0)
+    assert decode_snapshot(TENTACLE_USER) == (0x0D, "other", 0)
+    assert decode_directory_id(REEF_DIRECTORY_NAME) == "10b9b71ec14e"
+    assert decode_directory_id(TENTACLE_DIRECTORY_NAME) == "10d536dae897"
+
+
 @pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_older_encodings(version: int) -> None:
     assert decode_snapshot(_old_snapshot(version, 7, "backup;daily;30;2026-01-01T00:00:00")) == (
@@ -87,6 +108,23 @@ def test_older_encodings(version: int) -> None:
 
 def test_older_encoding_with_a_trash_namespace() -> None:
     assert decode_snapshot(_old_snapshot(5, 9, "x", namespace_type=2))[2] == 2
+
+
+def _bumped(value: bytes, version: int, compat: int, appended: bytes = b"") -> bytes:
+    """A snapshot value as a later Ceph could write it: new versions, a field appended."""
+    body = value[6:] + appended
+    return struct.pack("<BBI", version, compat, len(body)) + body
+
+
+def test_a_later_version_that_only_appends_is_read() -> None:
+    assert decode_snapshot(_bumped(PACIFIC_USER, 9, 8, b"\x01\x02\x03\x04")) == (0x100, "other", 0)
+
+
+@pytest.mark.parametrize(("version", "compat"), [(9, 9), (12, 10), (5, 6)])
+def test_a_compat_version_it_does_not_know_is_unsupported(version: int, compat: int) -> None:
+    # what Ceph's DECODE_START refuses ("struct compat version too new"): the CLI lists it
+    with pytest.raises(ListingUnsupported, match="not known"):
+        decode_snapshot(_bumped(PACIFIC_USER, version, compat))
 
 
 @pytest.mark.parametrize(
