@@ -126,11 +126,12 @@ current:
        until: null, by: ansible, at: "2026-12-03T14:00:00", active: true}
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.holds import pin, read_holds, remove_hold
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.factory import ModuleFailure, create_module
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import (

@@ -18,6 +18,7 @@ from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock, LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import priority_order
@@ -163,7 +164,7 @@ class TransferBatch:
         finally:
             if self.board is not None:
                 self.board.close()
-        done = dict(zip(map(id, ordered), batch, strict=True))
+        done = dict(zip_strict(map(id, ordered), batch))
         return [done[id(plan)] for plan in plans]
 
     def _record(self, plans: list[Mapping[str, Any]], results: list[dict[str, Any]], where: Path) -> None:
