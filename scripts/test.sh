@@ -55,6 +55,14 @@ run_molecule() {
   (cd "$ROOT" && molecule reset --scenario-name default && molecule test --scenario-name default)
 }
 
+# The compatibility matrix (scripts/compat.sh): node Python 3.9/3.13, ansible-core 2.16-2.19.
+run_compat_python() {
+  bash scripts/compat.sh python
+}
+run_compat_ansible() {
+  bash scripts/compat.sh ansible
+}
+
 what=${1:-all}
 case "$what" in
   unit) step ruff run_ruff; step unit run_unit ;;
@@ -62,6 +70,9 @@ case "$what" in
   lint) step ansible-lint run_lint ;;
   integration) step lab-up lab_up; step integration run_integration ;;
   molecule) step lab-up lab_up; step molecule run_molecule ;;
+  compat) step lab-up lab_up; step compat-python run_compat_python; step compat-ansible run_compat_ansible ;;
+  compat-python) step lab-up lab_up; step compat-python run_compat_python ;;
+  compat-ansible) step lab-up lab_up; step compat-ansible run_compat_ansible ;;
   all)
     trap 'tests/lab/lab.sh down >/dev/null 2>&1 || true' EXIT
     step ruff run_ruff
@@ -69,9 +80,11 @@ case "$what" in
     step lab-up lab_up
     step integration run_integration
     step molecule run_molecule
+    step compat-python run_compat_python
+    step compat-ansible run_compat_ansible
     step ansible-lint run_lint
     step sanity run_sanity
     ;;
-  *) echo "usage: $0 all|unit|sanity|lint|integration|molecule" >&2; exit 2 ;;
+  *) echo "usage: $0 all|unit|sanity|lint|integration|molecule|compat|compat-python|compat-ansible" >&2; exit 2 ;;
 esac
 print_summary
