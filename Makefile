@@ -9,11 +9,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collections
 COLLECTION := collections/ansible_collections/backurne/rbd
 
-.PHONY: help deps venv lab-up lab-down lab-status demo test unit sanity lint integration molecule compat-ceph bench bench-full clean build
+.PHONY: help deps venv lab-up lab-down lab-status demo test unit sanity lint integration molecule compat compat-ceph bench bench-full clean build
 
 help:
 	@echo "make demo   - install, start the lab, back up demo images, show the report"
 	@echo "make test   - install, start the lab, run every suite (unit, sanity, lint, integration, molecule)"
+	@echo "make compat - node Python 3.9/3.13 and ansible-core 2.16-2.19 on the lab (also in make test)"
 	@echo "make bench  - benchmarks on the lab (ratios, not assertions); make bench-full adds N=1000"
 	@echo "make lab-up | lab-down | lab-status"
 
@@ -56,6 +57,9 @@ molecule: venv
 # core integration tests on live Ceph 18 -> backup 16 and live 20 -> backup 18 (chroots)
 compat-ceph: venv
 	bash scripts/test.sh compat-ceph
+# Node Python 3.9/3.13 and ansible-core 2.16-2.19 (venvs cached in .venv-compat/); part of `make test`.
+compat: venv
+	bash scripts/test.sh compat
 
 bench: venv
 	bash bench/run.sh

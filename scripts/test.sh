@@ -168,6 +168,14 @@ run_compat_ceph() {
   return "$rc"
 }
 
+# The compatibility matrix (scripts/compat.sh): node Python 3.9/3.13, ansible-core 2.16-2.19.
+run_compat_python() {
+  bash scripts/compat.sh python
+}
+run_compat_ansible() {
+  bash scripts/compat.sh ansible
+}
+
 what=${1:-all}
 case "$what" in
   unit) step ruff run_ruff; step unit run_unit ;;
@@ -179,6 +187,9 @@ case "$what" in
     trap 'compat_ceph_down >/dev/null 2>&1 || true' EXIT
     step compat-ceph run_compat_ceph
     ;;
+  compat) step lab-up lab_up 1; step compat-python run_compat_python; step compat-ansible run_compat_ansible ;;
+  compat-python) step lab-up lab_up 1; step compat-python run_compat_python ;;
+  compat-ansible) step lab-up lab_up 1; step compat-ansible run_compat_ansible ;;
   all)
     trap 'labs_down; compat_ceph_down >/dev/null 2>&1 || true' EXIT
     compat_ceph_prebuild
@@ -187,11 +198,13 @@ case "$what" in
     step lab-up lab_up
     step integration run_integration
     step molecule run_molecule
+    step compat-python run_compat_python
+    step compat-ansible run_compat_ansible
     labs_down # the integration labs are done: their daemons would only slow the stages below
     step ansible-lint run_lint
     step sanity run_sanity
     step compat-ceph run_compat_ceph
     ;;
-  *) echo "usage: $0 all|unit|sanity|lint|integration|molecule|compat-ceph" >&2; exit 2 ;;
+  *) echo "usage: $0 all|unit|sanity|lint|integration|molecule|compat|compat-python|compat-ansible|compat-ceph" >&2; exit 2 ;;
 esac
 print_summary

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 # The times people type (backurne_now, a restore's "before"), read on the CONTROLLER with
 # python-dateutil and handed to the modules as naive UTC ISO 8601, the form of the times in
-# snapshot names. The modules keep their strict datetime.fromisoformat: the nodes need no
+# snapshot names. The modules keep their stricter ISO reading (compat.stdlib.parse_isoformat,
+# the same on the nodes' Python 3.9 to 3.13): the nodes need no
 # dateutil, and a zone name is resolved once, with the controller's zone database. The
 # filter's documentation lives beside this file.
 import re

@@ -8,10 +8,11 @@ from __future__ import annotations
 # and the hold module all go through these functions; HoldRequests is the hold module's job.
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.holds import (
     HOLD_KEY_PREFIX,
     Hold,

@@ -27,6 +27,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rados_listing im
     RadosSession,
     SnapshotFailed,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 
 # An image/pool/namespace name that contains one of these cannot be addressed through the rbd
 # CLI at all: even `--image=NAME` goes through rbd's spec parser, which splits on them
@@ -67,7 +68,7 @@ def in_creation_order(entries: Sequence[Mapping[str, Any]], id_key: str = "id") 
     ids = [entry.get(id_key) for entry in entries]
     if not all(isinstance(snap_id, int) and not isinstance(snap_id, bool) for snap_id in ids):
         return list(entries)
-    return [entry for _snap_id, _index, entry in sorted(zip(ids, range(len(ids)), entries, strict=True))]
+    return [entry for _snap_id, _index, entry in sorted(zip_strict(ids, range(len(ids)), entries))]
 
 
 def _check_name(kind: str, value: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
 from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes
 
@@ -113,7 +114,7 @@ def format_stats(usage: PoolUsage) -> str:
             )
         )
     widths = [max(len(row[index]) for row in rows) for index in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip_strict(row, widths)).rstrip() for row in rows]
     where = usage.pool + (f"/{usage.namespace}" if usage.namespace else "")
     lines.append(
         f"{len(usage.images)} image(s) in {where}: {human_bytes(usage.total_used)} used, "

@@ -6,10 +6,11 @@ from __future__ import annotations
 # Argument-spec fragments shared by the modules, and the conversions from module parameters to
 # core objects. Kept here, without an Ansible import, so every module declares an option the
 # same way its doc fragment documents it.
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC, parse_isoformat
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import parse_duration
 
 CEPH_ARGS: dict[str, dict[str, Any]] = {
@@ -133,7 +134,7 @@ def parse_now(value: str | None) -> datetime:
     if not value:
         return datetime.now(UTC).replace(tzinfo=None)
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = parse_isoformat(value.strip())
     except ValueError:
         raise ValueError(
             f"backurne_now {value!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00 or 2026-01-31T12:00:00+01:00)"

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC, parse_isoformat
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import BackupExpiry
 
 HOLD_KEY_PREFIX = "backurne.hold."
@@ -83,7 +84,7 @@ def _time(value: object) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"not a time: {value!r}")
-    moment = datetime.fromisoformat(value)
+    moment = parse_isoformat(value)
     return _naive_utc(moment) if moment.tzinfo is not None else moment
 
 
@@ -132,7 +133,7 @@ def parse_until(value: object, now: datetime) -> datetime | None:
         until = value if value.tzinfo is None else _naive_utc(value)
     elif isinstance(value, str):
         try:
-            until = datetime.fromisoformat(value.strip())
+            until = parse_isoformat(value.strip())
         except ValueError:
             raise HoldError(f"until {value!r} is not an ISO date or time (2027-01-31 or 2027-01-31T12:00)") from None
         if until.tzinfo is not None:

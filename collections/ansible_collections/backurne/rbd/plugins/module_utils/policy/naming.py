@@ -15,6 +15,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import parse_isoformat
+
 # ';' separates the fields, quotes broke backurne 2.x's ssh-quoted commands, and
 # the rbd CLI would read '/' and '@' as pool and snapshot separators.
 _TOKEN_FORBIDDEN = ";'\"/@"
@@ -127,7 +129,7 @@ def parse_snap_name(name: str, prefix: str) -> SnapName | None:
     if not _COUNT_RE.fullmatch(count) or not _ISOTIME_RE.fullmatch(isotime):
         return None
     try:
-        return SnapName(prefix, profile, int(count), datetime.fromisoformat(isotime))
+        return SnapName(prefix, profile, int(count), parse_isoformat(isotime))
     except ValueError:
         # An impossible date (month 13), or a profile we could never have written.
         return None

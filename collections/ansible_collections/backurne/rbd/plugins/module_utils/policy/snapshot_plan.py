@@ -10,7 +10,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Any, TypeVar
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import ceph_access, live_cluster_owner
@@ -156,6 +156,10 @@ def fail_or_return(result: dict[str, Any], problems: list[str], fail_on_error: b
     return result
 
 
+# typing.Self is 3.11+; the nodes run 3.9 (a step's for_module builds the subclass it is called on).
+_Step = TypeVar("_Step", bound="SnapshotStep")
+
+
 @dataclass
 class SnapshotStep:
     """What a snapshot step on a live node works with (plain images, or Proxmox VE guests' disks)."""
@@ -169,7 +173,7 @@ class SnapshotStep:
     warn: Callable[[str], None]
 
     @classmethod
-    def for_module(cls, module: Any, **extra: Any) -> Self:
+    def for_module(cls: type[_Step], module: Any, **extra: Any) -> _Step:
         """The step of a module built by the factory (a BackurneModule, duck-typed: no Ansible
         import here): its parameters, validated shared options, due_tolerance and modes."""
         params, shared = module.params, module.shared

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure, list_pool
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import parse_backup_image_name
@@ -111,7 +112,7 @@ class BackupImagesJob:
         cover = Coverage.from_dict(self.p["coverage"])
         owned: dict[str, str | None] = {name: name for name in by_backup if name in listing}
         kept: list[dict[str, Any]] = []
-        for name, meta in zip(others, metas, strict=True):
+        for name, meta in zip_strict(others, metas):
             if meta.get(META_CLUSTER) != self.p["live_cluster"]:
                 continue
             gone, why, guest = vanished_fate(meta, cover)
@@ -131,9 +132,7 @@ class BackupImagesJob:
         sent = sorted({r.get("backup_image") for r in transfers if r.get("ok") and r.get("snapshots")} & set(by_backup))
         if not self.check_mode:
             errors = run_batch([by_backup[name] for name in sent], self.write_meta, self.p["workers"])
-            self.failed.extend(
-                {"image": name, "error": error} for name, error in zip(sent, errors, strict=True) if error
-            )
+            self.failed.extend({"image": name, "error": error} for name, error in zip_strict(sent, errors) if error)
         failed_names = {f["image"] for f in self.failed}
         written = [name for name in sent if name not in failed_names]
         return {"changed": bool(written), "renamed": {}, "meta_written": written, **self.ownership(listing, by_backup)}

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Optional
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure
@@ -51,8 +51,9 @@ from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import
 )
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
-# (pool, namespace) on the live cluster; a string, so that no `|` of types is evaluated at import
-Target: TypeAlias = "tuple[str, str | None]"
+# (pool, namespace) on the live cluster. Optional, not `str | None`: an alias is evaluated at
+# import, and `|` of types needs 3.10 (the nodes run 3.9); typing.TypeAlias is 3.10+ too.
+Target = tuple[str, Optional[str]]
 
 
 def read_meta(backup: RbdRunner, pool: str, namespace: str | None, image: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.proxmox.discovery import (
     ProxmoxConfigError,
     RbdStorage,
@@ -188,7 +189,7 @@ def recreate_config(
     names: dict[str, str] = {}
     for target, keys in by_target.items():
         free = allocate_disk_names(new_vmid, {}, pool_images.get(target, ()), len(keys))
-        names.update(zip(keys, free, strict=True))
+        names.update(zip_strict(keys, free))
     for key, value in saved.items():
         if key in _DROPPED_KEYS or key.startswith("unused"):
             continue

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import (
@@ -220,7 +221,7 @@ class GuestSnapshotJob(SnapshotStep):
 
         by_guest: dict[Any, list[dict[str, Any]]] = {}
         guest_info: dict[Any, dict[str, Any]] = {}
-        for disk, plan in zip(p["disks"], plans, strict=True):
+        for disk, plan in zip_strict(p["disks"], plans):
             vmid = disk["guest"].get("vmid")
             by_guest.setdefault(vmid, []).append(plan)
             guest_info[vmid] = disk["guest"]
@@ -270,7 +271,7 @@ class GuestSnapshotJob(SnapshotStep):
                 )
         if not self.check_mode and (to_create or (recheck and api is not None)):
             outcomes = run_batch(list(by_guest), handle, int(p["workers"]), on_error=on_error)
-            for vmid, (notes, calls) in zip(by_guest, outcomes, strict=True):
+            for vmid, (notes, calls) in zip_strict(by_guest, outcomes):
                 self.warnings.extend(notes)
                 if calls:
                     agent_calls[str(vmid)] = calls

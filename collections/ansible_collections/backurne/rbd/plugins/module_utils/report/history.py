@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import parse_isoformat
+
 DB_NAME = "history.sqlite"
 
 _SCHEMA = """
@@ -118,7 +120,7 @@ class FreezeState:
 
 
 def _time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
+    return None if text is None else parse_isoformat(text)
 
 
 def db_path(state_dir: str) -> str:
@@ -160,7 +162,7 @@ class History:
                         (live_cluster, image, backup_image, now.isoformat(), now.isoformat()),
                     )
         rows = self._db.execute("SELECT image, first_seen FROM seen WHERE live_cluster = ?", (live_cluster,))
-        return {image: datetime.fromisoformat(first) for image, first in rows if image in images}
+        return {image: parse_isoformat(first) for image, first in rows if image in images}
 
     def known_backup_images(self, live_cluster: str) -> dict[str, str]:
         """Backup image -> live image, for every image of ``live_cluster`` ever seen with a backup name."""
@@ -222,7 +224,7 @@ class History:
         wanted = set(backup_images)
         rows = self._db.execute("SELECT backup_image, guest, time, may_be_frozen, message FROM freezes")
         return {
-            name: FreezeState(name, guest, datetime.fromisoformat(stamp), bool(flag), message)
+            name: FreezeState(name, guest, parse_isoformat(stamp), bool(flag), message)
             for name, guest, stamp, flag, message in rows
             if name in wanted
         }

@@ -14,9 +14,9 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Mapping, Sequence
-from datetime import UTC
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.report.history import History, db_path
 from ansible_collections.backurne.rbd.plugins.module_utils.report.records import (
     prometheus_lines,

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes
 
 # The fields of a record (image_records, checksum_records): the callback keeps only these, so no
@@ -245,7 +246,7 @@ def report_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip_strict(row, widths)).rstrip() for row in rows]
     failed = sum(1 for rec in records if rec["status"] == "failed")
     moved = sum(1 for rec in records if rec["status"] == "transferred")
     deferred = sum(1 for rec in records if rec["status"] == "deferred")

@@ -19,12 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import Lock, LockBusy, release, try_acquire
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC, parse_isoformat, zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.args import parse_now
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.priority import priority_order
@@ -86,7 +87,7 @@ def parse_window_end(value: str | None) -> datetime | None:
     if value is None or not value.strip():
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = parse_isoformat(value.strip())
     except ValueError:
         raise ValueError(
             f"window_end {value!r} is not an ISO 8601 time (e.g. 2026-12-04T05:00:00 for UTC); playbooks set it "
@@ -222,7 +223,7 @@ class TransferBatch:
                 self.board.close()
             if self.engine is not None:
                 self.engine.close()
-        done = dict(zip(map(id, ordered), batch, strict=True))
+        done = dict(zip_strict(map(id, ordered), batch))
         # The order the workers were handed the images in, of those whose transfer started.
         started = ("transferred", "failed", "locked", "planned")
         self.order = [str(result["backup_image"]) for result in batch if result["status"] in started]

@@ -41,6 +41,7 @@ from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.lock import pid_alive
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.report.units import human_bytes
 
 DEFAULT_STATE_DIR = "/var/lib/backurne"
@@ -476,5 +477,5 @@ def format_status(rows: list[dict[str, Any]], now: float | None = None) -> str:
         )
     widths = [max(len(line[index]) for line in table) for index in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in table
+        "  ".join(cell.ljust(width) for cell, width in zip_strict(line, widths)).rstrip() for line in table
     )

@@ -54,7 +54,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
@@ -63,6 +63,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
     RbdRunner,
     in_creation_order,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC, parse_isoformat
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.naming import (
     NamingError,
     image_spec,
@@ -202,7 +203,7 @@ def select_snapshot(snapshot_names: Iterable[str], selector: str, prefix: str = 
     if text.startswith(SELECT_BEFORE):
         raw = text[len(SELECT_BEFORE) :].strip()
         try:
-            limit = _utc_naive(datetime.fromisoformat(raw))
+            limit = _utc_naive(parse_isoformat(raw))
         except ValueError:
             raise RestoreError(f"snapshot selector {selector!r}: {raw!r} is not an ISO 8601 time") from None
         older = [s for s in ours if s.created < limit]

@@ -9,10 +9,11 @@ from __future__ import annotations
 # the module is a face over RestoreBatch.
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.batch import run_batch
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreError,

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.executor.task_result import CallbackTaskResult
 from ansible.inventory.host import Host
 from ansible.playbook.task import Task
 
 from ansible_collections.backurne.rbd.plugins.callback.report import CallbackModule
+
+try:  # what callbacks receive: ansible-core 2.19+
+    from ansible.executor.task_result import CallbackTaskResult
+except ImportError:  # 2.16-2.18 hand over the TaskResult itself (same arguments)
+    from ansible.executor.task_result import TaskResult as CallbackTaskResult  # type: ignore[assignment]
 
 RECORDS = [
     {

@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import naming
 from ansible_collections.backurne.rbd.plugins.module_utils.policy import retention as policy
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import PolicyError, Profile, Snap

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
     quote_argv,
     stderr_cause,
 )
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import compare_snapshot, snapshot_checksum
 
 HOSTILE = [

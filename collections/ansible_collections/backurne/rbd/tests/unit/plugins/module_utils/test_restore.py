@@ -7,12 +7,13 @@ from __future__ import annotations
 # never-overwrite, force). The data path itself is tested against the lab
 # (tests/integration/test_restore_playbook.py).
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import ImageSpec, RbdError
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import (
     RestoreConflict,
     RestoreError,

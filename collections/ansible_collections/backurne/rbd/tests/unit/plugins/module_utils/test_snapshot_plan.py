@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, ImageSpec, RbdError, RbdRunner
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import zip_strict
 from ansible_collections.backurne.rbd.plugins.module_utils.module_base.failure import ModuleFailure, list_pool
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.retention import parse_profiles
 from ansible_collections.backurne.rbd.plugins.module_utils.policy.snapshot_plan import (
@@ -88,7 +89,7 @@ def test_snapshot_job_plans_creates_and_fails_the_image(made: list[str], monkeyp
     result = SnapshotJob(params, runner(), settings, parse_profiles({"daily": {"count": 7}}), False, True, print)()
     assert [plan["image"] for plan in result["images"]] == ["db1", "web1"]
     assert sorted(made) == sorted(
-        f"rbd/{image}@{plan['new_snapshots'][0]}" for image, plan in zip(("db1", "web1"), result["images"], strict=True)
+        f"rbd/{image}@{plan['new_snapshots'][0]}" for image, plan in zip_strict(("db1", "web1"), result["images"])
     )
     assert result["diff"]["after"]["web1"] == result["images"][1]["new_snapshots"]
     assert result["failed_images"] == []

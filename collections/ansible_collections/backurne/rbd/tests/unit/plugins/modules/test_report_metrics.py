@@ -13,12 +13,13 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ansible_collections.backurne.rbd.plugins.module_utils.compat.stdlib import UTC
 from ansible_collections.backurne.rbd.plugins.module_utils.report import metrics
 from ansible_collections.backurne.rbd.plugins.module_utils.report.history import History, db_path
 from ansible_collections.backurne.rbd.plugins.modules import report_metrics
