@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import http.server
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -466,6 +467,7 @@ class State:
 
     def __init__(self, fixture: dict[str, Any], schema: dict[str, Any], record_path: Path | None) -> None:
         self.lock = threading.RLock()
+        self.agent_done_seq = itertools.count(1)  # see agent_command
         self.schema = schema
         self.record_path = record_path
         # no "cluster" in the fixture: a standalone node (no cluster entry, no clustername)
@@ -1264,6 +1266,10 @@ def agent_command(command: str) -> Handler:
                 raise ApiError(403, f"Permission check failed (/vms/{vmid}, {AGENT_PRIVS[command]})")
             with serial or contextlib.nullcontext():
                 result = run_agent_command(s, p, vmid, command)
+                # The order in which the agent FINISHED commands, taken while a serial agent still
+                # holds its queue: the request log's "complete" comes after the lock is released
+                # and the response written, so under load a queued thaw can log it first.
+                entry["agent_done"] = next(s.agent_done_seq)
             entry["result"] = result
             entry["status"] = 200
             faults.succeeded(vmid, command)
