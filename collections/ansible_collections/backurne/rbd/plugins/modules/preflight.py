@@ -104,8 +104,8 @@ now:
   sample: "2026-01-31T11:00:00"
 started:
   description:
-    - When these checks ran (seconds since the epoch, the controller's clock): the start of the
-      run, which the report's duration counts from (one task less than a C(set_fact) of its own).
+    - When these checks ran (seconds since the epoch, the controller's clock). This is the start
+      of the run, which the report's duration counts from (one task less than a C(set_fact) of its own).
   returned: success
   type: float
   sample: 1767225600.125

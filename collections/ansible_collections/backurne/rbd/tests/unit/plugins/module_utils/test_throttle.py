@@ -107,7 +107,7 @@ def test_bucket_long_run_rate_is_the_limit() -> None:
     bucket = TokenBucket(10 * MIB, clock=clock, sleep=clock.sleep)
     start = clock.now
     total = 0
-    for _ in range(1000):
+    for _round in range(1000):
         bucket.take(64 * 1024)
         total += 64 * 1024
     # total bytes = rate * elapsed + one burst, exactly (pay after: the last slice's wait included).
@@ -164,10 +164,10 @@ def test_shared_bucket_is_thread_safe_tokens_are_never_lost() -> None:
     bucket = TokenBucket(MIB, burst=MIB, clock=clock, sleep=lambda _s: None)
 
     def spend() -> None:
-        for _ in range(1000):
+        for _round in range(1000):
             bucket.debit(1024)
 
-    threads = [threading.Thread(target=spend) for _ in range(4)]
+    threads = [threading.Thread(target=spend) for _round in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
