@@ -74,6 +74,36 @@ class Lab:
     def conf(self, cluster: str) -> Path:
         return {"live": self.live_conf, "backup": self.backup_conf}[cluster]
 
+    def product_runners(self, control_dir: Path) -> tuple[Any, Any]:
+        """(live, backup): the product's RbdRunners as the transfer module builds them on the lab.
+
+        The live node over ssh with the lab inventory's options (lab_ssh_cipher(), a ControlMaster
+        in `control_dir`), the backup node local. The caller has put the collection on sys.path.
+        """
+        from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import (
+            CephAccess,
+            RbdRunner,
+            SshTarget,
+        )
+
+        ssh = SshTarget(
+            host=self.live_ip,
+            user="root",
+            port=self.ssh_port,
+            identity_file=str(self.ssh_key),
+            known_hosts_file=str(self.known_hosts),
+            cipher=lab_ssh_cipher(),
+            control_master=True,
+            control_dir=str(control_dir),
+        )
+
+        def access(cluster: str) -> Any:
+            return CephAccess(
+                ceph_client="backurne", keyring=str(self.keyring(cluster)), ceph_conf=str(self.conf(cluster))
+            )
+
+        return RbdRunner(access("live"), ssh=ssh), RbdRunner(access("backup"))
+
     def keyring(self, cluster: str, user: str = "backurne") -> Path:
         return self.conf(cluster).parent / f"ceph.client.{user}.keyring"
 

@@ -34,11 +34,9 @@ from pathlib import Path
 from benchlib import POOL, REPO, BenchError, Lab, MiB, lab_up, log, machine_line, run_pipeline, workdir
 
 sys.path.insert(0, str(REPO / "collections"))
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.throttle import BandwidthLimit, NodeThrottle
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, transfer_snapshot
 
-CIPHER = "aes128-gcm@openssh.com"
 SNAP = "backup;bench;1;2026-01-01T00:00:00.000000"
 TOLERANCE = 0.10
 MIN_OVERLAP = 2.0  # seconds all the streams of a case must have moved data together
@@ -98,22 +96,7 @@ class Bench:
     def __init__(self, lab: Lab, namespace: str, tmp: Path) -> None:
         self.lab = lab
         self.ns = namespace
-        self.live = RbdRunner(
-            CephAccess(ceph_client="backurne", keyring=str(lab.keyring("live")), ceph_conf=str(lab.live_conf)),
-            ssh=SshTarget(
-                host=lab.live_ip,
-                user="root",
-                port=lab.ssh_port,
-                identity_file=str(lab.ssh_key),
-                known_hosts_file=str(lab.known_hosts),
-                cipher=CIPHER,
-                control_master=True,
-                control_dir=str(tmp),
-            ),
-        )
-        self.backup = RbdRunner(
-            CephAccess(ceph_client="backurne", keyring=str(lab.keyring("backup")), ceph_conf=str(lab.backup_conf))
-        )
+        self.live, self.backup = lab.product_runners(tmp)
         self.sums: dict[str, str] = {}
 
     def make_image(self, name: str, size: int) -> None:

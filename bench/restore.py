@@ -37,7 +37,6 @@ from benchlib import (
     GiB,
     Lab,
     MiB,
-    lab_ssh_cipher,
     lab_up,
     log,
     machine_line,
@@ -47,7 +46,7 @@ from benchlib import (
     workdir,
 )
 
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.restore import RestoreRequest, restore_snapshot
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, StreamOptions
 
@@ -63,21 +62,10 @@ class RestoreBench:
         self.tmp = tmp
         self.cp_raw = tmp / "cp-raw"
         self.cp_raw.mkdir(mode=0o700)
-        ssh = SshTarget(
-            host=lab.live_ip,
-            user="root",
-            port=lab.ssh_port,
-            identity_file=str(lab.ssh_key),
-            known_hosts_file=str(lab.known_hosts),
-            cipher=lab_ssh_cipher(),
-            control_master=True,
-            control_dir=str(tmp / "cp-product"),
-        )
-        live_access = CephAccess(ceph_client="backurne", keyring=str(lab.keyring("live")), ceph_conf=str(lab.live_conf))
-        self.live = RbdRunner(live_access, ssh=ssh)
-        self.raw_live = RbdRunner(live_access, ssh=dataclasses.replace(ssh, control_dir=str(self.cp_raw)))
-        self.backup = RbdRunner(
-            CephAccess(ceph_client="backurne", keyring=str(lab.keyring("backup")), ceph_conf=str(lab.backup_conf))
+        self.live, self.backup = lab.product_runners(tmp / "cp-product")
+        assert self.live.ssh is not None
+        self.raw_live = RbdRunner(
+            self.live.access, ssh=dataclasses.replace(self.live.ssh, control_dir=str(self.cp_raw))
         )
         self.expected = ""
 

@@ -54,7 +54,7 @@ from benchlib import (
 )
 
 sys.path.insert(0, str(REPO / "collections"))
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import SshTarget
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, transfer_snapshot
 
 CIPHER = lab_ssh_cipher()
@@ -151,23 +151,7 @@ class Bench:
         self.cp_product = tmp / "cp-product"
         self.cp_raw = tmp / "cp-raw"
         self.cp_raw.mkdir(mode=0o700)
-        ssh = SshTarget(
-            host=lab.live_ip,
-            user="root",
-            port=lab.ssh_port,
-            identity_file=str(lab.ssh_key),
-            known_hosts_file=str(lab.known_hosts),
-            cipher=CIPHER,
-            control_master=True,
-            control_dir=str(self.cp_product),
-        )
-        self.live = RbdRunner(
-            CephAccess(ceph_client="backurne", keyring=str(lab.keyring("live")), ceph_conf=str(lab.live_conf)),
-            ssh=ssh,
-        )
-        self.backup = RbdRunner(
-            CephAccess(ceph_client="backurne", keyring=str(lab.keyring("backup")), ceph_conf=str(lab.backup_conf))
-        )
+        self.live, self.backup = lab.product_runners(self.cp_product)
         self.expected: dict[str, str] = {}
 
     # -- the two contenders --------------------------------------------------------------------

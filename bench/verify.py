@@ -28,7 +28,7 @@ from pathlib import Path
 from benchlib import POOL, REPO, BenchError, Lab, MiB, lab_up, log, machine_line, median, workdir
 
 sys.path.insert(0, str(REPO / "collections"))
-from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import CephAccess, RbdRunner, SshTarget
+from ansible_collections.backurne.rbd.plugins.module_utils.ceph.rbd import RbdRunner
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.checksum import compare_snapshot, snapshot_checksum
 from ansible_collections.backurne.rbd.plugins.module_utils.stream.transfer import Compression, transfer_snapshot
 
@@ -37,22 +37,7 @@ IMAGE, DEST = "v", "v-dst"
 
 
 def runners(lab: Lab, tmp: Path) -> tuple[RbdRunner, RbdRunner]:
-    ssh = SshTarget(
-        host=lab.live_ip,
-        user="root",
-        port=lab.ssh_port,
-        identity_file=str(lab.ssh_key),
-        known_hosts_file=str(lab.known_hosts),
-        cipher="aes128-gcm@openssh.com",
-        control_dir=str(tmp / "cp"),
-    )
-    live = RbdRunner(
-        CephAccess(ceph_client="backurne", keyring=str(lab.keyring("live")), ceph_conf=str(lab.live_conf)), ssh=ssh
-    )
-    backup = RbdRunner(
-        CephAccess(ceph_client="backurne", keyring=str(lab.keyring("backup")), ceph_conf=str(lab.backup_conf))
-    )
-    return live, backup
+    return lab.product_runners(tmp / "cp")
 
 
 def make_image(lab: Lab, namespace: str, size: int) -> None:
