@@ -31,6 +31,7 @@ from playbook_helpers import (
     cluster_name,
     day,
     make_inventory,
+    new_cluster_name,
     run_backup,
     snap_name,
     snaps,
@@ -45,8 +46,21 @@ IMAGES = [f"so{index}" for index in range(8)]
 PROFILES = {"daily": {"count": 3}}
 
 
+def split_cluster_name() -> str:
+    """A fresh cluster name under which each node owns at least two of IMAGES.
+
+    The shard hashes the backup image name, which holds the (random) cluster name: with 8 images
+    one node owns fewer than two about once in 28 names, and the dead-node test needs two.
+    """
+    while True:
+        name = new_cluster_name()
+        shares = Counter(NODES[shard_of(backup_image(name, image), len(NODES))] for image in IMAGES)
+        if all(shares[node] >= 2 for node in NODES):
+            return name
+
+
 def two_node_inventory(lab: Any, ns: str) -> dict[str, Any]:
-    inv = make_inventory(lab, ns, profiles=PROFILES)
+    inv = make_inventory(lab, ns, profiles=PROFILES, name=split_cluster_name())
     hosts = inv["all"]["children"]["backup_nodes"]["hosts"]
     (first,) = list(hosts)
     assert first == NODES[0]

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from rest_api_helpers import REPO, start_api, unmap_and_purge, write_tokens
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -66,8 +66,19 @@ class Console:
 
     def wait(self, condition: Any, timeout: float = WAIT) -> Any:
         # The job page reloads itself: an element may go stale between two looks.
+        # Chrome may report such a node as an "unknown error" (Node with given id does not belong
+        # to the document) instead of a stale element: that one is the same race, any other is not.
         ignored = (NoSuchElementException, StaleElementReferenceException)
-        return WebDriverWait(self.browser, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(condition)
+
+        def look(browser: Any) -> Any:
+            try:
+                return condition(browser)
+            except WebDriverException as error:
+                if isinstance(error, ignored) or "does not belong to the document" in str(error.msg):
+                    return False
+                raise
+
+        return WebDriverWait(self.browser, timeout, poll_frequency=0.2).until(look)
 
     def text(self) -> str:
         return self.browser.find_element(By.TAG_NAME, "body").text
