@@ -3,9 +3,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -315,6 +317,7 @@ def calls(log: Path) -> list[list[str]]:
 
 # The runner checks that its keyring and conf files exist before any command: real (empty) files.
 _ACCESS_DIR = Path(tempfile.mkdtemp(prefix="backurne-test-rbd-"))
+atexit.register(shutil.rmtree, _ACCESS_DIR, True)  # made at import, so no fixture can remove it
 KEYRING, CONF = str(_ACCESS_DIR / "k"), str(_ACCESS_DIR / "c")
 for _path in (KEYRING, CONF):
     Path(_path).write_text("")
