@@ -91,7 +91,9 @@ def test_status_file_during_a_transfer_then_stats(lab, ns, tmp_path: Path) -> No
     poller = StatusPoller(state_dir, "big")
     poller.start()
     try:
-        run = assert_ok(run_backup(inv, tmp_path))
+        # The size estimate starts only for a transfer still running after 1 s, and a quiet
+        # machine moves 256 MiB in about 1 s: the bandwidth limit makes it last >= 3 s anywhere.
+        run = assert_ok(run_backup(inv, tmp_path, extra_vars={"backurne_bwlimit": "64M"}))
     finally:
         poller.stop.set()
         poller.join()
